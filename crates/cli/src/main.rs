@@ -1,0 +1,79 @@
+//! The `lmcompare` command line: argument parsing, output and exit codes only.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
+
+mod metrics_cmd;
+mod prediction_files;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lmcompare_report::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "lmcompare",
+    version,
+    about = "Compare language models side by side, with evidence",
+    long_about = "Compare language models side by side, with evidence.\n\nExit codes: 0 success, 1 runtime failure, 2 bad usage or bad input."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score prediction files (JSONL/CSV/TSV) from any model: every metric with bootstrap
+    /// confidence intervals, and paired significance tests between files.
+    Metrics(metrics_cmd::MetricsArgs),
+}
+
+/// An error the user can fix (exit 2), as opposed to a runtime failure (exit 1).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Where the rendered report goes and in which format.
+pub fn resolve_format(requested: Option<Format>) -> Format {
+    requested.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    })
+}
+
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Metrics(args) => metrics_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.downcast_ref::<BadInput>().is_some() {
+                2
+            } else {
+                1
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Reads prediction files (JSONL, CSV, TSV) from any model and aligns them by example id.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use lmcompare_metrics::{LabelSet, Predictions};
+use rayon::prelude::*;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum InputError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the file is empty (no predictions)")]
+    Empty { path: PathBuf },
+    #[error("{path}:{line}: {message}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// One example's output as written in a prediction file.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub line: usize,
+    pub label: String,
+    pub prediction: String,
+    pub probabilities: Option<Vec<(String, f64)>>,
+}
+
+#[derive(Debug)]
+pub struct PredictionFile {
+    pub path: PathBuf,
+    pub rows: Vec<Row>,
+}
+
+pub fn read_prediction_file(path: &Path) -> Result<PredictionFile, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Err(InputError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let rows = match ext.as_str() {
+        "csv" => read_delimited(path, &text, b',')?,
+        "tsv" | "tab" => read_delimited(path, &text, b'\t')?,
+        _ => read_jsonl(path, &text)?,
+    };
+    if rows.is_empty() {
+        return Err(InputError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(PredictionFile {
+        path: path.to_owned(),
+        rows,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar<'a> {
+    #[serde(borrow)]
+    Str(Cow<'a, str>),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+}
+
+impl Scalar<'_> {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::Str(s) => s.into_owned(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::UInt(u) => u.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// A JSON object of label → probability, kept in file order without a hash map per row.
+struct ProbMap(Vec<(String, f64)>);
+
+impl<'de> Deserialize<'de> for ProbMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ProbMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of label -> probability")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbMap, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    let p: Option<f64> = map.next_value()?;
+                    let p = p.ok_or_else(|| {
+                        de::Error::custom(format!("probability of {k:?} is null"))
+                    })?;
+                    v.push((k.into_owned(), p));
+                }
+                Ok(ProbMap(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonRow<'a> {
+    #[serde(borrow)]
+    id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    label: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    prediction: Option<Scalar<'a>>,
+    probabilities: Option<ProbMap>,
+}
+
+fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>, InputError> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    lines
+        .par_iter()
+        .map(|&(line, l)| {
+            let err = |message: String| InputError::Line {
+                path: path.to_owned(),
+                line,
+                message,
+            };
+            let row: JsonRow = serde_json::from_str(l)
+                .map_err(|e| err(format!("not a valid JSON object: {e}")))?;
+            let field = |v: Option<Scalar>, name: &str| {
+                v.map(Scalar::into_string)
+                    .ok_or_else(|| err(format!("missing field `{name}`")))
+            };
+            Ok(Row {
+                id: field(row.id, "id")?,
+                line,
+                label: field(row.label, "label")?,
+                prediction: field(row.prediction, "prediction")?,
+                probabilities: row.probabilities.map(|p| p.0),
+            })
+        })
+        .collect()
+}
+
+fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>, InputError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| InputError::File {
+            path: path.to_owned(),
+            message: format!("cannot read the header row: {e}"),
+        })?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let missing = |name: &str| InputError::File {
+        path: path.to_owned(),
+        message: format!(
+            "missing column `{name}` (columns: {})",
+            headers.iter().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let id = col("id").ok_or_else(|| missing("id"))?;
+    let label = col("label").ok_or_else(|| missing("label"))?;
+    let prediction = col("prediction").ok_or_else(|| missing("prediction"))?;
+    let prob_cols: Vec<(usize, String)> = headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.trim().strip_prefix("p:").map(|l| (i, l.to_owned())))
+        .collect();
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let err = |message: String| InputError::Line {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let record = record.map_err(|e| err(e.to_string()))?;
+        let get = |c: usize| record.get(c).unwrap_or("").to_owned();
+        let probabilities = if prob_cols.is_empty() {
+            None
+        } else {
+            let mut v = Vec::with_capacity(prob_cols.len());
+            for (c, l) in &prob_cols {
+                let cell = record.get(*c).unwrap_or("").trim();
+                if cell.is_empty() {
+                    continue;
+                }
+                let p: f64 = cell
+                    .parse()
+                    .map_err(|_| err(format!("column `p:{l}`: {cell:?} is not a number")))?;
+                v.push((l.clone(), p));
+            }
+            Some(v)
+        };
+        rows.push(Row {
+            id: get(id),
+            line,
+            label: get(label),
+            prediction: get(prediction),
+            probabilities,
+        });
+    }
+    Ok(rows)
+}
+
+fn first_few(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+    let more = items.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Aligns every file to the first file's example order and encodes all of them over one
+/// label set: `explicit` if given, else the sorted union of gold and predicted labels over
+/// all files (so every model is scored on the same labels).
+pub fn align(
+    files: &[PredictionFile],
+    explicit: Option<&[String]>,
+) -> Result<Vec<Predictions>, InputError> {
+    for f in files {
+        let mut seen = HashMap::with_capacity(f.rows.len());
+        let mut dups = Vec::new();
+        for r in &f.rows {
+            if seen.insert(r.id.as_str(), ()).is_some() {
+                dups.push(r.id.clone());
+            }
+        }
+        if !dups.is_empty() {
+            return Err(InputError::File {
+                path: f.path.clone(),
+                message: format!("duplicate id(s): {}", first_few(&dups)),
+            });
+        }
+    }
+    let base = &files[0];
+    let order: HashMap<&str, usize> = base
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    for f in &files[1..] {
+        let extra: Vec<String> = f
+            .rows
+            .iter()
+            .filter(|r| !order.contains_key(r.id.as_str()))
+            .map(|r| r.id.clone())
+            .collect();
+        let ids: HashMap<&str, ()> = f.rows.iter().map(|r| (r.id.as_str(), ())).collect();
+        let missing: Vec<String> = base
+            .rows
+            .iter()
+            .filter(|r| !ids.contains_key(r.id.as_str()))
+            .map(|r| r.id.clone())
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            let mut parts = Vec::new();
+            if !missing.is_empty() {
+                parts.push(format!(
+                    "{} id(s) of {} are missing: {}",
+                    missing.len(),
+                    base.path.display(),
+                    first_few(&missing)
+                ));
+            }
+            if !extra.is_empty() {
+                parts.push(format!(
+                    "{} id(s) are not in {}: {}",
+                    extra.len(),
+                    base.path.display(),
+                    first_few(&extra)
+                ));
+            }
+            return Err(InputError::Mismatch(format!(
+                "{}: ids do not match the first file: {}",
+                f.path.display(),
+                parts.join("; ")
+            )));
+        }
+    }
+
+    let labels = match explicit {
+        Some(list) => {
+            let set = LabelSet::new(list.to_vec())
+                .map_err(|e| InputError::Mismatch(format!("--labels: {e}")))?;
+            for f in files {
+                for r in &f.rows {
+                    for (what, l) in [("label", &r.label), ("prediction", &r.prediction)] {
+                        if set.index_of(l).is_none() {
+                            return Err(InputError::Line {
+                                path: f.path.clone(),
+                                line: r.line,
+                                message: format!(
+                                    "{what} {l:?} is not one of --labels ({})",
+                                    list.join(", ")
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            set
+        }
+        None => LabelSet::sorted_union(files.iter().flat_map(|f| {
+            f.rows
+                .iter()
+                .flat_map(|r| [r.label.as_str(), r.prediction.as_str()])
+        })),
+    };
+    let k = labels.len();
+    let n = base.rows.len();
+    let mut out = Vec::with_capacity(files.len());
+    let base_gold: Vec<u32> = base
+        .rows
+        .iter()
+        .map(|r| labels.index_of(&r.label).unwrap_or_else(|| unreachable!()))
+        .collect();
+    for f in files {
+        let mut pred = vec![0u32; n];
+        let with_probs = f.rows.iter().filter(|r| r.probabilities.is_some()).count();
+        if with_probs != 0 && with_probs != f.rows.len() {
+            let r = f
+                .rows
+                .iter()
+                .find(|r| r.probabilities.is_none())
+                .unwrap_or(&f.rows[0]);
+            return Err(InputError::Line {
+                path: f.path.clone(),
+                line: r.line,
+                message: "no `probabilities`, but other lines have them: give them for every example or for none".into(),
+            });
+        }
+        let mut proba = if with_probs > 0 {
+            Some(vec![0.0f64; n * k])
+        } else {
+            None
+        };
+        for r in &f.rows {
+            let i = order[r.id.as_str()];
+            let line_err = |message: String| InputError::Line {
+                path: f.path.clone(),
+                line: r.line,
+                message,
+            };
+            let g = labels.index_of(&r.label).unwrap_or_else(|| unreachable!());
+            if g != base_gold[i] {
+                return Err(line_err(format!(
+                    "id {:?} has gold label {:?} here but {:?} in {}",
+                    r.id,
+                    r.label,
+                    labels.name(base_gold[i]),
+                    base.path.display()
+                )));
+            }
+            let p = labels
+                .index_of(&r.prediction)
+                .unwrap_or_else(|| unreachable!());
+            pred[i] = p;
+            if let (Some(proba), Some(probs)) = (proba.as_mut(), &r.probabilities) {
+                let row = &mut proba[i * k..(i + 1) * k];
+                let mut has_pred = false;
+                for (l, v) in probs {
+                    let c = labels.index_of(l).ok_or_else(|| {
+                        line_err(format!(
+                            "probability label {l:?} is not in the label set ({}); list every label with --labels",
+                            labels.names().join(", ")
+                        ))
+                    })?;
+                    if !v.is_finite() || *v < 0.0 || *v > 1.0 {
+                        return Err(line_err(format!(
+                            "probability of {l:?} is {v}: probabilities must be in [0, 1]"
+                        )));
+                    }
+                    has_pred |= c == p;
+                    row[c as usize] = *v;
+                }
+                if !has_pred {
+                    return Err(line_err(format!(
+                        "no probability for the predicted label {:?}",
+                        r.prediction
+                    )));
+                }
+            }
+        }
+        let selected = k;
+        let preds =
+            Predictions::from_indices(labels.clone(), selected, base_gold.clone(), pred, proba)
+                .map_err(|e| InputError::File {
+                    path: f.path.clone(),
+                    message: e.to_string(),
+                })?;
+        out.push(preds);
+    }
+    Ok(out)
+}

@@ -1,0 +1,29 @@
+//! Renders lmcompare results for people (terminal table, Markdown) and programs (JSON).
+//!
+//! JSON keys are a contract: snake_case, named after scikit-learn's metrics.
+
+mod metrics_report;
+mod text;
+
+pub use metrics_report::{metrics_json, render_markdown, render_table, verdict};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "markdown" | "md" => Ok(Format::Markdown),
+            _ => Err(format!(
+                "--format must be table, json or markdown, not {s:?}"
+            )),
+        }
+    }
+}
