@@ -315,9 +315,9 @@ impl Evaluator {
         }
         out[Metric::LogLoss.slot()] = ll / total;
         out[Metric::Brier.slot()] = br / total;
-        let [count, conf_sum, correct_sum] = &mut s.bins;
         out[Metric::Ece.slot()] = match self.ece_strategy {
             EceStrategy::Uniform => {
+                let [count, conf_sum, correct_sum] = &mut s.bins;
                 for v in [&mut *count, &mut *conf_sum, &mut *correct_sum] {
                     v.clear();
                     v.resize(self.ece_bins, 0.0);
@@ -337,9 +337,7 @@ impl Evaluator {
                 &pk.correct,
                 self.ece_bins,
                 w,
-                count,
-                conf_sum,
-                correct_sum,
+                &mut s.bins,
             ),
         };
         if pk.binary {

@@ -302,7 +302,7 @@ fn permutation_test(
         return Ok(f64::NAN);
     }
     // The permutation stream is kept apart from the bootstrap's.
-    let seed = opts.bootstrap.seed ^ 0x5EED_0F_9E4D_u64;
+    let seed = opts.bootstrap.seed ^ 0x005E_ED0F_9E4D_u64;
     let threshold = delta.abs() - tolerance(delta);
     let extreme: usize = if main.from_confusion() {
         // Only examples where the two predictions differ change anything under a swap;

@@ -138,9 +138,7 @@ pub(crate) fn quantile_ece<W: Weights + ?Sized>(
     correct: &[f64],
     bins: usize,
     w: &W,
-    count: &mut Vec<f64>,
-    conf_sum: &mut Vec<f64>,
-    correct_sum: &mut Vec<f64>,
+    [count, conf_sum, correct_sum]: &mut [Vec<f64>; 3],
 ) -> f64 {
     let total: f64 = order.iter().map(|&i| w.w(i as usize)).sum();
     let total_n = total as u64;
