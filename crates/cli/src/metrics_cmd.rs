@@ -8,7 +8,7 @@ use lmcompare_metrics::{
 };
 use lmcompare_report::{metrics_json, render_markdown, render_table, Format};
 
-use crate::prediction_files::{align, read_prediction_file};
+use crate::prediction_files::{align, parse_prediction_file, read_text};
 use crate::{emit, resolve_format, BadInput};
 
 #[derive(Args)]
@@ -96,10 +96,17 @@ pub fn run(args: MetricsArgs) -> Result<()> {
             .into());
         }
     }
+    let texts = args
+        .pred
+        .iter()
+        .map(|p| read_text(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BadInput(e.to_string()))?;
     let files = args
         .pred
         .iter()
-        .map(|p| read_prediction_file(p))
+        .zip(&texts)
+        .map(|(p, t)| parse_prediction_file(p, t))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| BadInput(e.to_string()))?;
     let predictions = align(&files, args.labels.as_deref()).map_err(|e| BadInput(e.to_string()))?;

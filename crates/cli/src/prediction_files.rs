@@ -1,7 +1,7 @@
 //! Reads prediction files (JSONL, CSV, TSV) from any model and aligns them by example id.
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -32,27 +32,34 @@ pub enum InputError {
     Mismatch(String),
 }
 
-/// One example's output as written in a prediction file.
+/// One example's output as written in a prediction file; strings borrow from the file's
+/// text where no unescaping was needed.
 #[derive(Debug, Clone)]
-pub struct Row {
-    pub id: String,
+pub struct Row<'a> {
+    pub id: Cow<'a, str>,
     pub line: usize,
-    pub label: String,
-    pub prediction: String,
-    pub probabilities: Option<Vec<(String, f64)>>,
+    pub label: Cow<'a, str>,
+    pub prediction: Cow<'a, str>,
+    pub probabilities: Option<Vec<(Cow<'a, str>, f64)>>,
 }
 
 #[derive(Debug)]
-pub struct PredictionFile {
+pub struct PredictionFile<'a> {
     pub path: PathBuf,
-    pub rows: Vec<Row>,
+    pub rows: Vec<Row<'a>>,
 }
 
-pub fn read_prediction_file(path: &Path) -> Result<PredictionFile, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+pub fn read_text(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|source| InputError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+pub fn parse_prediction_file<'a>(
+    path: &Path,
+    text: &'a str,
+) -> Result<PredictionFile<'a>, InputError> {
     if text.trim().is_empty() {
         return Err(InputError::Empty {
             path: path.to_owned(),
@@ -64,9 +71,9 @@ pub fn read_prediction_file(path: &Path) -> Result<PredictionFile, InputError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let rows = match ext.as_str() {
-        "csv" => read_delimited(path, &text, b',')?,
-        "tsv" | "tab" => read_delimited(path, &text, b'\t')?,
-        _ => read_jsonl(path, &text)?,
+        "csv" => read_delimited(path, text, b',')?,
+        "tsv" | "tab" => read_delimited(path, text, b'\t')?,
+        _ => read_jsonl(path, text)?,
     };
     if rows.is_empty() {
         return Err(InputError::Empty {
@@ -89,41 +96,64 @@ enum Scalar<'a> {
     Bool(bool),
 }
 
-impl Scalar<'_> {
-    fn into_string(self) -> String {
+impl<'a> Scalar<'a> {
+    fn into_cow(self) -> Cow<'a, str> {
         match self {
-            Scalar::Str(s) => s.into_owned(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::UInt(u) => u.to_string(),
-            Scalar::Bool(b) => b.to_string(),
+            Scalar::Str(s) => s,
+            Scalar::Int(i) => Cow::Owned(i.to_string()),
+            Scalar::UInt(u) => Cow::Owned(u.to_string()),
+            Scalar::Bool(b) => Cow::Owned(b.to_string()),
         }
     }
 }
 
 /// A JSON object of label → probability, kept in file order without a hash map per row.
-struct ProbMap(Vec<(String, f64)>);
+struct ProbMap<'a>(Vec<(Cow<'a, str>, f64)>);
 
-impl<'de> Deserialize<'de> for ProbMap {
+impl<'de: 'a, 'a> Deserialize<'de> for ProbMap<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ProbMap;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ProbMap<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object of label -> probability")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbMap, A::Error> {
-                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProbMap<'a>, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(k) = map.next_key::<Borrowed<'de>>()? {
+                    let k = k.0;
                     let p: Option<f64> = map.next_value()?;
                     let p = p.ok_or_else(|| {
                         de::Error::custom(format!("probability of {k:?} is null"))
                     })?;
-                    v.push((k.into_owned(), p));
+                    v.push((k, p));
                 }
                 Ok(ProbMap(v))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string that borrows from the input unless it had escapes (plain `Cow` always copies).
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Borrowed<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Borrowed<'a>, E> {
+                Ok(Borrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Borrowed<'a>, E> {
+                Ok(Borrowed(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -135,10 +165,11 @@ struct JsonRow<'a> {
     label: Option<Scalar<'a>>,
     #[serde(borrow)]
     prediction: Option<Scalar<'a>>,
-    probabilities: Option<ProbMap>,
+    #[serde(borrow)]
+    probabilities: Option<ProbMap<'a>>,
 }
 
-fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>, InputError> {
+fn read_jsonl<'a>(path: &Path, text: &'a str) -> Result<Vec<Row<'a>>, InputError> {
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -155,8 +186,8 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>, InputError> {
             };
             let row: JsonRow = serde_json::from_str(l)
                 .map_err(|e| err(format!("not a valid JSON object: {e}")))?;
-            let field = |v: Option<Scalar>, name: &str| {
-                v.map(Scalar::into_string)
+            let field = |v: Option<Scalar<'a>>, name: &str| {
+                v.map(Scalar::into_cow)
                     .ok_or_else(|| err(format!("missing field `{name}`")))
             };
             Ok(Row {
@@ -170,7 +201,11 @@ fn read_jsonl(path: &Path, text: &str) -> Result<Vec<Row>, InputError> {
         .collect()
 }
 
-fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>, InputError> {
+fn read_delimited<'a>(
+    path: &Path,
+    text: &'a str,
+    delimiter: u8,
+) -> Result<Vec<Row<'a>>, InputError> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .from_reader(text.as_bytes());
@@ -206,7 +241,7 @@ fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>, In
             message,
         };
         let record = record.map_err(|e| err(e.to_string()))?;
-        let get = |c: usize| record.get(c).unwrap_or("").to_owned();
+        let get = |c: usize| Cow::Owned(record.get(c).unwrap_or("").to_owned());
         let probabilities = if prob_cols.is_empty() {
             None
         } else {
@@ -219,7 +254,7 @@ fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>, In
                 let p: f64 = cell
                     .parse()
                     .map_err(|_| err(format!("column `p:{l}`: {cell:?} is not a number")))?;
-                v.push((l.clone(), p));
+                v.push((Cow::Owned(l.clone()), p));
             }
             Some(v)
         };
@@ -234,8 +269,8 @@ fn read_delimited(path: &Path, text: &str, delimiter: u8) -> Result<Vec<Row>, In
     Ok(rows)
 }
 
-fn first_few(items: &[String]) -> String {
-    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+fn first_few(items: &[&str]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).copied().collect();
     let more = items.len().saturating_sub(5);
     if more > 0 {
         format!("{} and {more} more", shown.join(", "))
@@ -248,15 +283,15 @@ fn first_few(items: &[String]) -> String {
 /// label set: `explicit` if given, else the sorted union of gold and predicted labels over
 /// all files (so every model is scored on the same labels).
 pub fn align(
-    files: &[PredictionFile],
+    files: &[PredictionFile<'_>],
     explicit: Option<&[String]>,
 ) -> Result<Vec<Predictions>, InputError> {
     for f in files {
-        let mut seen = HashMap::with_capacity(f.rows.len());
+        let mut seen = FxHashSet::with_capacity_and_hasher(f.rows.len(), Default::default());
         let mut dups = Vec::new();
         for r in &f.rows {
-            if seen.insert(r.id.as_str(), ()).is_some() {
-                dups.push(r.id.clone());
+            if !seen.insert(&*r.id) {
+                dups.push(&*r.id);
             }
         }
         if !dups.is_empty() {
@@ -267,25 +302,25 @@ pub fn align(
         }
     }
     let base = &files[0];
-    let order: HashMap<&str, usize> = base
+    let order: FxHashMap<&str, usize> = base
         .rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i))
+        .map(|(i, r)| (&*r.id, i))
         .collect();
     for f in &files[1..] {
-        let extra: Vec<String> = f
+        let extra: Vec<&str> = f
             .rows
             .iter()
-            .filter(|r| !order.contains_key(r.id.as_str()))
-            .map(|r| r.id.clone())
+            .filter(|r| !order.contains_key(&*r.id))
+            .map(|r| &*r.id)
             .collect();
-        let ids: HashMap<&str, ()> = f.rows.iter().map(|r| (r.id.as_str(), ())).collect();
-        let missing: Vec<String> = base
+        let ids: FxHashSet<&str> = f.rows.iter().map(|r| &*r.id).collect();
+        let missing: Vec<&str> = base
             .rows
             .iter()
-            .filter(|r| !ids.contains_key(r.id.as_str()))
-            .map(|r| r.id.clone())
+            .filter(|r| !ids.contains(&*r.id))
+            .map(|r| &*r.id)
             .collect();
         if !missing.is_empty() || !extra.is_empty() {
             let mut parts = Vec::new();
@@ -335,11 +370,11 @@ pub fn align(
             }
             set
         }
-        None => LabelSet::sorted_union(files.iter().flat_map(|f| {
-            f.rows
+        None => LabelSet::sorted_union(
+            files
                 .iter()
-                .flat_map(|r| [r.label.as_str(), r.prediction.as_str()])
-        })),
+                .flat_map(|f| f.rows.iter().flat_map(|r| [&*r.label, &*r.prediction])),
+        ),
     };
     let k = labels.len();
     let n = base.rows.len();
@@ -370,7 +405,7 @@ pub fn align(
             None
         };
         for r in &f.rows {
-            let i = order[r.id.as_str()];
+            let i = order[&*r.id];
             let line_err = |message: String| InputError::Line {
                 path: f.path.clone(),
                 line: r.line,

@@ -15,7 +15,12 @@ fn lmcompare() -> Command {
 }
 
 fn run_json(args: &[&str]) -> Value {
-    let out = lmcompare().args(args).arg("--format").arg("json").output().unwrap();
+    let out = lmcompare()
+        .args(args)
+        .arg("--format")
+        .arg("json")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -81,7 +86,10 @@ fn compares_the_shipped_examples() {
         per_class.keys().collect::<Vec<_>>(),
         ["negative", "neutral", "positive"]
     );
-    let support: u64 = per_class.values().map(|c| c["support"].as_u64().unwrap()).sum();
+    let support: u64 = per_class
+        .values()
+        .map(|c| c["support"].as_u64().unwrap())
+        .sum();
     assert_eq!(support, 600);
     let cm = &models[0]["confusion_matrix"];
     assert_eq!(cm["labels"].as_array().unwrap().len(), 3);
@@ -102,7 +110,10 @@ fn compares_the_shipped_examples() {
     let f1a = models[0]["metrics"]["f1_macro"].as_f64().unwrap();
     let f1b = models[1]["metrics"]["f1_macro"].as_f64().unwrap();
     assert!((delta - (f1a - f1b)).abs() < 1e-12);
-    assert!(pair["ci_low"].as_f64().unwrap() > 0.0, "large is clearly better");
+    assert!(
+        pair["ci_low"].as_f64().unwrap() > 0.0,
+        "large is clearly better"
+    );
     for key in ["mcnemar_p", "bootstrap_p", "permutation_p", "p_holm"] {
         let p = pair[key].as_f64().unwrap();
         assert!(p > 0.0 && p < 0.01, "{key} = {p}");
@@ -121,10 +132,14 @@ fn csv_and_jsonl_give_the_same_numbers() {
         dir.path(),
         "m.jsonl",
         concat!(
-            r#"{"id": 1, "label": "a", "prediction": "a", "probabilities": {"a": 0.7, "b": 0.3}}"#, "\n",
-            r#"{"id": 2, "label": "b", "prediction": "a", "probabilities": {"a": 0.6, "b": 0.4}}"#, "\n",
-            r#"{"id": 3, "label": "b", "prediction": "b", "probabilities": {"a": 0.2, "b": 0.8}}"#, "\n",
-            r#"{"id": 4, "label": "a", "prediction": "b", "probabilities": {"a": 0.45, "b": 0.55}}"#, "\n",
+            r#"{"id": 1, "label": "a", "prediction": "a", "probabilities": {"a": 0.7, "b": 0.3}}"#,
+            "\n",
+            r#"{"id": 2, "label": "b", "prediction": "a", "probabilities": {"a": 0.6, "b": 0.4}}"#,
+            "\n",
+            r#"{"id": 3, "label": "b", "prediction": "b", "probabilities": {"a": 0.2, "b": 0.8}}"#,
+            "\n",
+            r#"{"id": 4, "label": "a", "prediction": "b", "probabilities": {"a": 0.45, "b": 0.55}}"#,
+            "\n",
         ),
     );
     let csv = write(
@@ -137,7 +152,11 @@ fn csv_and_jsonl_give_the_same_numbers() {
         "m.tsv",
         "id\tlabel\tprediction\tp:a\tp:b\n1\ta\ta\t0.7\t0.3\n2\tb\ta\t0.6\t0.4\n3\tb\tb\t0.2\t0.8\n4\ta\tb\t0.45\t0.55\n",
     );
-    let get = |p: &Path| run_json(&["metrics", "--pred", p.to_str().unwrap(), "--bootstrap", "0"])["models"][0]["metrics"].clone();
+    let get = |p: &Path| {
+        run_json(&["metrics", "--pred", p.to_str().unwrap(), "--bootstrap", "0"])["models"][0]
+            ["metrics"]
+            .clone()
+    };
     let a = get(&jsonl);
     assert_eq!(a, get(&csv));
     assert_eq!(a, get(&tsv));
@@ -154,7 +173,13 @@ fn probability_metrics_are_absent_without_probabilities() {
         "p.jsonl",
         "{\"id\": \"x\", \"label\": \"né\", \"prediction\": \"né\"}\n{\"id\": \"y\", \"label\": \"😀\", \"prediction\": \"né\"}\n",
     );
-    let v = run_json(&["metrics", "--pred", f.to_str().unwrap(), "--bootstrap", "50"]);
+    let v = run_json(&[
+        "metrics",
+        "--pred",
+        f.to_str().unwrap(),
+        "--bootstrap",
+        "50",
+    ]);
     let m = v["models"][0]["metrics"].as_object().unwrap();
     for key in ["log_loss", "brier", "ece", "roc_auc", "average_precision"] {
         assert!(!m.contains_key(key), "{key} must be absent, not null");
@@ -171,7 +196,13 @@ fn probability_metrics_are_absent_without_probabilities() {
 fn binary_metrics_need_a_valid_pos_label() {
     let a = examples().join("sentiment-large.jsonl");
     lmcompare()
-        .args(["metrics", "--pred", a.to_str().unwrap(), "--pos-label", "positive"])
+        .args([
+            "metrics",
+            "--pred",
+            a.to_str().unwrap(),
+            "--pos-label",
+            "positive",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("multi-class"));
@@ -182,11 +213,27 @@ fn binary_metrics_need_a_valid_pos_label() {
         "{\"id\": 1, \"label\": \"yes\", \"prediction\": \"no\"}\n{\"id\": 2, \"label\": \"yes\", \"prediction\": \"yes\"}\n",
     );
     lmcompare()
-        .args(["metrics", "--pred", f.to_str().unwrap(), "--pos-label", "maybe"])
+        .args([
+            "metrics",
+            "--pred",
+            f.to_str().unwrap(),
+            "--pos-label",
+            "maybe",
+        ])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("pos_label=\"maybe\" is not a valid label"));
-    let v = run_json(&["metrics", "--pred", f.to_str().unwrap(), "--pos-label", "yes", "--bootstrap", "0"]);
+        .stderr(predicate::str::contains(
+            "pos_label=\"maybe\" is not a valid label",
+        ));
+    let v = run_json(&[
+        "metrics",
+        "--pred",
+        f.to_str().unwrap(),
+        "--pos-label",
+        "yes",
+        "--bootstrap",
+        "0",
+    ]);
     let m = &v["models"][0]["metrics"];
     assert_eq!(m["precision"].as_f64().unwrap(), 1.0);
     assert_eq!(m["recall"].as_f64().unwrap(), 0.5);
@@ -283,7 +330,10 @@ fn bad_input_gives_one_clear_line_and_exit_2() {
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(!stderr.contains("panicked"));
     }

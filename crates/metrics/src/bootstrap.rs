@@ -15,7 +15,10 @@ use rayon::prelude::*;
 
 use crate::evaluator::{EvalScratch, Evaluator, SLOTS};
 use crate::metric::Metric;
-use crate::stats::{multinomial, quantile_sorted, resample_counts, stream};
+use crate::stats::{multinomial, quantile_sorted, resample_counts, resample_counts_u8, stream};
+
+/// Lower bound on resamples per rayon job, so per-job scratch buffers are built rarely.
+pub(crate) const RESAMPLES_PER_JOB: usize = 32;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BootstrapOptions {
@@ -66,6 +69,9 @@ pub(crate) fn resampled_metrics(ev: &Evaluator, opts: &BootstrapOptions) -> Vec<
         let counts: Vec<u64> = nonzero.iter().map(|&c| cells[c]).collect();
         (0..opts.resamples)
             .into_par_iter()
+            // Each rayon job builds its own scratch (n-sized for per-example resampling):
+            // keep jobs few and long.
+            .with_min_len(RESAMPLES_PER_JOB)
             .map_init(
                 || {
                     (
@@ -91,18 +97,54 @@ pub(crate) fn resampled_metrics(ev: &Evaluator, opts: &BootstrapOptions) -> Vec<
         let n = ev.n();
         (0..opts.resamples)
             .into_par_iter()
+            // Each rayon job builds its own scratch (n-sized for per-example resampling):
+            // keep jobs few and long.
+            .with_min_len(RESAMPLES_PER_JOB)
             .map_init(
-                || (EvalScratch::default(), vec![0u32; n]),
+                || (EvalScratch::default(), Multiplicities::new(n)),
                 |(scratch, w), b| {
-                    let mut rng = stream(opts.seed, b as u64);
-                    resample_counts(&mut rng, w);
                     let mut out = [f64::NAN; SLOTS];
-                    ev.eval_weighted(&w[..], scratch, &mut out);
+                    match w.draw(opts.seed, b as u64) {
+                        Drawn::Small(w) => ev.eval_weighted(w, scratch, &mut out),
+                        Drawn::Wide(w) => ev.eval_weighted(w, scratch, &mut out),
+                    }
                     out
                 },
             )
             .collect()
     }
+}
+
+/// Per-thread buffers for one resample's per-example multiplicities.
+pub(crate) struct Multiplicities {
+    small: Vec<u8>,
+    wide: Vec<u32>,
+}
+
+impl Multiplicities {
+    pub(crate) fn new(n: usize) -> Self {
+        Multiplicities {
+            small: vec![0; n],
+            wide: Vec::new(),
+        }
+    }
+
+    /// Draws resample `index` of stream `seed`: as bytes (the fast path), or as u32 in the
+    /// astronomically rare case that one example is drawn more than 255 times.
+    pub(crate) fn draw(&mut self, seed: u64, index: u64) -> Drawn<'_> {
+        if resample_counts_u8(&mut stream(seed, index), &mut self.small) {
+            Drawn::Small(&self.small)
+        } else {
+            self.wide.resize(self.small.len(), 0);
+            resample_counts(&mut stream(seed, index), &mut self.wide);
+            Drawn::Wide(&self.wide)
+        }
+    }
+}
+
+pub(crate) enum Drawn<'a> {
+    Small(&'a [u8]),
+    Wide(&'a [u32]),
 }
 
 /// Percentile bootstrap interval of every applicable metric.

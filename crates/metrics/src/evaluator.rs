@@ -10,6 +10,7 @@ use crate::probabilistic::{
     ece_from_bins, log_loss_term, quantile_ece, uniform_bin, Ranking, Unit, Weights,
 };
 use crate::MetricsError;
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EceStrategy {
@@ -87,6 +88,7 @@ struct ProbabilityKernel {
     /// One ranking for binary ROC/AP (positive class), or one per class for one-vs-rest.
     rankings: Vec<Ranking>,
     binary: bool,
+    pos_col: usize,
 }
 
 /// Precomputed per-example quantities for fast repeated evaluation.
@@ -111,6 +113,7 @@ pub(crate) struct EvalScratch {
     class_auc: Vec<f64>,
     class_ap: Vec<f64>,
     class_pos: Vec<f64>,
+    class_count: Vec<u64>,
 }
 
 pub(crate) const SLOTS: usize = Metric::ALL.len();
@@ -197,6 +200,7 @@ impl Evaluator {
                     )]
                 } else if k > 2 {
                     (0..k)
+                        .into_par_iter()
                         .map(|c| Ranking::new(|i| proba[i * k + c], |i| gold[i] as usize == c, n))
                         .collect()
                 } else {
@@ -222,6 +226,7 @@ impl Evaluator {
                     conf_order,
                     rankings,
                     binary,
+                    pos_col,
                 })
             }
         };
@@ -340,19 +345,34 @@ impl Evaluator {
                 &mut s.bins,
             ),
         };
+        if pk.rankings.is_empty() {
+            return;
+        }
+        // Multiplicity of each gold class, shared by every one-vs-rest ranking.
+        let k = self.spec.k;
+        s.class_pos.clear();
+        s.class_pos.resize(k, 0.0);
+        let class_count = &mut s.class_count;
+        class_count.clear();
+        class_count.resize(k, 0);
+        for (i, &g) in self.gold.iter().enumerate() {
+            class_count[g as usize] += w.count(i);
+        }
+        let all: u64 = class_count.iter().sum();
         if pk.binary {
-            let (auc, ap, _) = pk.rankings[0].auc_ap(w);
+            let pos: u64 = class_count[pk.pos_col];
+            let (auc, ap) = pk.rankings[0].auc_ap(w, pos, all - pos);
             out[Metric::RocAuc.slot()] = auc;
             out[Metric::AveragePrecision.slot()] = ap;
-        } else if !pk.rankings.is_empty() {
+        } else {
             s.class_auc.clear();
             s.class_ap.clear();
-            s.class_pos.clear();
-            for r in &pk.rankings {
-                let (auc, ap, pos) = r.auc_ap(w);
+            for (c, r) in pk.rankings.iter().enumerate() {
+                let pos = class_count[c];
+                let (auc, ap) = r.auc_ap(w, pos, all - pos);
                 s.class_auc.push(auc);
                 s.class_ap.push(ap);
-                s.class_pos.push(pos);
+                s.class_pos[c] = pos as f64;
             }
             out[Metric::RocAucOvrMacro.slot()] = mean(&s.class_auc, None);
             out[Metric::RocAucOvrWeighted.slot()] = mean(&s.class_auc, Some(&s.class_pos));

@@ -24,9 +24,10 @@ impl LabelSet {
     /// scikit-learn's default: the sorted union of every label seen. Rust's `str` ordering is
     /// by UTF-8 bytes, which equals NumPy's code-point order for Unicode strings.
     pub fn sorted_union<'a, I: IntoIterator<Item = &'a str>>(labels: I) -> Self {
-        let mut names: Vec<String> = labels.into_iter().map(str::to_owned).collect();
+        // Deduplicate before sorting: inputs are one label per example, outputs a handful.
+        let unique: std::collections::HashSet<&str> = labels.into_iter().collect();
+        let mut names: Vec<String> = unique.into_iter().map(str::to_owned).collect();
         names.sort_unstable();
-        names.dedup();
         // Cannot fail: deduplicated above.
         LabelSet::new(names).unwrap_or_else(|_| unreachable!())
     }

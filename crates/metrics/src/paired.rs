@@ -11,12 +11,14 @@
 
 use rayon::prelude::*;
 
-use crate::bootstrap::{percentile_interval, BootstrapOptions};
+use crate::bootstrap::{
+    percentile_interval, BootstrapOptions, Drawn, Multiplicities, RESAMPLES_PER_JOB,
+};
 use crate::evaluator::{EvalScratch, Evaluator, MetricOptions, SLOTS};
 use crate::labels::Predictions;
 use crate::metric::Metric;
 use crate::probabilistic::Unit;
-use crate::stats::{binomial_half_cdf, chi2_sf_1, multinomial, resample_counts, stream};
+use crate::stats::{binomial_half_cdf, chi2_sf_1, multinomial, stream};
 use crate::MetricsError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +246,9 @@ fn paired_resamples(ea: &Evaluator, eb: &Evaluator, opts: &BootstrapOptions) -> 
         let counts: Vec<u64> = joint.values().copied().collect();
         (0..opts.resamples)
             .into_par_iter()
+            // Each rayon job builds its own scratch (n-sized for per-example resampling):
+            // keep jobs few and long.
+            .with_min_len(RESAMPLES_PER_JOB)
             .map_init(
                 || {
                     (
@@ -273,14 +278,23 @@ fn paired_resamples(ea: &Evaluator, eb: &Evaluator, opts: &BootstrapOptions) -> 
         let n = ea.n();
         (0..opts.resamples)
             .into_par_iter()
+            // Each rayon job builds its own scratch (n-sized for per-example resampling):
+            // keep jobs few and long.
+            .with_min_len(RESAMPLES_PER_JOB)
             .map_init(
-                || (EvalScratch::default(), vec![0u32; n]),
+                || (EvalScratch::default(), Multiplicities::new(n)),
                 |(scratch, w), r| {
-                    let mut rng = stream(opts.seed, r as u64);
-                    resample_counts(&mut rng, w);
                     let (mut oa, mut ob) = ([f64::NAN; SLOTS], [f64::NAN; SLOTS]);
-                    ea.eval_weighted(&w[..], scratch, &mut oa);
-                    eb.eval_weighted(&w[..], scratch, &mut ob);
+                    match w.draw(opts.seed, r as u64) {
+                        Drawn::Small(w) => {
+                            ea.eval_weighted(w, scratch, &mut oa);
+                            eb.eval_weighted(w, scratch, &mut ob);
+                        }
+                        Drawn::Wide(w) => {
+                            ea.eval_weighted(w, scratch, &mut oa);
+                            eb.eval_weighted(w, scratch, &mut ob);
+                        }
+                    }
                     diff(&oa, &ob)
                 },
             )
@@ -322,6 +336,9 @@ fn permutation_test(
         let sizes: Vec<u64> = groups.values().copied().collect();
         (0..opts.permutations)
             .into_par_iter()
+            // Each rayon job builds its own scratch (n-sized for per-example resampling):
+            // keep jobs few and long.
+            .with_min_len(RESAMPLES_PER_JOB)
             .map_init(
                 || (EvalScratch::default(), cma.clone(), cmb.clone()),
                 |(scratch, pa_cm, pb_cm), r| {

@@ -6,6 +6,7 @@
 /// Per-example multiplicity: 1 for the observed sample, a bootstrap count otherwise.
 pub(crate) trait Weights: Sync {
     fn w(&self, i: usize) -> f64;
+    fn count(&self, i: usize) -> u64;
 }
 
 pub(crate) struct Unit;
@@ -15,12 +16,31 @@ impl Weights for Unit {
     fn w(&self, _: usize) -> f64 {
         1.0
     }
+    #[inline(always)]
+    fn count(&self, _: usize) -> u64 {
+        1
+    }
+}
+
+impl Weights for [u8] {
+    #[inline(always)]
+    fn w(&self, i: usize) -> f64 {
+        self[i] as f64
+    }
+    #[inline(always)]
+    fn count(&self, i: usize) -> u64 {
+        u64::from(self[i])
+    }
 }
 
 impl Weights for [u32] {
     #[inline(always)]
     fn w(&self, i: usize) -> f64 {
         self[i] as f64
+    }
+    #[inline(always)]
+    fn count(&self, i: usize) -> u64 {
+        u64::from(self[i])
     }
 }
 
@@ -30,83 +50,119 @@ pub(crate) fn log_loss_term(p_gold: f64) -> f64 {
     -p_gold.clamp(eps, 1.0 - eps).ln()
 }
 
-/// Examples sorted by one class's score, highest first, with tie groups marked, so a
-/// weighted ROC-AUC / average precision is one linear walk.
+/// Examples sorted by one class's score, highest first, arranged for a fast weighted
+/// ROC-AUC and average precision.
+///
+/// Only tie groups that contain a positive need arithmetic; the negatives ranked between two
+/// such groups only add to the false-positive count, whatever their ties. So the ranking is
+/// stored as alternating runs: a run of negatives (summed in a tight gather loop) followed
+/// by one group holding at least one positive.
 #[derive(Debug, Clone)]
 pub(crate) struct Ranking {
-    /// Example indices, score descending (stable).
-    order: Vec<u32>,
-    /// Positive-class flag per position in `order`.
-    positive: Vec<bool>,
-    /// Exclusive end position of each tie group.
-    group_ends: Vec<u32>,
+    /// Example indices of negatives outside positive-holding groups, in rank order.
+    negatives: Vec<u32>,
+    /// Members of the positive-holding groups, positive flag in bit 31.
+    members: Vec<u32>,
+    /// Per positive-holding group: end of its preceding negative run in `negatives`, and end
+    /// of its members in `members`.
+    groups: Vec<(u32, u32)>,
+}
+
+const POSITIVE: u32 = 1 << 31;
+const INDEX: u32 = POSITIVE - 1;
+
+/// Maps an f64 to a u64 whose unsigned order is the float's total order.
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
 }
 
 impl Ranking {
     pub fn new(scores: impl Fn(usize) -> f64, positive: impl Fn(usize) -> bool, n: usize) -> Self {
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by(|&a, &b| scores(b as usize).total_cmp(&scores(a as usize)));
-        let mut group_ends = Vec::new();
-        for j in 1..n {
-            if scores(order[j] as usize) != scores(order[j - 1] as usize) {
-                group_ends.push(j as u32);
+        assert!(n <= INDEX as usize, "too many examples for one ranking");
+        // Descending score, ties in example order (a stable sort, done as an integer sort).
+        let mut keyed: Vec<(u64, u32)> =
+            (0..n).map(|i| (!order_key(scores(i)), i as u32)).collect();
+        keyed.sort_unstable();
+        let mut negatives = Vec::with_capacity(n);
+        let mut members = Vec::new();
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let mut end = start + 1;
+            while end < n && keyed[end].0 == keyed[start].0 {
+                end += 1;
             }
-        }
-        if n > 0 {
-            group_ends.push(n as u32);
-        }
-        let positive = order.iter().map(|&i| positive(i as usize)).collect();
-        Ranking {
-            order,
-            positive,
-            group_ends,
-        }
-    }
-
-    /// Returns (ROC-AUC, average precision, positive weight). AUC is NaN when only one class
-    /// is present; AP is 0 when there are no positives (scikit-learn sets recall to 1 and the
-    /// only precision step is 0).
-    pub fn auc_ap<W: Weights + ?Sized>(&self, w: &W) -> (f64, f64, f64) {
-        let (mut total_pos, mut total_neg) = (0.0, 0.0);
-        for (j, &i) in self.order.iter().enumerate() {
-            let wi = w.w(i as usize);
-            if self.positive[j] {
-                total_pos += wi;
-            } else {
-                total_neg += wi;
-            }
-        }
-        let (mut tp, mut fp) = (0.0, 0.0);
-        let mut auc_num = 0.0;
-        let mut ap = 0.0;
-        let mut start = 0usize;
-        for &end in &self.group_ends {
-            let end = end as usize;
-            let (mut gp, mut gn) = (0.0, 0.0);
-            for j in start..end {
-                let wi = w.w(self.order[j] as usize);
-                if self.positive[j] {
-                    gp += wi;
-                } else {
-                    gn += wi;
+            let group = &keyed[start..end];
+            if group.iter().any(|&(_, i)| positive(i as usize)) {
+                for &(_, i) in group {
+                    members.push(if positive(i as usize) {
+                        i | POSITIVE
+                    } else {
+                        i
+                    });
                 }
-            }
-            // Positives in this group beat every negative ranked below and tie with the
-            // negatives in the group (counted half).
-            auc_num += gp * (total_neg - fp - gn) + 0.5 * gp * gn;
-            tp += gp;
-            fp += gn;
-            if gp > 0.0 && total_pos > 0.0 {
-                ap += (gp / total_pos) * (tp / (tp + fp));
+                groups.push((negatives.len() as u32, members.len() as u32));
+            } else {
+                negatives.extend(group.iter().map(|&(_, i)| i));
             }
             start = end;
         }
-        let auc = if total_pos == 0.0 || total_neg == 0.0 {
+        Ranking {
+            negatives,
+            members,
+            groups,
+        }
+    }
+
+    /// Returns (ROC-AUC, average precision) under integer multiplicities, given the total
+    /// positive and negative multiplicity. AUC is NaN when only one class is present; AP is 0
+    /// when there are no positives (scikit-learn sets recall to 1 and the only precision step
+    /// is 0).
+    pub fn auc_ap<W: Weights + ?Sized>(&self, w: &W, total_pos: u64, total_neg: u64) -> (f64, f64) {
+        let (mut tp, mut fp) = (0u64, 0u64);
+        // Twice the Mann–Whitney numerator, exact in integers: positives beat every negative
+        // ranked below and tie (half) with the negatives of their own group.
+        let mut auc2: u64 = 0;
+        let mut ap = 0.0;
+        let (mut neg_at, mut member_at) = (0usize, 0usize);
+        for &(neg_end, member_end) in &self.groups {
+            let neg_end = neg_end as usize;
+            fp += self.negatives[neg_at..neg_end]
+                .iter()
+                .map(|&i| w.count(i as usize))
+                .sum::<u64>();
+            neg_at = neg_end;
+            let (mut gp, mut gn) = (0u64, 0u64);
+            for &e in &self.members[member_at..member_end as usize] {
+                let wi = w.count((e & INDEX) as usize);
+                let pos = u64::from(e >> 31);
+                gp += wi * pos;
+                gn += wi * (1 - pos);
+            }
+            member_at = member_end as usize;
+            auc2 += 2 * gp * (total_neg - fp - gn) + gp * gn;
+            tp += gp;
+            fp += gn;
+            // Branch-free: in a resample a third of the positives have multiplicity 0, an
+            // unpredictable branch. Signed integers convert to f64 in one instruction.
+            ap += (gp as i64) as f64 * ((tp as i64) as f64 / ((tp + fp).max(1) as i64) as f64);
+        }
+        let auc = if total_pos == 0 || total_neg == 0 {
             f64::NAN
         } else {
-            auc_num / (total_pos * total_neg)
+            auc2 as f64 / (2.0 * total_pos as f64 * total_neg as f64)
         };
-        (auc, ap, total_pos)
+        let ap = if total_pos == 0 {
+            0.0
+        } else {
+            ap / total_pos as f64
+        };
+        (auc, ap)
     }
 }
 

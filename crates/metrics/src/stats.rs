@@ -146,9 +146,28 @@ pub(crate) fn multinomial<R: Rng>(rng: &mut R, counts: &[u64], out: &mut [u64]) 
 pub(crate) fn resample_counts<R: Rng>(rng: &mut R, w: &mut [u32]) {
     let n = w.len();
     w.fill(0);
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
     for _ in 0..n {
-        w[rng.gen_range(0..n)] += 1;
+        w[rng.gen_range(0..n32) as usize] += 1;
     }
+}
+
+/// The same draw into one byte per example, which keeps the multiplicities of a few hundred
+/// thousand examples in L2 cache for the random-access passes. Returns false if some
+/// example was drawn more than 255 times (then redo the same stream with `resample_counts`).
+pub(crate) fn resample_counts_u8<R: Rng>(rng: &mut R, w: &mut [u8]) -> bool {
+    let n = w.len();
+    w.fill(0);
+    let mut fits = true;
+    // 32-bit draws (exact, by rejection) are cheaper than 64-bit ones.
+    let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    for _ in 0..n {
+        let slot = &mut w[rng.gen_range(0..n32) as usize];
+        let (v, overflow) = slot.overflowing_add(1);
+        *slot = v;
+        fits &= !overflow;
+    }
+    fits
 }
 
 #[cfg(test)]

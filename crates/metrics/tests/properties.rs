@@ -35,7 +35,10 @@ fn normalise(raw: &[f64], k: usize) -> Vec<f64> {
 
 fn eval(k: usize, gold: &[u32], pred: &[u32], proba: Option<Vec<f64>>) -> Vec<(Metric, f64)> {
     let p = Predictions::from_indices(labels(k), k, gold.to_vec(), pred.to_vec(), proba).unwrap();
-    Evaluator::new(&p, &MetricOptions::default()).unwrap().evaluate().metrics
+    Evaluator::new(&p, &MetricOptions::default())
+        .unwrap()
+        .evaluate()
+        .metrics
 }
 
 fn same(a: f64, b: f64, tol: f64) -> bool {
@@ -150,12 +153,24 @@ proptest! {
 fn bootstrap_is_reproducible_and_independent_of_thread_count() {
     let gold: Vec<u32> = (0..500).map(|i| (i * 7 % 3) as u32).collect();
     let pred: Vec<u32> = (0..500).map(|i| (i * 11 % 3) as u32).collect();
-    let raw: Vec<f64> = (0..1500).map(|i| ((i * 37 % 101) as f64 + 1.0) / 102.0).collect();
+    let raw: Vec<f64> = (0..1500)
+        .map(|i| ((i * 37 % 101) as f64 + 1.0) / 102.0)
+        .collect();
     let p = Predictions::from_indices(labels(3), 3, gold, pred, Some(normalise(&raw, 3))).unwrap();
     let ev = Evaluator::new(&p, &MetricOptions::default()).unwrap();
-    let opts = BootstrapOptions { resamples: 200, seed: 42, confidence: 0.9 };
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let opts = BootstrapOptions {
+        resamples: 200,
+        seed: 42,
+        confidence: 0.9,
+    };
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let a = one.install(|| bootstrap_intervals(&ev, &opts));
     let b = two.install(|| bootstrap_intervals(&ev, &opts));
     assert_eq!(a, b);
@@ -168,7 +183,10 @@ fn bootstrap_is_reproducible_and_independent_of_thread_count() {
         assert!(iv.defined > 0, "{m}");
         // Not a theorem, but a 90% interval far from the point estimate on 500 examples
         // would mean the resampling is broken.
-        assert!(iv.low - 0.05 <= v && v <= iv.high + 0.05, "{m}: {v} outside {iv:?}");
+        assert!(
+            iv.low - 0.05 <= v && v <= iv.high + 0.05,
+            "{m}: {v} outside {iv:?}"
+        );
     }
 }
 
@@ -177,7 +195,13 @@ fn confidence_interval_narrows_with_more_data() {
     let make = |n: usize| {
         let gold: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
         let pred: Vec<u32> = (0..n)
-            .map(|i| if i % 5 == 0 { 1 - (i % 2) as u32 } else { (i % 2) as u32 })
+            .map(|i| {
+                if i % 5 == 0 {
+                    1 - (i % 2) as u32
+                } else {
+                    (i % 2) as u32
+                }
+            })
             .collect();
         let p = Predictions::from_indices(labels(2), 2, gold, pred, None).unwrap();
         let ev = Evaluator::new(&p, &MetricOptions::default()).unwrap();

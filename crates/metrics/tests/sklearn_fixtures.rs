@@ -1,17 +1,20 @@
 //! Every metric against the values scikit-learn 1.9 computed on the committed fixtures
 //! (`scripts/gen_metric_fixtures.py` writes them; no Python is needed to run this test).
 
+use lmcompare_metrics::stats::quantile_sorted;
 use lmcompare_metrics::{
     adjust_p_values, mcnemar, Correction, EceStrategy, Evaluation, Evaluator, Metric,
     MetricOptions, Predictions, ZeroDivision,
 };
-use lmcompare_metrics::stats::quantile_sorted;
 use serde_json::Value;
 
 const TOL: f64 = 1e-9;
 
 fn fixtures() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sklearn_cases.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sklearn_cases.json"
+    );
     let text = std::fs::read_to_string(path).expect("committed fixture file");
     serde_json::from_str(&text).unwrap()
 }
@@ -29,7 +32,11 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn evaluate(case: &Value, strategy: EceStrategy, bins: usize) -> Result<Evaluation, String> {
@@ -100,7 +107,9 @@ fn metrics_equal_scikit_learn() {
                 if let Some(v) = ours {
                     if !v.is_nan() {
                         let err = want["error"].as_str().unwrap_or("?");
-                        failures.push(format!("{name}.{key}: scikit-learn refuses ({err}) but we report {v}"));
+                        failures.push(format!(
+                            "{name}.{key}: scikit-learn refuses ({err}) but we report {v}"
+                        ));
                     }
                 }
                 continue;
@@ -108,7 +117,9 @@ fn metrics_equal_scikit_learn() {
             checked += 1;
             match ours {
                 Some(v) if close(v, want) => {}
-                other => failures.push(format!("{name}.{key}: ours {other:?}, scikit-learn {want}")),
+                other => {
+                    failures.push(format!("{name}.{key}: ours {other:?}, scikit-learn {want}"))
+                }
             }
         }
         if let Some(pc) = expected["per_class"].as_object() {
@@ -117,11 +128,18 @@ fn metrics_equal_scikit_learn() {
                     failures.push(format!("{name}: per-class label {label} missing"));
                     continue;
                 };
-                for (field, ours) in [("precision", s.precision), ("recall", s.recall), ("f1", s.f1), ("support", s.support)] {
+                for (field, ours) in [
+                    ("precision", s.precision),
+                    ("recall", s.recall),
+                    ("f1", s.f1),
+                    ("support", s.support),
+                ] {
                     checked += 1;
                     let want = number(&stats[field]).unwrap();
                     if !close(ours, want) {
-                        failures.push(format!("{name}.per_class[{label}].{field}: ours {ours}, scikit-learn {want}"));
+                        failures.push(format!(
+                            "{name}.per_class[{label}].{field}: ours {ours}, scikit-learn {want}"
+                        ));
                     }
                 }
             }
@@ -129,16 +147,30 @@ fn metrics_equal_scikit_learn() {
         if let Some(cm) = expected["confusion_matrix"].as_array() {
             let want: Vec<Vec<u64>> = cm
                 .iter()
-                .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect())
+                .map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap())
+                        .collect()
+                })
                 .collect();
             checked += 1;
             if want != ev.confusion_matrix {
-                failures.push(format!("{name}.confusion_matrix: ours {:?}, scikit-learn {want:?}", ev.confusion_matrix));
+                failures.push(format!(
+                    "{name}.confusion_matrix: ours {:?}, scikit-learn {want:?}",
+                    ev.confusion_matrix
+                ));
             }
         }
     }
     assert!(checked > 300, "only {checked} values checked");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -152,7 +184,12 @@ fn mcnemar_equals_statsmodels() {
         } else {
             number(&case["chi2_corrected_p"]).unwrap()
         };
-        assert!(close(ours.p_value, want), "{}: b={b} c={c}: ours {}, statsmodels {want}", case["name"], ours.p_value);
+        assert!(
+            close(ours.p_value, want),
+            "{}: b={b} c={c}: ours {}, statsmodels {want}",
+            case["name"],
+            ours.p_value
+        );
     }
 }
 
@@ -160,12 +197,28 @@ fn mcnemar_equals_statsmodels() {
 fn corrections_equal_statsmodels() {
     let fx = fixtures();
     for case in fx["multipletests"].as_array().unwrap() {
-        let p: Vec<f64> = case["pvals"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        for (key, c) in [("holm", Correction::Holm), ("bh", Correction::BenjaminiHochberg)] {
-            let want: Vec<f64> = case[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let p: Vec<f64> = case["pvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (key, c) in [
+            ("holm", Correction::Holm),
+            ("bh", Correction::BenjaminiHochberg),
+        ] {
+            let want: Vec<f64> = case[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             let ours = adjust_p_values(&p, c);
             for (o, w) in ours.iter().zip(&want) {
-                assert!(close(*o, *w), "{key} of {p:?}: ours {ours:?}, statsmodels {want:?}");
+                assert!(
+                    close(*o, *w),
+                    "{key} of {p:?}: ours {ours:?}, statsmodels {want:?}"
+                );
             }
         }
     }
@@ -175,14 +228,22 @@ fn corrections_equal_statsmodels() {
 fn quantiles_equal_numpy() {
     let fx = fixtures();
     for case in fx["bootstrap_quantiles"].as_array().unwrap() {
-        let mut values: Vec<f64> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let mut values: Vec<f64> = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         values.sort_by(f64::total_cmp);
         let qs = case["q"].as_array().unwrap();
         let want = case["numpy"].as_array().unwrap();
         for (q, w) in qs.iter().zip(want) {
             let (q, w) = (q.as_f64().unwrap(), w.as_f64().unwrap());
             let ours = quantile_sorted(&values, q);
-            assert!(close(ours, w), "q={q} of {values:?}: ours {ours}, numpy {w}");
+            assert!(
+                close(ours, w),
+                "q={q} of {values:?}: ours {ours}, numpy {w}"
+            );
         }
     }
 }
