@@ -89,6 +89,9 @@ struct ProbabilityKernel {
     rankings: Vec<Ranking>,
     binary: bool,
     pos_col: usize,
+    /// One-vs-rest ROC-AUC is refused (NaN) when rows are not probability distributions,
+    /// as scikit-learn refuses it.
+    ovr_undefined: bool,
 }
 
 /// Precomputed per-example quantities for fast repeated evaluation.
@@ -144,7 +147,11 @@ impl Evaluator {
             })
             .collect();
         let mut row_sums_off = 0;
-        let prob = match p.proba() {
+        let mut rows_not_distributions = 0usize;
+        // A one-label problem has nothing to rank or calibrate against (scikit-learn refuses
+        // its log-loss and Brier too), so no probability metric is reported.
+        let proba = p.proba().filter(|_| k >= 2);
+        let prob = match proba {
             None => None,
             Some(proba) => {
                 let n = p.len();
@@ -164,6 +171,9 @@ impl Evaluator {
                     let sum: f64 = row.iter().sum();
                     if (sum - 1.0).abs() > 1e-8 + f64::EPSILON.sqrt() {
                         row_sums_off += 1;
+                    }
+                    if (sum - 1.0).abs() > 1e-8 + 1e-5 {
+                        rows_not_distributions += 1;
                     }
                     if binary {
                         let y = if g == pos_col { 1.0 } else { 0.0 };
@@ -217,6 +227,7 @@ impl Evaluator {
                         Metric::AveragePrecisionWeighted,
                     ]);
                 }
+                let ovr_needs_distributions = !binary && rows_not_distributions > 0;
                 Some(ProbabilityKernel {
                     log_loss,
                     brier,
@@ -227,6 +238,7 @@ impl Evaluator {
                     rankings,
                     binary,
                     pos_col,
+                    ovr_undefined: ovr_needs_distributions,
                 })
             }
         };
@@ -374,8 +386,13 @@ impl Evaluator {
                 s.class_ap.push(ap);
                 s.class_pos[c] = pos as f64;
             }
-            out[Metric::RocAucOvrMacro.slot()] = mean(&s.class_auc, None);
-            out[Metric::RocAucOvrWeighted.slot()] = mean(&s.class_auc, Some(&s.class_pos));
+            if pk.ovr_undefined {
+                out[Metric::RocAucOvrMacro.slot()] = f64::NAN;
+                out[Metric::RocAucOvrWeighted.slot()] = f64::NAN;
+            } else {
+                out[Metric::RocAucOvrMacro.slot()] = mean(&s.class_auc, None);
+                out[Metric::RocAucOvrWeighted.slot()] = mean(&s.class_auc, Some(&s.class_pos));
+            }
             out[Metric::AveragePrecisionMacro.slot()] = mean(&s.class_ap, None);
             out[Metric::AveragePrecisionWeighted.slot()] = mean(&s.class_ap, Some(&s.class_pos));
         }
@@ -492,6 +509,11 @@ impl Evaluator {
                     Metric::CohenKappa | Metric::CohenKappaLinear | Metric::CohenKappaQuadratic => {
                         "undefined: expected disagreement is 0 (a single label on both sides)"
                     }
+                    Metric::RocAucOvrMacro | Metric::RocAucOvrWeighted
+                        if self.prob.as_ref().is_some_and(|pk| pk.ovr_undefined) =>
+                    {
+                        "undefined: one-vs-rest ROC-AUC needs every probability row to sum to 1 (as scikit-learn requires)"
+                    }
                     Metric::RocAuc | Metric::RocAucOvrMacro | Metric::RocAucOvrWeighted => {
                         "undefined: some class has only positive or only negative gold examples"
                     }
@@ -526,13 +548,22 @@ impl Evaluator {
     }
 }
 
-/// Plain mean (NaN propagates, as `np.average`), optionally weighted; 0 weights sum → NaN.
+/// scikit-learn's `_average_binary_score`: a plain mean lets NaN through; the weighted mean
+/// forces zero-weight classes to 0 (so an undefined score of an absent class does not
+/// spoil it) and is 0 when every weight is 0.
 fn mean(v: &[f64], weights: Option<&[f64]>) -> f64 {
     match weights {
         None => v.iter().sum::<f64>() / v.len() as f64,
         Some(w) => {
             let ws: f64 = w.iter().sum();
-            v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws
+            if ws == 0.0 {
+                return 0.0;
+            }
+            v.iter()
+                .zip(w)
+                .map(|(a, b)| if *b == 0.0 { 0.0 } else { a * b })
+                .sum::<f64>()
+                / ws
         }
     }
 }
