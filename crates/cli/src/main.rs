@@ -1,8 +1,10 @@
 //! The `lmcompare` command line: argument parsing, output and exit codes only.
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
 
+mod encoder_cmds;
 mod metrics_cmd;
 mod prediction_files;
+mod texts;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -32,6 +34,12 @@ enum Command {
     /// Score prediction files (JSONL/CSV/TSV) from any model: every metric with bootstrap
     /// confidence intervals, and paired significance tests between files.
     Metrics(metrics_cmd::MetricsArgs),
+    /// Sentence embeddings from an encoder (pooling as the model folder says).
+    Embed(encoder_cmds::EmbedArgs),
+    /// Class probabilities from a classifier (a model with a classification head).
+    Predict(encoder_cmds::PredictArgs),
+    /// Tokenize texts with one or more models' tokenizers and compare them side by side.
+    Tokenize(encoder_cmds::TokenizeArgs),
 }
 
 /// An error the user can fix (exit 2), as opposed to a runtime failure (exit 1).
@@ -68,6 +76,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Metrics(args) => metrics_cmd::run(args),
+        Command::Embed(args) => encoder_cmds::embed(args),
+        Command::Predict(args) => encoder_cmds::predict(args),
+        Command::Tokenize(args) => encoder_cmds::tokenize(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,222 @@
+//! A ready-to-run text encoder: tokenizer + network (native or ONNX) + pooling + labels.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::config::EncoderConfig;
+use crate::error::{EngineError, Result};
+use crate::model::{Encoder, Hidden};
+use crate::onnx::OnnxEncoder;
+use crate::pooling::{Pooling, PoolingMode};
+use crate::spec::ResolvedModel;
+use crate::tokenize::{Encoded, TextTokenizer};
+use crate::weights::WeightFile;
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Cap on tokens per input (special tokens included); the model's own limit otherwise.
+    pub max_length: Option<usize>,
+    pub pooling: Option<PoolingMode>,
+    pub normalize: Option<bool>,
+}
+
+enum Network {
+    Native(Box<Encoder>),
+    Onnx(Box<OnnxEncoder>),
+}
+
+pub struct TextEncoder {
+    pub resolved: ResolvedModel,
+    pub config: Option<EncoderConfig>,
+    pub tokenizer: TextTokenizer,
+    pub pooling: Pooling,
+    network: Network,
+    labels: Option<Vec<String>>,
+}
+
+/// Time spent in one batch, for latency statistics.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchTiming {
+    pub examples: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+fn sentence_max_length(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["max_seq_length"].as_u64().map(|x| x as usize)
+}
+
+impl TextEncoder {
+    pub fn load(resolved: ResolvedModel, opts: &LoadOptions) -> Result<Self> {
+        let dir = resolved.dir.clone();
+        let config_path = dir.join("config.json");
+        let config = if config_path.exists() {
+            Some(EncoderConfig::from_file(&config_path)?)
+        } else if resolved.onnx.is_none() {
+            return Err(EngineError::file(
+                &config_path,
+                "missing: a model folder needs config.json",
+            ));
+        } else {
+            None
+        };
+        let model_limit = config.as_ref().map(|c| c.max_tokens()).unwrap_or(512);
+        let mut max_length = model_limit;
+        if let Some(m) = sentence_max_length(&dir) {
+            max_length = max_length.min(m);
+        }
+        if let Some(m) = opts.max_length {
+            if m < 2 {
+                return Err(EngineError::BadInput(
+                    "--max-length must be at least 2".into(),
+                ));
+            }
+            max_length = m.min(model_limit);
+        }
+        let tokenizer = TextTokenizer::load(&dir, max_length)?;
+        let mut pooling = Pooling::from_folder(&dir);
+        if let Some(mode) = opts.pooling {
+            pooling.mode = mode;
+        }
+        if let Some(n) = opts.normalize {
+            pooling.normalize = n;
+        }
+        let (network, labels) = match &resolved.onnx {
+            Some(path) => (Network::Onnx(Box::new(OnnxEncoder::load(path)?)), None),
+            None => {
+                let cfg = config
+                    .clone()
+                    .ok_or_else(|| EngineError::file(&config_path, "missing"))?;
+                let weights_path = dir.join("model.safetensors");
+                if !weights_path.exists() {
+                    let msg = if dir.join("pytorch_model.bin").exists() {
+                        "missing; this folder has pytorch_model.bin (a pickle), which lmcompare does not execute: convert it once with `python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`"
+                    } else {
+                        "missing: the model's weights are expected in model.safetensors"
+                    };
+                    return Err(EngineError::file(&weights_path, msg));
+                }
+                let weights = WeightFile::open(&weights_path)?;
+                let enc = Encoder::load(cfg, &weights)?;
+                let labels = enc.num_labels.map(|n| match &enc.config.id2label {
+                    Some(names) if names.len() == n => names.clone(),
+                    _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+                });
+                (Network::Native(Box::new(enc)), labels)
+            }
+        };
+        if let Some(cfg) = &config {
+            if tokenizer.max_id() as usize >= cfg.vocab_size {
+                return Err(EngineError::BadInput(format!(
+                    "{}: the tokenizer ({}, ids up to {}) does not fit the model's embedding matrix of {} tokens",
+                    dir.display(),
+                    tokenizer.source(),
+                    tokenizer.max_id(),
+                    cfg.vocab_size
+                )));
+            }
+        }
+        Ok(TextEncoder {
+            resolved,
+            config,
+            tokenizer,
+            pooling,
+            network,
+            labels,
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self.network {
+            Network::Native(_) => "lmcompare-native",
+            Network::Onnx(_) => "onnxruntime",
+        }
+    }
+
+    /// Class names of the classification head, if the model has one.
+    pub fn labels(&self) -> Option<&[String]> {
+        self.labels.as_deref()
+    }
+
+    pub fn hidden_size(&self) -> Option<usize> {
+        self.config.as_ref().map(|c| c.hidden)
+    }
+
+    fn forward(&self, batch: &[&Encoded]) -> Result<Hidden> {
+        let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
+        match &self.network {
+            Network::Native(enc) => enc.forward(&seqs),
+            Network::Onnx(o) => o.forward(&seqs),
+        }
+    }
+
+    /// Runs `encoded` in batches of `batch_size`, shortest inputs together so batches waste
+    /// nothing on padding, calling `each` with every batch's indices and states.
+    pub fn run_batches(
+        &self,
+        encoded: &[Encoded],
+        batch_size: usize,
+        mut each: impl FnMut(&[usize], &Hidden, BatchTiming) -> Result<()>,
+    ) -> Result<()> {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].ids.len());
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let start = Instant::now();
+            let hidden = self.forward(&batch)?;
+            let timing = BatchTiming {
+                examples: chunk.len(),
+                tokens: batch.iter().map(|e| e.ids.len()).sum(),
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            each(chunk, &hidden, timing)?;
+        }
+        Ok(())
+    }
+
+    /// Pooled sentence embeddings in input order.
+    pub fn embed(&self, encoded: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); encoded.len()];
+        self.run_batches(encoded, batch_size, |idx, hidden, _| {
+            for (j, &i) in idx.iter().enumerate() {
+                out[i] = self.pooling.pool(hidden.sequence(j), hidden.dim);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Class probabilities (softmax of the head's logits) in input order.
+    pub fn classify(&self, encoded: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let Network::Native(enc) = &self.network else {
+            return Err(EngineError::BadInput(format!(
+                "model {}: an ONNX encoder graph has no classification head; use `embed`, or `compare --task probe`",
+                self.resolved.spec
+            )));
+        };
+        if enc.num_labels.is_none() {
+            return Err(EngineError::BadInput(format!(
+                "model {} has no classification head (no classifier weights in model.safetensors); use `embed`, or `compare --task probe` to train one",
+                self.resolved.spec
+            )));
+        }
+        let mut out = vec![Vec::new(); encoded.len()];
+        self.run_batches(encoded, batch_size, |idx, hidden, _| {
+            let logits = enc.logits(hidden).unwrap_or_default();
+            for (j, &i) in idx.iter().enumerate() {
+                out[i] = softmax(&logits[j]);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| (e / sum) as f32).collect()
+}

@@ -1,0 +1,30 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Engine failures. `is_bad_input` separates what the user can fix (a wrong path, a broken
+/// file, an unsupported model: exit 2) from runtime failures (exit 1).
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl EngineError {
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        EngineError::File {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, EngineError::Runtime(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;

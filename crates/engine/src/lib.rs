@@ -1,0 +1,16 @@
+//! The model side of lmcompare: model specs and folders, tokenizers, encoder inference on
+//! hand-written kernels, ONNX models, pooling, and cost profiles.
+
+pub mod config;
+pub mod encoder_model;
+pub mod error;
+pub mod kernels;
+pub mod model;
+pub mod onnx;
+pub mod pooling;
+pub mod spec;
+pub mod tokenize;
+pub mod weights;
+
+pub use encoder_model::{LoadOptions, TextEncoder};
+pub use error::{EngineError, Result};
