@@ -4,6 +4,7 @@
 mod encoder_cmds;
 mod metrics_cmd;
 mod prediction_files;
+mod profile_cmd;
 mod texts;
 
 use std::io::{IsTerminal, Write};
@@ -40,6 +41,8 @@ enum Command {
     Predict(encoder_cmds::PredictArgs),
     /// Tokenize texts with one or more models' tokenizers and compare them side by side.
     Tokenize(encoder_cmds::TokenizeArgs),
+    /// Parameters, size, FLOPs per example, latency, throughput and peak memory of a model.
+    Profile(profile_cmd::ProfileArgs),
 }
 
 /// An error the user can fix (exit 2), as opposed to a runtime failure (exit 1).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => encoder_cmds::embed(args),
         Command::Predict(args) => encoder_cmds::predict(args),
         Command::Tokenize(args) => encoder_cmds::tokenize(args),
+        Command::Profile(args) => profile_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod model;
 pub mod onnx;
 pub mod pooling;
+pub mod profile;
 pub mod spec;
 pub mod tokenize;
 pub mod weights;
