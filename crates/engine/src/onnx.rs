@@ -21,13 +21,17 @@ pub struct OnnxEncoder {
     output: String,
 }
 
-/// Where `libonnxruntime.so` is looked for: `ORT_DYLIB_PATH`, then the asset cache that
-/// `scripts/fetch-assets.sh` fills.
-pub fn runtime_library() -> Option<PathBuf> {
+/// Where `libonnxruntime.so` is looked for: `ORT_DYLIB_PATH`, then an `onnxruntime` folder
+/// beside any folder above the model (the asset layout `scripts/fetch-assets.sh` makes),
+/// then the asset cache.
+pub fn runtime_library(model: &Path) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return Some(PathBuf::from(p));
     }
-    let mut roots = Vec::new();
+    let mut roots: Vec<PathBuf> = std::fs::canonicalize(model)
+        .ok()
+        .map(|m| m.ancestors().skip(1).map(Path::to_owned).collect())
+        .unwrap_or_default();
     if let Some(c) = std::env::var_os("LMCOMPARE_CACHE") {
         roots.push(PathBuf::from(c).join("assets"));
     }
@@ -55,10 +59,10 @@ pub fn runtime_library() -> Option<PathBuf> {
     None
 }
 
-fn init_runtime() -> Result<()> {
+fn init_runtime(model: &Path) -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
-        let lib = runtime_library().ok_or_else(|| {
+        let lib = runtime_library(model).ok_or_else(|| {
             "ONNX Runtime library not found: run scripts/fetch-assets.sh (it installs libonnxruntime.so into the asset cache) or set ORT_DYLIB_PATH".to_owned()
         })?;
         ort::init_from(lib.display().to_string())
@@ -77,7 +81,7 @@ impl OnnxEncoder {
         if bytes.len() < 16 {
             return Err(EngineError::file(path, "truncated ONNX file"));
         }
-        init_runtime()?;
+        init_runtime(path)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let session = Session::builder()
             .and_then(|b| b.with_intra_threads(threads))
