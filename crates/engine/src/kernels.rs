@@ -138,15 +138,52 @@ macro_rules! multiversion {
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest by adding and removing 1.5·2^23: `f32::round` lowers to a libm call
+    // that keeps the loop scalar; this stays in vector registers.
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (0.166_666_67
                     + r * (0.041_666_668 + r * (0.008_333_34 + r * 0.001_388_89)))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    // 2^n from the bits of n + 127 + 2^23 (an exact integer in the mantissa), shifted into
+    // the exponent: no float-to-int conversion, which would keep the loop scalar.
+    let bits = (n + 8_388_735.0).to_bits() << 23;
     p * f32::from_bits(bits)
+}
+
+const LANES: usize = 16;
+
+/// Sum with 16 independent accumulators: a float reduction LLVM may vectorise, since the
+/// order of additions is spelled out.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] += f(c[j]);
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] = acc[j].max(c[j]);
+        }
+    }
+    acc.iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -204,17 +241,11 @@ multiversion! {
     pub fn residual_layer_norm(x: &mut [f32], y: &[f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let n = gamma.len();
         for (row, yrow) in x.chunks_exact_mut(n).zip(y.chunks_exact(n)) {
-            let mut sum = 0.0f32;
             for ((v, a), b) in row.iter_mut().zip(yrow).zip(bias) {
                 *v += a + b;
-                sum += *v;
             }
-            let mean = sum / n as f32;
-            let mut var = 0.0f32;
-            for v in row.iter() {
-                let d = v - mean;
-                var += d * d;
-            }
+            let mean = lane_sum(row, |v| v) / n as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean));
             let inv = 1.0 / (var / n as f32 + eps).sqrt();
             for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
                 *v = (*v - mean) * inv * g + b;
@@ -228,8 +259,8 @@ multiversion! {
     pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         let n = gamma.len();
         for row in x.chunks_exact_mut(n) {
-            let mean = row.iter().sum::<f32>() / n as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+            let mean = lane_sum(row, |v| v) / n as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n as f32;
             let inv = 1.0 / (var + eps).sqrt();
             for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
                 *v = (*v - mean) * inv * g + b;
@@ -242,13 +273,11 @@ multiversion! {
     /// Row-wise softmax of `scale · x` over rows of width `width`.
     pub fn scaled_softmax(x: &mut [f32], width: usize, scale: f32) {
         for row in x.chunks_exact_mut(width) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0f32;
+            let max = lane_max(row);
             for v in row.iter_mut() {
                 *v = exp_f32((*v - max) * scale);
-                sum += *v;
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / lane_sum(row, |v| v);
             for v in row.iter_mut() {
                 *v *= inv;
             }

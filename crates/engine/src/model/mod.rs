@@ -197,8 +197,18 @@ impl Hidden {
     }
 }
 
+/// Activation buffers of one forward pass, kept between batches.
+#[derive(Default)]
+struct Workspace {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    proj: Vec<f32>,
+    inter: Vec<f32>,
+}
+
 /// Weights of an encoder, and the forward pass over them.
 pub struct Encoder {
+    workspace: std::sync::Mutex<Workspace>,
     pub config: EncoderConfig,
     word: Vec<f32>,
     position: Vec<f32>,
@@ -284,6 +294,7 @@ impl Encoder {
             }
         }
         Ok(Encoder {
+            workspace: Default::default(),
             position_offset: (spec.position_offset)(&config),
             config,
             word,
@@ -322,6 +333,10 @@ impl Encoder {
             offsets.push(offsets.last().copied().unwrap_or(0) + s.len());
         }
         let total = offsets.last().copied().unwrap_or(0);
+        // Activation buffers are reused across batches: fresh multi-megabyte buffers cost a
+        // page fault per 4 KiB on every batch.
+        let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let ws = &mut *guard;
         let mut x = vec![0.0f32; total * d];
         for (s, ids) in seqs.iter().enumerate() {
             for (p, &id) in ids.iter().enumerate() {
@@ -347,84 +362,97 @@ impl Encoder {
             cfg.layer_norm_eps,
         );
 
-        let mut qkv = vec![0.0f32; total * 3 * d];
-        let mut ctx = vec![0.0f32; total * d];
-        let mut proj = vec![0.0f32; total * d];
-        let mut inter = vec![0.0f32; total * cfg.intermediate];
+        let grow = |v: &mut Vec<f32>, n: usize| {
+            v.clear();
+            v.resize(n, 0.0);
+        };
+        grow(&mut ws.qkv, total * 3 * d);
+        grow(&mut ws.ctx, total * d);
+        grow(&mut ws.proj, total * d);
+        grow(&mut ws.inter, total * cfg.intermediate);
+        let Workspace {
+            qkv,
+            ctx,
+            proj,
+            inter,
+        } = ws;
         let heads = cfg.heads;
         let hd = cfg.head_dim();
         let scale = 1.0 / (hd as f32).sqrt();
         for layer in &self.layers {
-            layer.qkv.apply(&x, total, &mut qkv, true);
-            add_bias(&mut qkv, &layer.qkv.b);
+            layer.qkv.apply(&x, total, qkv, true);
+            add_bias(qkv, &layer.qkv.b);
             // Attention per sequence at its own length, sequences in parallel.
             let mut chunks: Vec<(usize, &mut [f32])> = Vec::with_capacity(seqs.len());
-            let mut rest: &mut [f32] = &mut ctx;
+            let mut rest: &mut [f32] = ctx;
             for s in 0..seqs.len() {
                 let len = offsets[s + 1] - offsets[s];
                 let (head_part, tail) = rest.split_at_mut(len * d);
                 chunks.push((s, head_part));
                 rest = tail;
             }
-            let qkv_ref = &qkv;
-            chunks.into_par_iter().for_each(|(s, out)| {
-                let len = offsets[s + 1] - offsets[s];
-                let rows = &qkv_ref[offsets[s] * 3 * d..offsets[s + 1] * 3 * d];
-                let mut scores = vec![0.0f32; len * len];
-                for h in 0..heads {
-                    let q = View {
-                        data: &rows[h * hd..],
-                        rows: len,
-                        cols: hd,
-                        row_stride: 3 * d,
-                    };
-                    let k = View {
-                        data: &rows[d + h * hd..],
-                        rows: len,
-                        cols: hd,
-                        row_stride: 3 * d,
-                    };
-                    let v = View {
-                        data: &rows[2 * d + h * hd..],
-                        rows: len,
-                        cols: hd,
-                        row_stride: 3 * d,
-                    };
-                    matmul_transposed_b(&mut scores, len, q, k);
-                    scaled_softmax(&mut scores, len, scale);
-                    matmul(
-                        &mut out[h * hd..],
-                        d,
-                        View {
-                            data: &scores,
+            let qkv_ref = &*qkv;
+            chunks
+                .into_par_iter()
+                .for_each_init(Vec::new, |scores, (s, out)| {
+                    let len = offsets[s + 1] - offsets[s];
+                    let rows = &qkv_ref[offsets[s] * 3 * d..offsets[s + 1] * 3 * d];
+                    scores.clear();
+                    scores.resize(len * len, 0.0);
+                    for h in 0..heads {
+                        let q = View {
+                            data: &rows[h * hd..],
                             rows: len,
-                            cols: len,
-                            row_stride: len,
-                        },
-                        v,
-                        false,
-                        false,
-                    );
-                }
-            });
-            layer.out.apply(&ctx, total, &mut proj, true);
+                            cols: hd,
+                            row_stride: 3 * d,
+                        };
+                        let k = View {
+                            data: &rows[d + h * hd..],
+                            rows: len,
+                            cols: hd,
+                            row_stride: 3 * d,
+                        };
+                        let v = View {
+                            data: &rows[2 * d + h * hd..],
+                            rows: len,
+                            cols: hd,
+                            row_stride: 3 * d,
+                        };
+                        matmul_transposed_b(scores, len, q, k);
+                        scaled_softmax(scores, len, scale);
+                        matmul(
+                            &mut out[h * hd..],
+                            d,
+                            View {
+                                data: scores,
+                                rows: len,
+                                cols: len,
+                                row_stride: len,
+                            },
+                            v,
+                            false,
+                            false,
+                        );
+                    }
+                });
+            layer.out.apply(ctx, total, proj, true);
             residual_layer_norm(
                 &mut x,
-                &proj,
+                proj,
                 &layer.out.b,
                 &layer.ln1.g,
                 &layer.ln1.b,
                 cfg.layer_norm_eps,
             );
-            layer.ff1.apply(&x, total, &mut inter, true);
+            layer.ff1.apply(&x, total, inter, true);
             match cfg.activation {
-                Activation::Gelu => bias_gelu(&mut inter, &layer.ff1.b),
-                Activation::Relu => bias_relu(&mut inter, &layer.ff1.b),
+                Activation::Gelu => bias_gelu(inter, &layer.ff1.b),
+                Activation::Relu => bias_relu(inter, &layer.ff1.b),
             }
-            layer.ff2.apply(&inter, total, &mut proj, true);
+            layer.ff2.apply(inter, total, proj, true);
             residual_layer_norm(
                 &mut x,
-                &proj,
+                proj,
                 &layer.ff2.b,
                 &layer.ln2.g,
                 &layer.ln2.b,
