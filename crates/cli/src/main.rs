@@ -1,6 +1,7 @@
 //! The `lmcompare` command line: argument parsing, output and exit codes only.
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
 
+mod compare_cmd;
 mod encoder_cmds;
 mod metrics_cmd;
 mod prediction_files;
@@ -32,6 +33,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compare two or more models on the same labelled data: the ten key metrics with
+    /// confidence intervals, efficiency, paired tests, verdicts; resumable from the store.
+    Compare(compare_cmd::CompareArgs),
+    /// The shipped comparison: three MiniLM encoders on Rotten Tomatoes reviews (probe task).
+    Demo(compare_cmd::DemoArgs),
+    /// List the runs in the store.
+    Runs(compare_cmd::RunsArgs),
+    /// Re-render a finished run from the store alone.
+    Report(compare_cmd::ReportArgs),
     /// Score prediction files (JSONL/CSV/TSV) from any model: every metric with bootstrap
     /// confidence intervals, and paired significance tests between files.
     Metrics(metrics_cmd::MetricsArgs),
@@ -79,6 +89,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Metrics(args) => metrics_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
+        Command::Demo(args) => compare_cmd::demo(args),
+        Command::Runs(args) => compare_cmd::runs(args),
+        Command::Report(args) => compare_cmd::report(args),
         Command::Embed(args) => encoder_cmds::embed(args),
         Command::Predict(args) => encoder_cmds::predict(args),
         Command::Tokenize(args) => encoder_cmds::tokenize(args),

@@ -176,6 +176,14 @@ impl TextEncoder {
         Ok(())
     }
 
+    /// Classification-head logits of a batch's states (native models with a head).
+    pub fn head_logits(&self, hidden: &Hidden) -> Option<Vec<Vec<f32>>> {
+        match &self.network {
+            Network::Native(enc) => enc.logits(hidden),
+            Network::Onnx(_) => None,
+        }
+    }
+
     /// Pooled sentence embeddings in input order.
     pub fn embed(&self, encoded: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::new(); encoded.len()];
@@ -212,6 +220,34 @@ impl TextEncoder {
         })?;
         Ok(out)
     }
+}
+
+/// sha256 over the model's config and weights (or ONNX graph): two runs with the same
+/// content share cached work, whatever the folder is called.
+pub fn content_hash(resolved: &ResolvedModel) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut files = vec![resolved.dir.join("config.json")];
+    files.push(match &resolved.onnx {
+        Some(p) => p.clone(),
+        None => resolved.dir.join("model.safetensors"),
+    });
+    for f in files {
+        if let Ok(mut file) = std::fs::File::open(&f) {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| EngineError::file(&f, format!("cannot read: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {

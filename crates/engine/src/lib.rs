@@ -2,14 +2,17 @@
 //! hand-written kernels, ONNX models, pooling, and cost profiles.
 
 pub mod config;
+pub mod data;
 pub mod encoder_model;
 pub mod error;
 pub mod kernels;
 pub mod model;
 pub mod onnx;
 pub mod pooling;
+pub mod probe;
 pub mod profile;
 pub mod spec;
+pub mod store;
 pub mod tokenize;
 pub mod weights;
 

@@ -2,9 +2,11 @@
 //!
 //! JSON keys are a contract: snake_case, named after scikit-learn's metrics.
 
+mod compare_report;
 mod metrics_report;
 mod text;
 
+pub use compare_report::{render_compare_markdown, render_compare_table};
 pub use metrics_report::{metrics_json, render_markdown, render_table, verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,291 @@
+//! Labelled datasets: JSONL, CSV or TSV (optionally .gz / .bz2 compressed), any column
+//! names, with a split column or a seeded stratified train/test split.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub text: String,
+    pub label: String,
+    pub split: String,
+    pub id: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns {
+            text: "text".into(),
+            label: "label".into(),
+            split: "split".into(),
+            id: "id".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+impl Split {
+    pub fn key(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub id: String,
+    pub text: String,
+    pub label: String,
+    pub split: Split,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub path: PathBuf,
+    /// sha256 of the file as stored (compressed bytes if compressed).
+    pub sha256: String,
+    pub examples: Vec<Example>,
+    /// Sorted label set.
+    pub labels: Vec<String>,
+    /// "column" when the file had a split column, else how the split was made.
+    pub split_source: String,
+}
+
+impl Dataset {
+    pub fn split(&self, s: Split) -> Vec<&Example> {
+        self.examples.iter().filter(|e| e.split == s).collect()
+    }
+
+    pub fn rows_per_split(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for e in &self.examples {
+            *m.entry(e.split.key()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+fn read_maybe_compressed(path: &Path) -> Result<(Vec<u8>, String)> {
+    let raw =
+        std::fs::read(path).map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+    let sha = format!("{:x}", Sha256::digest(&raw));
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let bytes = if name.ends_with(".gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| EngineError::file(path, format!("not valid gzip: {e}")))?;
+        out
+    } else if name.ends_with(".bz2") {
+        let mut out = Vec::new();
+        bzip2::read::BzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| EngineError::file(path, format!("not valid bzip2: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    Ok((bytes, sha))
+}
+
+/// Raw rows as (line number, column → value).
+type Rows = Vec<(usize, HashMap<String, String>)>;
+
+fn parse_rows(path: &Path, text: &str) -> Result<(Rows, Vec<String>)> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let stem = name.trim_end_matches(".gz").trim_end_matches(".bz2");
+    if stem.ends_with(".csv") || stem.ends_with(".tsv") {
+        let mut r = csv::ReaderBuilder::new()
+            .delimiter(if stem.ends_with(".tsv") { b'\t' } else { b',' })
+            .from_reader(text.as_bytes());
+        let headers: Vec<String> = r
+            .headers()
+            .map_err(|e| EngineError::file(path, format!("cannot read the header row: {e}")))?
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let mut rows = Vec::new();
+        for (i, rec) in r.records().enumerate() {
+            let rec = rec.map_err(|e| EngineError::file(path, format!("line {}: {e}", i + 2)))?;
+            let m = headers
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(str::to_owned))
+                .collect();
+            rows.push((i + 2, m));
+        }
+        Ok((rows, headers))
+    } else {
+        let mut rows = Vec::new();
+        let mut columns: Vec<String> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                EngineError::file(
+                    path,
+                    format!("line {}: not a valid JSON object: {e}", i + 1),
+                )
+            })?;
+            let obj = v.as_object().ok_or_else(|| {
+                EngineError::file(path, format!("line {}: not a JSON object", i + 1))
+            })?;
+            let mut m = HashMap::with_capacity(obj.len());
+            for (k, val) in obj {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+                let s = match val {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => continue,
+                    other => other.to_string(),
+                };
+                m.insert(k.clone(), s);
+            }
+            rows.push((i + 1, m));
+        }
+        Ok((rows, columns))
+    }
+}
+
+/// Deterministic position of an id in the seeded split order.
+fn seeded_rank(seed: u64, id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(id.as_bytes());
+    h.finalize().into()
+}
+
+pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> Result<Dataset> {
+    let (bytes, sha256) = read_maybe_compressed(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
+    let (rows, columns) = parse_rows(path, &text)?;
+    if rows.is_empty() {
+        return Err(EngineError::file(path, "the file is empty (no examples)"));
+    }
+    for (what, col) in [("--text-col", &cols.text), ("--label-col", &cols.label)] {
+        if !columns.contains(col) {
+            return Err(EngineError::file(
+                path,
+                format!(
+                    "no column `{col}` ({what}); the columns are: {}",
+                    columns.join(", ")
+                ),
+            ));
+        }
+    }
+    let has_split = columns.contains(&cols.split);
+    let has_id = columns.contains(&cols.id);
+    let mut examples = Vec::with_capacity(rows.len());
+    let mut seen = HashMap::new();
+    for (line, m) in &rows {
+        let get = |c: &str| -> Result<String> {
+            m.get(c)
+                .cloned()
+                .ok_or_else(|| EngineError::file(path, format!("line {line}: missing field `{c}`")))
+        };
+        let id = if has_id {
+            get(&cols.id)?
+        } else {
+            format!("row-{line}")
+        };
+        if seen.insert(id.clone(), *line).is_some() {
+            return Err(EngineError::file(
+                path,
+                format!("line {line}: duplicate id {id:?}"),
+            ));
+        }
+        let text = get(&cols.text)?;
+        if text.trim().is_empty() {
+            return Err(EngineError::file(
+                path,
+                format!("line {line}: empty `{}`", cols.text),
+            ));
+        }
+        let split = if has_split {
+            match get(&cols.split)?.to_ascii_lowercase().as_str() {
+                "train" => Split::Train,
+                "test" => Split::Test,
+                "validation" | "valid" | "dev" | "val" => Split::Validation,
+                other => {
+                    return Err(EngineError::file(
+                        path,
+                        format!("line {line}: split {other:?} is not train, validation or test"),
+                    ))
+                }
+            }
+        } else {
+            Split::Train
+        };
+        examples.push(Example {
+            id,
+            text,
+            label: get(&cols.label)?,
+            split,
+        });
+    }
+    let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let split_source = if has_split {
+        format!("column `{}`", cols.split)
+    } else {
+        if !(0.0 < test_size && test_size < 1.0) {
+            return Err(EngineError::BadInput(format!(
+                "--test-size must be in (0, 1), not {test_size}"
+            )));
+        }
+        // Stratified: within each label, examples ordered by a seeded hash of their id, the
+        // first round(test_size · n) go to test.
+        let mut by_label: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, e) in examples.iter().enumerate() {
+            by_label.entry(e.label.as_str()).or_default().push(i);
+        }
+        let mut to_test = Vec::new();
+        for (label, mut idx) in by_label {
+            if idx.len() < 2 {
+                return Err(EngineError::file(
+                    path,
+                    format!("label {label:?} has a single example; a stratified train/test split needs at least two per label (drop it or add a split column)"),
+                ));
+            }
+            idx.sort_by_key(|&i| seeded_rank(seed, &examples[i].id));
+            let k = ((idx.len() as f64 * test_size).round() as usize).clamp(1, idx.len() - 1);
+            to_test.extend_from_slice(&idx[..k]);
+        }
+        for i in to_test {
+            examples[i].split = Split::Test;
+        }
+        format!(
+            "stratified {:.0}/{:.0} by seeded id hash (seed {seed})",
+            (1.0 - test_size) * 100.0,
+            test_size * 100.0
+        )
+    };
+    let ds = Dataset {
+        path: path.to_owned(),
+        sha256,
+        examples,
+        labels,
+        split_source,
+    };
+    if ds.split(Split::Test).is_empty() {
+        return Err(EngineError::file(path, "the test split is empty"));
+    }
+    Ok(ds)
+}

@@ -1,0 +1,402 @@
+//! The run store: one SQLite file (WAL mode) holding runs, models, datasets, every finished
+//! prediction and cached embeddings. Every batch is committed in its own transaction, so an
+//! interrupted run loses at most the batch in flight, and a rerun with the same settings
+//! reuses what is there instead of recomputing or duplicating it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{EngineError, Result};
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredPrediction {
+    pub example_id: String,
+    pub label: String,
+    pub probabilities: Vec<f64>,
+    pub tokens: usize,
+    pub batch_latency_ms: f64,
+    pub batch_size: usize,
+}
+
+/// What identifies and describes a run when it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    /// Hash of everything that changes results: the same key resumes the same run.
+    pub key: &'a str,
+    pub task: &'a str,
+    pub dataset_sha: &'a str,
+    pub dataset_path: &'a str,
+    pub rows: usize,
+    pub models: &'a str,
+    pub settings: &'a str,
+}
+
+/// A cached sentence embedding with the cost of computing it.
+#[derive(Debug, Clone)]
+pub struct CachedEmbedding {
+    pub vector: Vec<f32>,
+    pub tokens: usize,
+    pub batch_latency_ms: f64,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub id: i64,
+    pub started: String,
+    pub finished: Option<String>,
+    pub task: String,
+    pub dataset: String,
+    pub models: String,
+}
+
+fn now() -> String {
+    // Seconds since the epoch, written as RFC 3339 UTC without pulling in a date crate.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn timestamp() -> String {
+    now()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let err =
+            |e: rusqlite::Error| EngineError::file(path, format!("cannot use the store: {e}"));
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let wal: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err)?;
+        let _ = wal;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS datasets(sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, rows INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS models(hash TEXT PRIMARY KEY, spec TEXT NOT NULL, backend TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS runs(
+                id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, started TEXT NOT NULL, finished TEXT,
+                task TEXT NOT NULL, dataset_sha256 TEXT NOT NULL, models TEXT NOT NULL,
+                settings TEXT NOT NULL, result TEXT);
+             CREATE TABLE IF NOT EXISTS predictions(
+                run_id INTEGER NOT NULL, model TEXT NOT NULL, example_id TEXT NOT NULL,
+                label TEXT NOT NULL, probabilities TEXT NOT NULL, tokens INTEGER NOT NULL,
+                batch_latency_ms REAL NOT NULL, batch_size INTEGER NOT NULL,
+                PRIMARY KEY(run_id, model, example_id));
+             CREATE TABLE IF NOT EXISTS embeddings(
+                model_hash TEXT NOT NULL, text_sha256 TEXT NOT NULL, settings TEXT NOT NULL,
+                vector BLOB NOT NULL, tokens INTEGER NOT NULL, batch_latency_ms REAL NOT NULL,
+                batch_size INTEGER NOT NULL,
+                PRIMARY KEY(model_hash, text_sha256, settings));",
+        )
+        .map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("readonly") || msg.contains("read-only") {
+                EngineError::file(path, "the store is read-only: give a writable --db path")
+            } else {
+                err(e)
+            }
+        })?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key='schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(EngineError::file(
+                    path,
+                    format!("the store was written by a newer lmcompare (schema {v}, this one reads up to {SCHEMA_VERSION}); upgrade lmcompare or use another --db"),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )
+                .map_err(|e| {
+                    if e.to_string().contains("readonly") {
+                        EngineError::file(path, "the store is read-only: give a writable --db path")
+                    } else {
+                        err(e)
+                    }
+                })?;
+            }
+        }
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> EngineError {
+        if e.to_string().contains("readonly") {
+            EngineError::file(
+                &self.path,
+                "the store is read-only: give a writable --db path",
+            )
+        } else {
+            EngineError::Runtime(format!("{}: store error: {e}", self.path.display()))
+        }
+    }
+
+    /// The run with this key (resumed) or a new one. Returns (id, resumed).
+    pub fn begin_run(&self, run: &NewRun<'_>) -> Result<(i64, bool)> {
+        let NewRun {
+            key,
+            task,
+            dataset_sha,
+            dataset_path,
+            rows,
+            models,
+            settings,
+        } = *run;
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO datasets(sha256, path, rows) VALUES(?1, ?2, ?3)",
+                params![dataset_sha, dataset_path, rows as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        if let Some(id) = self
+            .conn
+            .query_row("SELECT id FROM runs WHERE key=?1", params![key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?
+        {
+            return Ok((id, true));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO runs(key, started, task, dataset_sha256, models, settings) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key, now(), task, dataset_sha, models, settings],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((self.conn.last_insert_rowid(), false))
+    }
+
+    pub fn register_model(&self, hash: &str, spec: &str, backend: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO models(hash, spec, backend) VALUES(?1, ?2, ?3)",
+                params![hash, spec, backend],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn predictions(&self, run: i64, model: &str) -> Result<HashMap<String, StoredPrediction>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT example_id, label, probabilities, tokens, batch_latency_ms, batch_size FROM predictions WHERE run_id=?1 AND model=?2")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run, model], |r| {
+                let probs: String = r.get(2)?;
+                Ok(StoredPrediction {
+                    example_id: r.get(0)?,
+                    label: r.get(1)?,
+                    probabilities: serde_json::from_str(&probs).unwrap_or_default(),
+                    tokens: r.get::<_, i64>(3)? as usize,
+                    batch_latency_ms: r.get(4)?,
+                    batch_size: r.get::<_, i64>(5)? as usize,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for p in rows {
+            let p = p.map_err(|e| self.err(e))?;
+            out.insert(p.example_id.clone(), p);
+        }
+        Ok(out)
+    }
+
+    /// Commits one batch of predictions atomically; a row already present is kept as is.
+    pub fn save_predictions(
+        &mut self,
+        run: i64,
+        model: &str,
+        rows: &[StoredPrediction],
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO predictions(run_id, model, example_id, label, probabilities, tokens, batch_latency_ms, batch_size) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            for p in rows {
+                let probs = serde_json::to_string(&p.probabilities).unwrap_or_else(|_| "[]".into());
+                stmt.execute(params![
+                    run,
+                    model,
+                    p.example_id,
+                    p.label,
+                    probs,
+                    p.tokens as i64,
+                    p.batch_latency_ms,
+                    p.batch_size as i64
+                ])
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Cached embeddings by text hash.
+    pub fn embeddings(
+        &self,
+        model_hash: &str,
+        settings: &str,
+    ) -> Result<HashMap<String, CachedEmbedding>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT text_sha256, vector, tokens, batch_latency_ms, batch_size FROM embeddings WHERE model_hash=?1 AND settings=?2")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![model_hash, settings], |r| {
+                let blob: Vec<u8> = r.get(1)?;
+                let v: Vec<f32> = blob
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CachedEmbedding {
+                        vector: v,
+                        tokens: r.get::<_, i64>(2)? as usize,
+                        batch_latency_ms: r.get(3)?,
+                        batch_size: r.get::<_, i64>(4)? as usize,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<HashMap<_, _>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn save_embeddings(
+        &mut self,
+        model_hash: &str,
+        settings: &str,
+        rows: &[(String, Vec<f32>, usize)],
+        batch_latency_ms: f64,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO embeddings(model_hash, text_sha256, settings, vector, tokens, batch_latency_ms, batch_size) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            for (key, v, tokens) in rows {
+                let blob: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                stmt.execute(params![
+                    model_hash,
+                    key,
+                    settings,
+                    blob,
+                    *tokens as i64,
+                    batch_latency_ms,
+                    rows.len() as i64
+                ])
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn finish_run(&self, run: i64, result: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished=?1, result=?2 WHERE id=?3",
+                params![now(), result, run],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn run_started(&self, run: i64) -> Result<String> {
+        self.conn
+            .query_row("SELECT started FROM runs WHERE id=?1", params![run], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT r.id, r.started, r.finished, r.task, COALESCE(d.path, r.dataset_sha256), r.models FROM runs r LEFT JOIN datasets d ON d.sha256 = r.dataset_sha256 ORDER BY r.id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    started: r.get(1)?,
+                    finished: r.get(2)?,
+                    task: r.get(3)?,
+                    dataset: r.get(4)?,
+                    models: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn run_result(&self, run: i64) -> Result<Option<String>> {
+        let r: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT result FROM runs WHERE id=?1", params![run], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match r {
+            None => Err(EngineError::BadInput(format!(
+                "no run {run} in {}",
+                self.path.display()
+            ))),
+            Some(x) => Ok(x),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Rendering of a `compare` document (the JSON is the source of truth, so `report` can
+//! re-render a stored run exactly).
+
+use serde_json::Value;
+
+use crate::text::{aligned, interval, markdown_table, num, pval};
+
+const SHOWN: [&str; 10] = [
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "mcc",
+    "log_loss",
+    "brier",
+    "ece",
+    "roc_auc",
+    "roc_auc_ovr_macro",
+];
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn shown_metrics(doc: &Value) -> Vec<String> {
+    let first = &doc["models"][0]["metrics"];
+    SHOWN
+        .iter()
+        .filter(|k| !first[**k].is_null())
+        .map(|k| k.to_string())
+        .collect()
+}
+
+fn human(n: f64) -> String {
+    if !n.is_finite() {
+        return "n/a".into();
+    }
+    for (scale, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if n.abs() >= scale {
+            return format!("{:.2}{suffix}", n / scale);
+        }
+    }
+    format!("{n:.0}")
+}
+
+fn quality_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let keys = shown_metrics(doc);
+    let mut header = vec!["model".to_owned()];
+    header.extend(keys.iter().cloned());
+    let rows = doc["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let mut r = vec![m["name"].as_str().unwrap_or("").to_owned()];
+            for k in &keys {
+                let ci = &m["ci"][k];
+                let cell = if ci.is_object() {
+                    format!(
+                        "{} {}",
+                        num(f(&m["metrics"][k])),
+                        interval(f(&ci["low"]), f(&ci["high"]))
+                    )
+                } else {
+                    num(f(&m["metrics"][k]))
+                };
+                r.push(cell);
+            }
+            r
+        })
+        .collect();
+    (header, rows)
+}
+
+fn cost_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = [
+        "model",
+        "params",
+        "size",
+        "FLOPs/ex",
+        "tokens/ex",
+        "p50 ms/batch",
+        "p95 ms/batch",
+        "ex/s",
+        "peak RSS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows = doc["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let e = &m["efficiency"];
+            vec![
+                m["name"].as_str().unwrap_or("").to_owned(),
+                human(f(&e["parameters"])),
+                format!("{}B", human(f(&e["size_bytes"]))),
+                human(f(&e["flops_per_example"])),
+                format!("{:.1}", f(&e["tokens_per_example"])),
+                format!("{:.1}", f(&e["latency_ms_p50"])),
+                format!("{:.1}", f(&e["latency_ms_p95"])),
+                format!("{:.1}", f(&e["throughput_per_s"])),
+                format!("{}B", human(f(&e["peak_rss_bytes"]))),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+fn pair_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = [
+        "a vs b",
+        "delta",
+        "95% CI",
+        "McNemar p",
+        "bootstrap p",
+        "permutation p",
+        "p_holm",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows = doc["pairwise"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                format!(
+                    "{} vs {}",
+                    p["a"].as_str().unwrap_or(""),
+                    p["b"].as_str().unwrap_or("")
+                ),
+                num(f(&p["delta"])),
+                interval(f(&p["ci_low"]), f(&p["ci_high"])),
+                pval(f(&p["mcnemar_p"])),
+                pval(f(&p["bootstrap_p"])),
+                pval(f(&p["permutation_p"])),
+                pval(f(&p["p_holm"])),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+fn header_line(doc: &Value) -> String {
+    let d = &doc["dataset"];
+    format!(
+        "task {} on {} ({} test examples; labels: {}), run {}{}",
+        doc["task"].as_str().unwrap_or(""),
+        d["path"].as_str().unwrap_or(""),
+        d["evaluated_test_examples"],
+        d["labels"]
+            .as_array()
+            .map(|l| l
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        doc["run"]["id"],
+        if doc["run"]["resumed"].as_bool() == Some(true) {
+            " (resumed)"
+        } else {
+            ""
+        }
+    )
+}
+
+pub fn render_compare_table(doc: &Value) -> String {
+    let mut s = format!("{}\n\n", header_line(doc));
+    let (h, r) = quality_rows(doc);
+    let mut rows = vec![h];
+    rows.extend(r);
+    s.push_str(&aligned(&rows));
+    s.push('\n');
+    let (h, r) = cost_rows(doc);
+    let mut rows = vec![h];
+    rows.extend(r);
+    s.push_str(&aligned(&rows));
+    s.push('\n');
+    let (h, r) = pair_rows(doc);
+    if !r.is_empty() {
+        s.push_str(&format!(
+            "paired tests on {}\n",
+            doc["method"]["main_metric"].as_str().unwrap_or("")
+        ));
+        let mut rows = vec![h];
+        rows.extend(r);
+        s.push_str(&aligned(&rows));
+        s.push('\n');
+    }
+    for v in doc["verdicts"].as_array().into_iter().flatten() {
+        s.push_str(&format!("* {}\n", v.as_str().unwrap_or("")));
+    }
+    if let Some(p) = doc["pareto"]["models"].as_array() {
+        s.push_str(&format!(
+            "Pareto set ({} vs FLOPs per example): {}\n",
+            doc["pareto"]["quality"].as_str().unwrap_or(""),
+            p.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for m in doc["models"].as_array().into_iter().flatten() {
+        for w in m["warnings"].as_array().into_iter().flatten() {
+            s.push_str(&format!(
+                "warning ({}): {}\n",
+                m["name"].as_str().unwrap_or(""),
+                w.as_str().unwrap_or("")
+            ));
+        }
+    }
+    s
+}
+
+pub fn render_compare_markdown(doc: &Value) -> String {
+    let mut s = format!("# lmcompare: {}\n\n", header_line(doc));
+    for (title, (h, r)) in [
+        ("Quality (95% bootstrap CI)", quality_rows(doc)),
+        ("Cost", cost_rows(doc)),
+        ("Paired tests", pair_rows(doc)),
+    ] {
+        if r.is_empty() {
+            continue;
+        }
+        let hr: Vec<&str> = h.iter().map(String::as_str).collect();
+        s.push_str(&format!("## {title}\n\n{}\n", markdown_table(&hr, &r)));
+    }
+    s.push_str("## Verdicts\n\n");
+    for v in doc["verdicts"].as_array().into_iter().flatten() {
+        s.push_str(&format!("- {}\n", v.as_str().unwrap_or("")));
+    }
+    s
+}
