@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
-use lmcompare_engine::encoder_model::content_hash;
+use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::probe::{Probe, ProbeOptions};
 use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
@@ -300,7 +300,12 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     let mut hashes = Vec::new();
     for (name, spec) in &models {
         let resolved = resolve(spec).map_err(|e| BadInput(format!("model {name}: {e}")))?;
-        hashes.push(content_hash(&resolved).map_err(engine)?);
+        // Content hash of config + weights: two runs with the same content share cached work.
+        let mut h = Sha256::new();
+        for f in identity_files(&resolved) {
+            h.update(store.file_sha256(&f).map_err(engine)?.as_bytes());
+        }
+        hashes.push(format!("{:x}", h.finalize()));
     }
     let settings = json!({
         "task": args.task.key(), "models": models.iter().zip(&hashes).map(|((n, _), h)| json!([n, h])).collect::<Vec<_>>(),

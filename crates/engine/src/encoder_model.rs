@@ -222,32 +222,15 @@ impl TextEncoder {
     }
 }
 
-/// sha256 over the model's config and weights (or ONNX graph): two runs with the same
-/// content share cached work, whatever the folder is called.
-pub fn content_hash(resolved: &ResolvedModel) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut h = Sha256::new();
+/// The files whose content identifies a model: its config and its weights (or ONNX graph).
+pub fn identity_files(resolved: &ResolvedModel) -> Vec<std::path::PathBuf> {
     let mut files = vec![resolved.dir.join("config.json")];
     files.push(match &resolved.onnx {
         Some(p) => p.clone(),
         None => resolved.dir.join("model.safetensors"),
     });
-    for f in files {
-        if let Ok(mut file) = std::fs::File::open(&f) {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file
-                    .read(&mut buf)
-                    .map_err(|e| EngineError::file(&f, format!("cannot read: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-        }
-    }
-    Ok(format!("{:x}", h.finalize()))
+    files.retain(|f| f.exists());
+    files
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {

@@ -101,6 +101,10 @@ impl Store {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(err)?;
         let _ = wal;
+        // In WAL mode, NORMAL keeps every committed batch through a killed process (only an
+        // OS crash can lose the last commits) and skips an fsync per batch.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS datasets(sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, rows INTEGER NOT NULL);
@@ -114,6 +118,8 @@ impl Store {
                 label TEXT NOT NULL, probabilities TEXT NOT NULL, tokens INTEGER NOT NULL,
                 batch_latency_ms REAL NOT NULL, batch_size INTEGER NOT NULL,
                 PRIMARY KEY(run_id, model, example_id));
+             CREATE TABLE IF NOT EXISTS file_hashes(
+                path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS embeddings(
                 model_hash TEXT NOT NULL, text_sha256 TEXT NOT NULL, settings TEXT NOT NULL,
                 vector BLOB NOT NULL, tokens INTEGER NOT NULL, batch_latency_ms REAL NOT NULL,
@@ -342,6 +348,55 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// sha256 of a file, reused while its size and modification time are unchanged (hashing
+    /// a model's weights on every run would cost more than the rest of the pipeline).
+    pub fn file_sha256(&self, path: &Path) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        use std::io::Read;
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i64);
+        let key = canon.display().to_string();
+        let cached: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT sha256 FROM file_hashes WHERE path=?1 AND size=?2 AND mtime_ns=?3",
+                params![key, meta.len() as i64, mtime],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let mut file = std::fs::File::open(&canon)
+            .map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let digest = format!("{:x}", h.finalize());
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO file_hashes(path, size, mtime_ns, sha256) VALUES(?1, ?2, ?3, ?4)",
+                params![key, meta.len() as i64, mtime, digest],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(digest)
     }
 
     pub fn finish_run(&self, run: i64, result: &str) -> Result<()> {
