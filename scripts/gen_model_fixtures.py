@@ -105,6 +105,33 @@ def save(model, tokenizer, name):
     return d
 
 
+def write_torch_bin_copy():
+    """tiny-bert-cls again, as a PyTorch pickle checkpoint (pytorch_model.bin), for the
+    loader that reads those without executing them; its outputs must equal tiny-bert-cls's."""
+    src = os.path.join(OUT, "tiny-bert-cls")
+    dst = os.path.join(OUT, "tiny-bert-cls-bin")
+    model = BertForSequenceClassification.from_pretrained(src)
+    model.config.save_pretrained(dst)
+    # transformers 5 only writes safetensors; torch.save of the state dict is what older
+    # transformers wrote as pytorch_model.bin.
+    torch.save(model.state_dict(), os.path.join(dst, "pytorch_model.bin"))
+    PreTrainedTokenizerFast.from_pretrained(src).save_pretrained(dst)
+    # The same folder whose checkpoint asks the unpickler to call os.system: it must be
+    # refused, never run.
+    import pickle
+    import shutil
+    import zipfile
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /tmp/lmcompare-pwned",))
+
+    bad = os.path.join(OUT, "malicious-bin")
+    shutil.copytree(dst, bad, dirs_exist_ok=True)
+    with zipfile.ZipFile(os.path.join(bad, "pytorch_model.bin"), "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"x": Exploit()}, protocol=2))
+
+
 def main():
     torch.manual_seed(20261128)
     os.makedirs(OUT, exist_ok=True)
@@ -159,10 +186,15 @@ def main():
     else:
         print(f"warning: {MINILM} missing; run scripts/fetch-assets.sh first", file=sys.stderr)
 
+    write_torch_bin_copy()
+
     with open(os.path.join(OUT, "reference_outputs.json"), "w", encoding="utf-8") as f:
         json.dump(refs, f, ensure_ascii=False)
     print("wrote", OUT)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--bin-only"]:
+        write_torch_bin_copy()
+    else:
+        main()

@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
 use lmcompare_engine::encoder_model::identity_files;
+use lmcompare_engine::encoder_model::weights_file;
 use lmcompare_engine::probe::{Probe, ProbeOptions};
 use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
@@ -199,7 +200,10 @@ fn efficiency(
             .map(|c| count_from_config(c, bytes))
             .unwrap_or_default()
     } else {
-        count_safetensors(&WeightFile::open(&dir.join("model.safetensors")).map_err(engine)?)
+        count_safetensors(
+            &WeightFile::open(&weights_file(dir).unwrap_or_else(|| dir.join("model.safetensors")))
+                .map_err(engine)?,
+        )
     };
     let n = rows.len().max(1) as f64;
     let tokens: f64 = rows.iter().map(|r| r.0 as f64).sum::<f64>() / n;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use lmcompare_engine::encoder_model::weights_file;
 use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
 };
@@ -51,7 +52,11 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let model = TextEncoder::load(resolved.clone(), &LoadOptions::default()).map_err(engine)?;
     let params = match &resolved.onnx {
         None => count_safetensors(
-            &WeightFile::open(&resolved.dir.join("model.safetensors")).map_err(engine)?,
+            &WeightFile::open(
+                &weights_file(&resolved.dir)
+                    .unwrap_or_else(|| resolved.dir.join("model.safetensors")),
+            )
+            .map_err(engine)?,
         ),
         Some(path) => {
             let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

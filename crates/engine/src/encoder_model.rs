@@ -89,15 +89,12 @@ impl TextEncoder {
                 let cfg = config
                     .clone()
                     .ok_or_else(|| EngineError::file(&config_path, "missing"))?;
-                let weights_path = dir.join("model.safetensors");
-                if !weights_path.exists() {
-                    let msg = if dir.join("pytorch_model.bin").exists() {
-                        "missing; this folder has pytorch_model.bin (a pickle), which lmcompare does not execute: convert it once with `python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\"`"
-                    } else {
-                        "missing: the model's weights are expected in model.safetensors"
-                    };
-                    return Err(EngineError::file(&weights_path, msg));
-                }
+                let weights_path = weights_file(&dir).ok_or_else(|| {
+                    EngineError::file(
+                        dir.join("model.safetensors"),
+                        "missing: the model's weights are expected in model.safetensors or pytorch_model.bin",
+                    )
+                })?;
                 let weights = WeightFile::open(&weights_path)?;
                 let enc = Encoder::load(cfg, &weights)?;
                 let labels = enc.num_labels.map(|n| match &enc.config.id2label {
@@ -222,13 +219,24 @@ impl TextEncoder {
     }
 }
 
+/// The weights of a model folder: `model.safetensors`, else `pytorch_model.bin`.
+pub fn weights_file(dir: &Path) -> Option<std::path::PathBuf> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+}
+
 /// The files whose content identifies a model: its config and its weights (or ONNX graph).
 pub fn identity_files(resolved: &ResolvedModel) -> Vec<std::path::PathBuf> {
     let mut files = vec![resolved.dir.join("config.json")];
-    files.push(match &resolved.onnx {
-        Some(p) => p.clone(),
-        None => resolved.dir.join("model.safetensors"),
-    });
+    if let Some(w) = resolved
+        .onnx
+        .clone()
+        .or_else(|| weights_file(&resolved.dir))
+    {
+        files.push(w);
+    }
     files.retain(|f| f.exists());
     files
 }

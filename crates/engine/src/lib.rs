@@ -14,6 +14,7 @@ pub mod profile;
 pub mod spec;
 pub mod store;
 pub mod tokenize;
+mod torch_pickle;
 pub mod weights;
 
 pub use encoder_model::{LoadOptions, TextEncoder};

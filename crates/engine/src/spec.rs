@@ -57,7 +57,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
     Ok(ResolvedModel {
         spec: spec.to_owned(),
         dir: path.to_owned(),
-        onnx: (onnx.exists() && !path.join("model.safetensors").exists()).then_some(onnx),
+        onnx: (onnx.exists() && crate::encoder_model::weights_file(path).is_none()).then_some(onnx),
     })
 }
 
@@ -89,7 +89,7 @@ fn resolve_hub(spec: &str, rest: &str) -> Result<ResolvedModel> {
             let onnx = dir.join("model.onnx");
             Ok(ResolvedModel {
                 spec: spec.to_owned(),
-                onnx: (onnx.exists() && !dir.join("model.safetensors").exists()).then_some(onnx),
+                onnx: (onnx.exists() && crate::encoder_model::weights_file(&dir).is_none()).then_some(onnx),
                 dir,
             })
         }

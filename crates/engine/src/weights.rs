@@ -10,11 +10,20 @@ use safetensors::SafeTensors;
 
 use crate::error::{EngineError, Result};
 
+/// Model weights: a memory-mapped `model.safetensors`, or the tensors of a PyTorch
+/// `pytorch_model.bin` read by a data-only pickle reader.
 pub struct WeightFile {
     path: PathBuf,
-    mmap: Mmap,
-    header_len: usize,
-    metadata: Metadata,
+    source: Source,
+}
+
+enum Source {
+    Safetensors {
+        mmap: Mmap,
+        header_len: usize,
+        metadata: Metadata,
+    },
+    Torch(std::collections::HashMap<String, crate::torch_pickle::TorchTensor>),
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +36,12 @@ pub struct TensorInfo {
 
 impl WeightFile {
     pub fn open(path: &Path) -> Result<Self> {
+        if path.extension().and_then(|e| e.to_str()) == Some("bin") {
+            return Ok(WeightFile {
+                path: path.to_owned(),
+                source: Source::Torch(crate::torch_pickle::read_torch_checkpoint(path)?),
+            });
+        }
         let file = std::fs::File::open(path)
             .map_err(|e| EngineError::file(path, format!("cannot open: {e}")))?;
         // SAFETY: the file is opened read-only; lmcompare never writes model files, and a
@@ -48,9 +63,11 @@ impl WeightFile {
         }
         Ok(WeightFile {
             path: path.to_owned(),
-            mmap,
-            header_len,
-            metadata,
+            source: Source::Safetensors {
+                mmap,
+                header_len,
+                metadata,
+            },
         })
     }
 
@@ -59,37 +76,76 @@ impl WeightFile {
     }
 
     pub fn tensors(&self) -> Vec<TensorInfo> {
-        let mut v: Vec<TensorInfo> = self
-            .metadata
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| TensorInfo {
-                name,
-                dtype: format!("{:?}", info.dtype),
-                shape: info.shape.clone(),
-                bytes: info.data_offsets.1 - info.data_offsets.0,
-            })
-            .collect();
+        let mut v: Vec<TensorInfo> = match &self.source {
+            Source::Safetensors { metadata, .. } => metadata
+                .tensors()
+                .into_iter()
+                .map(|(name, info)| TensorInfo {
+                    name,
+                    dtype: format!("{:?}", info.dtype),
+                    shape: info.shape.clone(),
+                    bytes: info.data_offsets.1 - info.data_offsets.0,
+                })
+                .collect(),
+            Source::Torch(t) => t
+                .iter()
+                .map(|(name, x)| TensorInfo {
+                    name: name.clone(),
+                    dtype: match x.dtype.as_str() {
+                        "Float" => "F32".into(),
+                        "Half" => "F16".into(),
+                        "BFloat16" => "BF16".into(),
+                        "Double" => "F64".into(),
+                        other => other.to_uppercase(),
+                    },
+                    shape: x.shape.clone(),
+                    bytes: x.bytes,
+                })
+                .collect(),
+        };
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.metadata.info(name).is_some()
+        match &self.source {
+            Source::Safetensors { metadata, .. } => metadata.info(name).is_some(),
+            Source::Torch(t) => t.contains_key(name),
+        }
     }
 
     pub fn names(&self) -> BTreeMap<String, Vec<usize>> {
-        self.metadata
-            .tensors()
+        self.tensors()
             .into_iter()
-            .map(|(n, i)| (n, i.shape.clone()))
+            .map(|t| (t.name, t.shape))
             .collect()
     }
 
     /// The tensor as f32 (converted from f16/bf16), checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let info = self
-            .metadata
+        let (mmap, header_len, metadata) = match &self.source {
+            Source::Safetensors {
+                mmap,
+                header_len,
+                metadata,
+            } => (mmap, *header_len, metadata),
+            Source::Torch(t) => {
+                let x = t.get(name).ok_or_else(|| {
+                    EngineError::file(&self.path, format!("tensor `{name}` is missing"))
+                })?;
+                if x.shape != shape {
+                    return Err(EngineError::file(
+                        &self.path,
+                        format!(
+                            "tensor `{name}` has shape {:?}, expected {shape:?}",
+                            x.shape
+                        ),
+                    ));
+                }
+                return Ok(x.data.clone());
+            }
+        };
+        let info = metadata
             .info(name)
             .ok_or_else(|| EngineError::file(&self.path, format!("tensor `{name}` is missing")))?;
         if info.shape != shape {
@@ -101,8 +157,8 @@ impl WeightFile {
                 ),
             ));
         }
-        let start = 8 + self.header_len + info.data_offsets.0;
-        let bytes = &self.mmap[start..8 + self.header_len + info.data_offsets.1];
+        let start = 8 + header_len + info.data_offsets.0;
+        let bytes = &mmap[start..8 + header_len + info.data_offsets.1];
         let n: usize = shape.iter().product();
         let out = match info.dtype {
             Dtype::F32 => bytes
@@ -137,7 +193,7 @@ impl WeightFile {
     }
 }
 
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;

@@ -140,6 +140,31 @@ fn tiny_bert_classifier_matches_transformers() {
 }
 
 #[test]
+fn pytorch_bin_checkpoint_loads_without_executing_pickle_code() {
+    // The same weights as tiny-bert-cls, stored by torch.save as pytorch_model.bin.
+    check_model(
+        &root().join("tests/fixtures/models/tiny-bert-cls-bin"),
+        "tiny-bert-cls",
+        64,
+        false,
+    );
+    let bad = root().join("tests/fixtures/models/malicious-bin");
+    let err = TextEncoder::load(
+        resolve(bad.to_str().unwrap()).unwrap(),
+        &LoadOptions::default(),
+    )
+    .err()
+    .expect("a checkpoint that calls os.system must be refused")
+    .to_string();
+    assert!(
+        err.contains("refusing to call `posix.system`")
+            || err.contains("refusing to call `os.system`"),
+        "{err}"
+    );
+    assert!(!Path::new("/tmp/lmcompare-pwned").exists());
+}
+
+#[test]
 fn tiny_bert_base_matches_transformers() {
     check_model(
         &root().join("tests/fixtures/models/tiny-bert-base"),
