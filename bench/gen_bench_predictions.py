@@ -1,6 +1,7 @@
 """Writes a prediction file for the metrics benchmark (standard library only, seeded).
 
 usage: gen_bench_predictions.py OUT [N=300000] [K=10]
+   or: gen_bench_predictions.py N K OUT
 Each line: {"id", "label", "prediction", "probabilities": {label: p}} from a noisy softmax
 classifier, probabilities printed with 6 significant digits (as model outputs usually are).
 """
@@ -11,9 +12,14 @@ import sys
 
 
 def main():
-    out = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 300_000
-    k = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    args = sys.argv[1:]
+    nums = [int(a) for a in args if a.isdigit()]
+    paths = [a for a in args if not a.isdigit()]
+    if len(paths) != 1 or len(nums) > 2:
+        sys.exit(__doc__)
+    out = paths[0]
+    n = nums[0] if nums else 300_000
+    k = nums[1] if len(nums) > 1 else 10
     rng = random.Random(1)
     labels = [f"class_{j}" for j in range(k)]
     with open(out, "w", encoding="utf-8") as f:

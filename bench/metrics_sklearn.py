@@ -38,15 +38,18 @@ def main():
     r["cohen_kappa"] = M.cohen_kappa_score(y_true, y_pred)
     r["log_loss"] = M.log_loss(y_true, proba, labels=labels)
     r["brier"] = M.brier_score_loss(y_true, proba, labels=labels)
-    # One-vs-rest ROC-AUC needs rows summing to 1 exactly enough; 6-digit rounding can
-    # break that, so renormalise for the peer (lmcompare does the same check and refuses).
-    dist = proba / proba.sum(1, keepdims=True)
+    # Probabilities are used as given, as lmcompare does. One-vs-rest ROC-AUC needs every row
+    # to sum to 1 within np.allclose (6-digit rounding of 10 classes stays well inside); where
+    # scikit-learn refuses, the value is null, as lmcompare reports it.
     for avg in ["macro", "weighted"]:
-        r[f"roc_auc_ovr_{avg}"] = M.roc_auc_score(y_true, dist, multi_class="ovr", average=avg,
-                                                  labels=labels)
+        try:
+            r[f"roc_auc_ovr_{avg}"] = M.roc_auc_score(y_true, proba, multi_class="ovr",
+                                                      average=avg, labels=labels)
+        except ValueError:
+            r[f"roc_auc_ovr_{avg}"] = None
         r[f"average_precision_{avg}"] = M.average_precision_score(
             label_binarize(y_true, classes=labels), proba, average=avg)
-    print(json.dumps({k: float(v) for k, v in r.items()}))
+    print(json.dumps({k: None if v is None else float(v) for k, v in r.items()}))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Writes crates/metrics/tests/fixtures/sklearn_cases.json: reference values computed by
 scikit-learn (and statsmodels, NumPy) that the Rust tests compare to 1e-9.
 
-Run:  python3 -m venv /tmp/fx && /tmp/fx/bin/pip install scikit-learn==1.9.1 statsmodels numpy
-      /tmp/fx/bin/python scripts/gen_metric_fixtures.py
-Deterministic (seeded). Where scikit-learn raises, the fixture records {"error": message}.
+Run:  python3 -m venv ~/.cache/lmcompare/venv-fixtures
+      ~/.cache/lmcompare/venv-fixtures/bin/pip install scikit-learn==1.9.1 numpy scipy statsmodels
+      ~/.cache/lmcompare/venv-fixtures/bin/python scripts/gen_metric_fixtures.py
+Deterministic (seeded): the same library versions rewrite the file byte for byte. Where
+scikit-learn raises, the fixture records {"error": message}; NaN is the string "nan"; the
+warnings scikit-learn emitted are under expected["warnings"][key].
 """
 import json
 import math
@@ -16,6 +19,7 @@ import sklearn
 import statsmodels
 from sklearn import metrics as M
 from sklearn.preprocessing import label_binarize
+from sklearn.utils.multiclass import unique_labels
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
@@ -124,6 +128,8 @@ def make(name, y_true, y_pred, proba=None, labels=None, pos_label=None, zero_div
     explicit = labels is not None
     if labels is None:
         labels = sorted(set(y_true) | set(y_pred))
+        # scikit-learn's own order (NumPy sorts str by code point, as sorted() does).
+        assert labels == [str(l) for l in unique_labels(y_true, y_pred)], (name, labels)
     case = {"name": name, "y_true": list(y_true), "y_pred": list(y_pred), "labels": list(labels),
             "explicit_labels": explicit,
             "proba": None if proba is None else [[float(v) for v in row] for row in proba],
@@ -227,6 +233,24 @@ def cases():
                     [[.6, .3, .1], [.2, .7, .1], [.3, .2, .5], [.1, .8, .1]]))
     # Weighted averages where every selected label has zero support.
     out.append(make("weighted_zero_support", ["a", "a"], ["b", "b"], None, labels=["b", "c"]))
+    # Added later, with their own generator so the cases above stay byte-identical.
+    rng2 = np.random.default_rng(20261129)
+    # Ties in multi-class scores whose rows still sum to 1 (so one-vs-rest ROC-AUC is defined):
+    # probabilities on a grid of 1/20.
+    labels = ["a", "b", "c", "d"]
+    gold = rng2.choice(4, size=300)
+    counts = np.array([rng2.multinomial(20, np.where(np.arange(4) == g, 0.4, 0.2)) for g in gold])
+    pr = counts / 20.0
+    out.append(make("multiclass_probability_ties_summing_to_one", [labels[g] for g in gold],
+                    [labels[j] for j in pr.argmax(1)], pr))
+    # Probabilities printed with 6 significant digits (as model outputs usually are): rows are
+    # off 1 by ~1e-6, inside scikit-learn's allclose tolerance, so ROC-AUC is still defined.
+    labels = [f"c{j}" for j in range(5)]
+    gold = rng2.choice(5, size=250)
+    pr = softmaxish(rng2, gold, 5, 1.3)
+    pr = np.array([[float("%.6g" % v) for v in row] for row in pr])
+    out.append(make("multiclass_six_significant_digits", [labels[g] for g in gold],
+                    [labels[j] for j in pr.argmax(1)], pr))
     return out
 
 
@@ -241,10 +265,13 @@ def mcnemar_cases():
         a_correct = [True] * both + [True] * b + [False] * c + [False] * neither
         b_correct = [True] * both + [False] * b + [True] * c + [False] * neither
         table = [[both, b], [c, neither]]
+        # b = c = 0: statsmodels divides (|b - c| - 1)^2 by 0 and reports p = 0.0 for the
+        # chi-square version (the exact one gives 1.0).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            chi2_p = float(sm_mcnemar(table, exact=False, correction=True).pvalue)
         out.append({"name": name, "a_correct": a_correct, "b_correct": b_correct, "b": b, "c": c,
                     "exact_p": float(sm_mcnemar(table, exact=True).pvalue),
-                    "chi2_corrected_p": float(sm_mcnemar(table, exact=False,
-                                                         correction=True).pvalue)})
+                    "chi2_corrected_p": chi2_p})
     return out
 
 
@@ -273,8 +300,16 @@ def main():
            "bootstrap_quantiles": quantile_cases()}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w", encoding="utf-8") as f:
-        json.dump(doc, f, ensure_ascii=False, indent=1)
+        json.dump(doc, f, ensure_ascii=False, indent=1, allow_nan=False)
         f.write("\n")
+    # Reload strictly (no NaN/Infinity tokens) and check it round-trips.
+    with open(OUT, encoding="utf-8") as f:
+        back = json.load(f, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert back == doc
+    print(f"wrote {os.path.normpath(OUT)}: {len(doc['cases'])} cases, {len(doc['mcnemar'])} "
+          f"McNemar, {len(doc['multipletests'])} multipletests, "
+          f"{len(doc['bootstrap_quantiles'])} quantile sets (scikit-learn {sklearn.__version__}, "
+          f"NumPy {np.__version__}, statsmodels {statsmodels.__version__})")
     for c in doc["cases"]:
         bad = [k for k, v in c["expected"].items() if isinstance(v, dict) and "error" in v]
         nan = [k for k, v in c["expected"].items() if v == "nan"]

@@ -11,16 +11,18 @@ use crate::error::{EngineError, Result};
 
 #[derive(Debug, Clone)]
 enum Value {
-    None,
-    Bool(bool),
+    /// None, booleans and floats: present in checkpoints (e.g. requires_grad), never needed.
+    Scalar,
     Int(i64),
-    Float(f64),
     Str(String),
     Tuple(Vec<Value>),
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(String),
-    Storage { key: String, dtype: String },
+    Storage {
+        key: String,
+        dtype: String,
+    },
     Tensor(TensorRef),
     Mark,
 }
@@ -163,9 +165,7 @@ impl<'a> Machine<'a> {
                 b']' => self.stack.push(Value::List(Vec::new())),
                 b')' => self.stack.push(Value::Tuple(Vec::new())),
                 b'(' => self.stack.push(Value::Mark),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'N' | 0x88 | 0x89 => self.stack.push(Value::Scalar),
                 b'K' => {
                     let v = self.u8()? as i64;
                     self.stack.push(Value::Int(v));
@@ -192,10 +192,8 @@ impl<'a> Machine<'a> {
                     self.stack.push(Value::Int(v));
                 }
                 b'G' => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.stack.push(Value::Float(f64::from_be_bytes(a)));
+                    self.take(8)?;
+                    self.stack.push(Value::Scalar);
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
