@@ -101,6 +101,34 @@ fn truncation_warning(
     })
 }
 
+/// A loaded model with the texts tokenized, and the truncation count said on stderr.
+struct Prepared {
+    model: TextEncoder,
+    encoded: Vec<lmcompare_engine::tokenize::Encoded>,
+    truncated: usize,
+    warnings: Vec<String>,
+}
+
+fn prepare(spec: &str, texts: &[String], opts: &LoadOptions) -> Result<Prepared> {
+    let model = load(spec, opts)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let encoded = model.tokenizer.encode_batch(&refs).map_err(engine)?;
+    let truncated = encoded.iter().filter(|e| e.truncated).count();
+    let warnings: Vec<String> =
+        truncation_warning(spec, truncated, texts.len(), model.tokenizer.max_length())
+            .into_iter()
+            .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(Prepared {
+        model,
+        encoded,
+        truncated,
+        warnings,
+    })
+}
+
 pub fn embed(args: EmbedArgs) -> Result<()> {
     let texts = load_texts(
         &args.input.text,
@@ -112,22 +140,13 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
         pooling: args.pooling,
         normalize: args.normalize,
     };
-    let model = load(&args.model, &opts)?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let encoded = model.tokenizer.encode_batch(&refs).map_err(engine)?;
-    let truncated = encoded.iter().filter(|e| e.truncated).count();
-    let emb = model.embed(&encoded, args.batch_size).map_err(engine)?;
-    let warnings: Vec<String> = truncation_warning(
-        &args.model,
+    let Prepared {
+        model,
+        encoded,
         truncated,
-        texts.len(),
-        model.tokenizer.max_length(),
-    )
-    .into_iter()
-    .collect();
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
+        warnings,
+    } = prepare(&args.model, &texts, &opts)?;
+    let emb = model.embed(&encoded, args.batch_size).map_err(engine)?;
     let dim = emb.first().map_or(0, Vec::len);
     let doc = json!({
         "model": args.model,
@@ -182,23 +201,14 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         max_length: args.max_length,
         ..Default::default()
     };
-    let model = load(&args.model, &opts)?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let encoded = model.tokenizer.encode_batch(&refs).map_err(engine)?;
-    let truncated = encoded.iter().filter(|e| e.truncated).count();
+    let Prepared {
+        model,
+        encoded,
+        truncated,
+        warnings,
+    } = prepare(&args.model, &texts, &opts)?;
     let probs = model.classify(&encoded, args.batch_size).map_err(engine)?;
     let labels = model.labels().unwrap_or_default().to_vec();
-    let warnings: Vec<String> = truncation_warning(
-        &args.model,
-        truncated,
-        texts.len(),
-        model.tokenizer.max_length(),
-    )
-    .into_iter()
-    .collect();
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
     let predictions: Vec<Value> = probs
         .iter()
         .map(|p| {
