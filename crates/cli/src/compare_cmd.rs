@@ -58,7 +58,7 @@ pub struct CompareArgs {
     /// A model to compare, as NAME=SPEC (SPEC: folder, .onnx file or hf:org/name). Two or more.
     #[arg(long = "model", required = true, value_name = "NAME=SPEC")]
     pub models: Vec<String>,
-    /// Labelled data: JSONL, CSV or TSV, optionally .gz/.bz2.
+    /// Labelled data: JSONL, CSV or TSV (optionally .gz/.bz2), or Parquet.
     #[arg(long)]
     pub data: PathBuf,
     #[arg(long, default_value = "text")]

@@ -1,5 +1,5 @@
-//! Labelled datasets: JSONL, CSV or TSV (optionally .gz / .bz2 compressed), any column
-//! names, with a split column or a seeded stratified train/test split.
+//! Labelled datasets: JSONL, CSV or TSV (optionally .gz / .bz2 compressed) or Parquet, any
+//! column names, with a split column or a seeded stratified train/test split.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -105,6 +105,42 @@ fn read_maybe_compressed(path: &Path) -> Result<(Vec<u8>, String)> {
 /// Raw rows as (line number, column → value).
 type Rows = Vec<(usize, HashMap<String, String>)>;
 
+/// Parquet rows through the crate's record reader (no Arrow), every value as text.
+fn parquet_rows(path: &Path) -> Result<(Rows, Vec<String>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = std::fs::File::open(path)
+        .map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| EngineError::file(path, format!("not a readable Parquet file: {e}")))?;
+    let columns: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    let mut rows = Vec::new();
+    for (i, row) in reader.into_iter().enumerate() {
+        let row = row.map_err(|e| EngineError::file(path, format!("row {}: {e}", i + 1)))?;
+        let mut m = HashMap::new();
+        for (name, field) in row.get_column_iter() {
+            match field {
+                Field::Null => {}
+                Field::Str(s) => {
+                    m.insert(name.clone(), s.clone());
+                }
+                other => {
+                    m.insert(name.clone(), other.to_string());
+                }
+            }
+        }
+        rows.push((i + 1, m));
+    }
+    Ok((rows, columns))
+}
+
 fn parse_rows(path: &Path, text: &str) -> Result<(Rows, Vec<String>)> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     let stem = name.trim_end_matches(".gz").trim_end_matches(".bz2");
@@ -173,8 +209,17 @@ fn seeded_rank(seed: u64, id: &str) -> [u8; 32] {
 
 pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> Result<Dataset> {
     let (bytes, sha256) = read_maybe_compressed(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
-    let (rows, columns) = parse_rows(path, &text)?;
+    let is_parquet = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let (rows, columns) = if is_parquet {
+        parquet_rows(path)?
+    } else {
+        let text =
+            String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
+        parse_rows(path, &text)?
+    };
     if rows.is_empty() {
         return Err(EngineError::file(path, "the file is empty (no examples)"));
     }
@@ -288,4 +333,68 @@ pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> R
         return Err(EngineError::file(path, "the test split is empty"));
     }
     Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/data")
+            .join(name)
+    }
+
+    #[test]
+    fn every_format_reads_the_same_examples() {
+        let cols = Columns::default();
+        let base = load_dataset(&fixture("reviews.jsonl"), &cols, 0.2, 0).unwrap();
+        assert_eq!(base.examples.len(), 12);
+        assert_eq!(base.labels, vec!["fresh", "rotten"]);
+        for f in [
+            "reviews.csv",
+            "reviews.tsv",
+            "reviews.jsonl.gz",
+            "reviews.csv.bz2",
+            "reviews.parquet",
+        ] {
+            let d = load_dataset(&fixture(f), &cols, 0.2, 0).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let a: Vec<(&str, &str, &str, Split)> = base
+                .examples
+                .iter()
+                .map(|e| (e.id.as_str(), e.text.as_str(), e.label.as_str(), e.split))
+                .collect();
+            let b: Vec<(&str, &str, &str, Split)> = d
+                .examples
+                .iter()
+                .map(|e| (e.id.as_str(), e.text.as_str(), e.label.as_str(), e.split))
+                .collect();
+            assert_eq!(a, b, "{f}");
+        }
+    }
+
+    #[test]
+    fn stratified_split_is_seeded_and_keeps_label_proportions() {
+        let cols = Columns {
+            split: "no-such-column".into(),
+            ..Columns::default()
+        };
+        let a = load_dataset(&fixture("reviews.jsonl"), &cols, 0.5, 1).unwrap();
+        let b = load_dataset(&fixture("reviews.jsonl"), &cols, 0.5, 1).unwrap();
+        let c = load_dataset(&fixture("reviews.jsonl"), &cols, 0.5, 2).unwrap();
+        let test = |d: &Dataset| {
+            d.split(Split::Test)
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(test(&a), test(&b));
+        assert_ne!(test(&a), test(&c));
+        for l in ["fresh", "rotten"] {
+            assert_eq!(
+                a.split(Split::Test).iter().filter(|e| e.label == l).count(),
+                3
+            );
+        }
+    }
 }
