@@ -352,7 +352,7 @@ fn bad_models_and_inputs_give_one_clear_line() {
         "corrupt or truncated safetensors file",
     );
     let vocab = variant("vocab", &|p| {
-        // The RoBERTa tokenizer's ids run past this BERT model's 600-row embedding matrix.
+        // The RoBERTa tokenizer's ids run past this BERT model's 448-row embedding matrix.
         for f in ["tokenizer.json", "tokenizer_config.json"] {
             std::fs::copy(Path::new(&tiny("tiny-roberta-cls")).join(f), p.join(f)).unwrap();
         }
