@@ -494,7 +494,9 @@ fn run_model(
     let existing = store.predictions(run_id, name).map_err(engine)?;
     let labels = &ds.labels;
     let mut invariance = None;
-    let (computed, rows_for_eff, head_labels) = match args.task {
+    // (work done now, work reused from the store): test examples for classify, distinct
+    // texts embedded for probe and zero-shot.
+    let ((computed, reused), rows_for_eff, head_labels) = match args.task {
         Task::Classify => {
             let model_labels = model.labels().map(<[String]>::to_vec).ok_or_else(|| {
                 BadInput(format!(
@@ -559,7 +561,11 @@ fn run_model(
                 let b = model.classify(&enc, args.batch_size).map_err(engine)?;
                 invariance = Some(max_abs(&a, &b));
             }
-            (todo.len(), None, Some(model_labels.len()))
+            (
+                (todo.len(), test.len() - todo.len()),
+                None,
+                Some(model_labels.len()),
+            )
         }
         Task::Probe | Task::ZeroShot => {
             let settings = format!(
@@ -688,7 +694,13 @@ fn run_model(
                         .map(|c| (c.tokens, c.batch_latency_ms, c.batch_size))
                 })
                 .collect();
-            (missing.len(), Some(eff_rows), None)
+            let distinct: std::collections::HashSet<String> =
+                needed.iter().map(|e| sha(&e.text)).collect();
+            (
+                (missing.len(), distinct.len() - missing.len()),
+                Some(eff_rows),
+                None,
+            )
         }
     };
     let predictions: Vec<StoredPrediction> = store
@@ -706,11 +718,7 @@ fn run_model(
     Ok(ModelRun {
         name: name.to_owned(),
         spec: spec.to_owned(),
-        reused: test.len().saturating_sub(if args.task == Task::Classify {
-            computed
-        } else {
-            test.len().min(computed)
-        }),
+        reused,
         computed,
         predictions,
         efficiency: eff,

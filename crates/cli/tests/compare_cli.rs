@@ -542,6 +542,7 @@ fn a_killed_run_resumes_without_recomputing_or_duplicating() {
     // Only the missing embeddings were computed (texts are unique in this corpus).
     let l6 = &resumed["models"][0];
     assert_eq!(l6["computed_examples"].as_i64().unwrap(), 600 - cached);
+    assert_eq!(l6["reused_examples"].as_i64().unwrap(), cached);
     let c = rusqlite::Connection::open(&db).unwrap();
     let rows: i64 = c
         .query_row("SELECT COUNT(*) FROM embeddings", [], |r| r.get(0))
