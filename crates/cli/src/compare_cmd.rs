@@ -11,8 +11,8 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
-use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::encoder_model::weights_file;
+use lmcompare_engine::encoder_model::{identity_files, softmax64};
 use lmcompare_engine::probe::{Probe, ProbeOptions};
 use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
@@ -760,14 +760,6 @@ fn classify_rows(
             }
         })
         .collect())
-}
-
-/// Softmax in f64, so probability rows sum to 1 to double precision.
-fn softmax64(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let e: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
 }
 
 fn argmax(p: &[f64]) -> usize {

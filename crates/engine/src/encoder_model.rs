@@ -241,9 +241,14 @@ pub fn identity_files(resolved: &ResolvedModel) -> Vec<std::path::PathBuf> {
     files
 }
 
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let exp: Vec<f64> = logits.iter().map(|&v| ((v - max) as f64).exp()).collect();
+/// Softmax computed in f64, so probability rows sum to 1 to double precision.
+pub fn softmax64(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let exp: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
     let sum: f64 = exp.iter().sum();
-    exp.iter().map(|e| (e / sum) as f32).collect()
+    exp.iter().map(|e| e / sum).collect()
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    softmax64(logits).into_iter().map(|p| p as f32).collect()
 }

@@ -15,10 +15,6 @@ pub struct View<'a> {
 }
 
 /// `dst[m×n] (+)= a[m×k] · b[k×n]`, all row-major with the given row strides.
-///
-/// # Safety of the raw call
-/// Bounds are checked here, so the strided accesses `gemm` makes stay inside the slices.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     dst: &mut [f32],
     dst_stride: usize,
@@ -27,21 +23,49 @@ pub fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "inner dimensions differ");
+    assert_eq!(b.rows, a.cols, "inner dimensions differ");
+    let b_strides = (b.row_stride, 1);
+    gemm_checked(
+        dst, dst_stride, a, b.data, b.cols, b_strides, accumulate, parallel,
+    );
+}
+
+/// `dst[m×n] = a[m×k] · bᵀ` where `b` is `n×k` row-major (so `bᵀ` is read with swapped
+/// strides, as attention's `Q·Kᵀ` needs).
+pub fn matmul_transposed_b(dst: &mut [f32], dst_stride: usize, a: View<'_>, b: View<'_>) {
+    assert_eq!(b.cols, a.cols, "inner dimensions differ");
+    let b_strides = (1, b.row_stride);
+    gemm_checked(dst, dst_stride, a, b.data, b.rows, b_strides, false, false);
+}
+
+/// The one call into `gemm`: `dst[m×n] (+)= a[m×k] · B` where B(l, j) is
+/// `b[l * b_strides.0 + j * b_strides.1]`, bounds checked before the unsafe call.
+#[allow(clippy::too_many_arguments)]
+fn gemm_checked(
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: View<'_>,
+    b: &[f32],
+    n: usize,
+    b_strides: (usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let (m, k) = (a.rows, a.cols);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.data.len() >= (m - 1) * a.row_stride + k);
-    assert!(b.data.len() >= (k - 1) * b.row_stride + n);
-    assert!(dst.len() >= (m - 1) * dst_stride + n);
+    assert!(k > 0, "empty inner dimension");
+    assert!(a.data.len() > (m - 1) * a.row_stride + (k - 1));
+    assert!(b.len() > (k - 1) * b_strides.0 + (n - 1) * b_strides.1);
+    assert!(dst.len() > (m - 1) * dst_stride + (n - 1));
     let par = if parallel {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
     // SAFETY: the asserts above bound every index gemm touches: row i < m, column j < n of
-    // dst; row i < m, column l < k of a; row l < k, column j < n of b.
+    // dst; row i < m, column l < k of a; B(l, j) for l < k, j < n.
     unsafe {
         gemm::gemm(
             m,
@@ -54,52 +78,15 @@ pub fn matmul(
             a.data.as_ptr(),
             1,
             a.row_stride as isize,
-            b.data.as_ptr(),
-            1,
-            b.row_stride as isize,
+            b.as_ptr(),
+            b_strides.1 as isize,
+            b_strides.0 as isize,
             if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
             false,
             par,
-        );
-    }
-}
-
-/// `dst[m×n] = a[m×k] · bᵀ` where `b` is `n×k` row-major (so `bᵀ` is read with swapped
-/// strides, as attention's `Q·Kᵀ` needs).
-pub fn matmul_transposed_b(dst: &mut [f32], dst_stride: usize, a: View<'_>, b: View<'_>) {
-    let (m, k, n) = (a.rows, a.cols, b.rows);
-    assert_eq!(b.cols, k, "inner dimensions differ");
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(a.data.len() >= (m - 1) * a.row_stride + k);
-    assert!(b.data.len() >= (n - 1) * b.row_stride + k);
-    assert!(dst.len() >= (m - 1) * dst_stride + n);
-    // SAFETY: as in `matmul`; bᵀ(l, j) = b[j * row_stride + l] with j < n, l < k.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            false,
-            a.data.as_ptr(),
-            1,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.row_stride as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
         );
     }
 }

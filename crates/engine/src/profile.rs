@@ -136,13 +136,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 pub fn percentile(values: &[f64], q: f64) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let h = (v.len() - 1) as f64 * q;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+    lmcompare_metrics::stats::quantile_sorted(&v, q)
 }
 
 #[cfg(test)]

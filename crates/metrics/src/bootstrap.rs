@@ -45,8 +45,8 @@ pub struct Interval {
     pub defined: usize,
 }
 
-/// Percentile interval of the finite values in `values` (sorted in place).
-pub(crate) fn percentile_interval(values: &mut [f64], confidence: f64) -> Interval {
+/// Percentile interval of the finite values in `values`.
+pub(crate) fn percentile_interval(values: &[f64], confidence: f64) -> Interval {
     let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     finite.sort_by(f64::total_cmp);
     let alpha = (1.0 - confidence) / 2.0;
@@ -159,7 +159,7 @@ pub fn bootstrap_intervals(ev: &Evaluator, opts: &BootstrapOptions) -> Vec<(Metr
         .map(|&m| {
             column.clear();
             column.extend(samples.iter().map(|s| s[m.slot()]));
-            (m, percentile_interval(&mut column, opts.confidence))
+            (m, percentile_interval(&column, opts.confidence))
         })
         .collect()
 }

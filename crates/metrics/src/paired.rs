@@ -158,7 +158,7 @@ pub fn compare_pair(
         .map(|&m| {
             column.clear();
             column.extend(boot.iter().map(|d| d[m.slot()]));
-            let ci = percentile_interval(&mut column, opts.bootstrap.confidence);
+            let ci = percentile_interval(&column, opts.bootstrap.confidence);
             MetricDelta {
                 metric: m,
                 delta: observed(m),
