@@ -5,24 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny(name: &str) -> String {
-    root()
-        .join("tests/fixtures/models")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn lmcompare() -> Command {
-    Command::cargo_bin("lmcompare").unwrap()
-}
+mod common;
+use common::{bad, lmcompare, root, tiny};
 
 /// A small review dataset; `split` column optional.
 fn dataset(dir: &Path, n: usize, with_split: bool) -> PathBuf {
@@ -71,14 +57,6 @@ fn run_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn bad(args: &[&str], needle: &str) {
-    let out = lmcompare().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 
 #[test]

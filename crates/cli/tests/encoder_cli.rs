@@ -1,22 +1,12 @@
 //! End-to-end tests of `embed`, `predict`, `tokenize` and `profile` on the shipped tiny
 //! checkpoints and the fetched MiniLM assets, including the hub cache path and bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny(name: &str) -> String {
-    root()
-        .join("tests/fixtures/models")
-        .join(name)
-        .display()
-        .to_string()
-}
+mod common;
+use common::{bad, lmcompare, root, tiny};
 
 fn asset(name: &str) -> String {
     let p = root().join("assets/models").join(name);
@@ -28,10 +18,6 @@ fn asset(name: &str) -> String {
     p.display().to_string()
 }
 
-fn lmcompare() -> Command {
-    Command::cargo_bin("lmcompare").unwrap()
-}
-
 fn json_of(args: &[&str]) -> Value {
     let out = lmcompare().args(args).output().unwrap();
     assert!(
@@ -40,16 +26,6 @@ fn json_of(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Runs and expects exit 2 with one stderr line containing `needle`.
-fn bad(args: &[&str], needle: &str) {
-    let out = lmcompare().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(!err.contains("panicked"));
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -1,0 +1,32 @@
+//! Helpers shared by the CLI end-to-end tests.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A committed tiny checkpoint under tests/fixtures/models.
+pub fn tiny(name: &str) -> String {
+    root()
+        .join("tests/fixtures/models")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+pub fn lmcompare() -> Command {
+    Command::cargo_bin("lmcompare").unwrap()
+}
+
+/// Runs and expects exit 2 with one stderr line containing `needle`, and no panic.
+pub fn bad(args: &[&str], needle: &str) {
+    let out = lmcompare().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"));
+}
