@@ -114,20 +114,20 @@ pub struct CompareArgs {
     pub quiet: bool,
 }
 
-struct ModelRun {
-    name: String,
-    spec: String,
-    predictions: Vec<StoredPrediction>,
-    computed: usize,
-    reused: usize,
-    efficiency: Value,
-    backend: String,
-    invariance: Option<f64>,
+pub(crate) struct ModelRun {
+    pub name: String,
+    pub spec: String,
+    pub predictions: Vec<StoredPrediction>,
+    pub computed: usize,
+    pub reused: usize,
+    pub efficiency: Value,
+    pub backend: String,
+    pub invariance: Option<f64>,
 }
 
-fn bar(args: &CompareArgs, len: usize, prefix: &str) -> ProgressBar {
+pub(crate) fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
-    if args.quiet || !std::io::stderr().is_terminal() {
+    if quiet || !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
     pb.set_style(
@@ -138,11 +138,11 @@ fn bar(args: &CompareArgs, len: usize, prefix: &str) -> ProgressBar {
     pb
 }
 
-fn sha(text: &str) -> String {
+pub(crate) fn sha(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
-fn parse_models(specs: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_models(specs: &[String]) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = Vec::new();
     for s in specs {
         let (name, spec) = s
@@ -171,7 +171,7 @@ fn parse_models(specs: &[String]) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn limited(ds: &Dataset, split: Split, limit: Option<usize>) -> Vec<&Example> {
+pub(crate) fn limited(ds: &Dataset, split: Split, limit: Option<usize>) -> Vec<&Example> {
     let mut v = ds.split(split);
     if let Some(n) = limit {
         v.truncate(n);
@@ -180,7 +180,7 @@ fn limited(ds: &Dataset, split: Split, limit: Option<usize>) -> Vec<&Example> {
 }
 
 /// Efficiency from what this run measured and stored (so a resumed run reports the same).
-fn efficiency(
+pub(crate) fn efficiency(
     model: &TextEncoder,
     resolved_onnx: bool,
     dir: &Path,
@@ -356,15 +356,120 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         runs.push(r);
     }
 
+    let mut doc = comparison_doc(
+        &runs,
+        &test,
+        &ds.labels,
+        &Scoring {
+            bootstrap: args.bootstrap,
+            permutations: args.permutations,
+            seed: args.seed,
+            metric: args.metric,
+            correction: args.correction,
+        },
+    )?;
+    doc["task"] = json!(args.task.key());
+    let per_split = ds.rows_per_split();
+    doc["dataset"] = json!({
+        "path": args.data, "sha256": ds.sha256, "rows_per_split": per_split, "labels": ds.labels,
+        "split": ds.split_source, "evaluated_test_examples": test.len(), "train_examples_used": train.len(),
+    });
+    doc["run"] = json!({
+        "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+        "seed": args.seed, "batch_size": args.batch_size, "threads": rayon::current_num_threads(),
+        "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
+        "started": store.run_started(run_id).map_err(engine)?, "finished": timestamp(),
+        "wall_seconds": started.elapsed().as_secs_f64(), "db": args.db,
+    });
+    store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
+    Ok(doc)
+}
+
+/// Vectors of `texts` keyed by text sha256: from the store where cached, the rest computed
+/// in batches (`pool` turns a sequence's token states into its vector) and committed batch
+/// by batch, so an interrupted run keeps them. Returns the vectors and how many were computed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cached_vectors(
+    store: &mut Store,
+    model: &TextEncoder,
+    hash: &str,
+    settings: &str,
+    texts: &[&str],
+    batch_size: usize,
+    pb: &ProgressBar,
+    pool: &dyn Fn(&[f32], usize) -> Vec<f32>,
+) -> Result<(HashMap<String, CachedEmbedding>, usize)> {
+    let mut cache = store.embeddings(hash, settings).map_err(engine)?;
+    let mut missing: Vec<(&str, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in texts {
+        let h = sha(t);
+        if !cache.contains_key(&h) && seen.insert(h.clone()) {
+            missing.push((t, h));
+        }
+    }
+    let todo: Vec<&str> = missing.iter().map(|m| m.0).collect();
+    let encoded = model.tokenizer.encode_batch(&todo).map_err(engine)?;
+    pb.set_position((texts.len() - missing.len()) as u64);
+    model
+        .run_batches(&encoded, batch_size, |idx, hidden, timing| {
+            let rows: Vec<(String, Vec<f32>, usize)> = idx
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| {
+                    (
+                        missing[i].1.clone(),
+                        pool(hidden.sequence(j), hidden.dim),
+                        encoded[i].ids.len(),
+                    )
+                })
+                .collect();
+            store.save_embeddings(hash, settings, &rows, timing.seconds * 1e3)?;
+            for (key, vector, tokens) in rows {
+                cache.insert(
+                    key,
+                    CachedEmbedding {
+                        vector,
+                        tokens,
+                        batch_latency_ms: timing.seconds * 1e3,
+                        batch_size: idx.len(),
+                    },
+                );
+            }
+            pb.inc(idx.len() as u64);
+            Ok(())
+        })
+        .map_err(engine)?;
+    Ok((cache, missing.len()))
+}
+
+/// How a comparison is scored.
+pub(crate) struct Scoring {
+    pub bootstrap: usize,
+    pub permutations: usize,
+    pub seed: u64,
+    pub metric: Metric,
+    pub correction: Correction,
+}
+
+/// Every model's metrics with intervals on the same test examples, pairwise tests,
+/// verdicts and the Pareto set: the document `compare` and `tune` report.
+pub(crate) fn comparison_doc(
+    runs: &[ModelRun],
+    test: &[&Example],
+    dataset_labels: &[String],
+    s: &Scoring,
+) -> Result<Value> {
     // Score all models over the dataset's label set, on the same test examples.
-    let labels = LabelSet::new(ds.labels.clone()).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let labels =
+        LabelSet::new(dataset_labels.to_vec()).map_err(|e| anyhow::anyhow!(e.to_string()))?;
     let k = labels.len();
     let gold: Vec<u32> = test
         .iter()
         .map(|e| labels.index_of(&e.label).unwrap_or(0))
         .collect();
     let mut scored = Vec::new();
-    for r in &runs {
+    for r in runs {
         let by_id: HashMap<&str, &StoredPrediction> = r
             .predictions
             .iter()
@@ -372,7 +477,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
             .collect();
         let mut pred = Vec::with_capacity(test.len());
         let mut proba = Vec::with_capacity(test.len() * k);
-        for e in &test {
+        for e in test {
             let p = by_id
                 .get(e.id.as_str())
                 .ok_or_else(|| anyhow::anyhow!("model {}: no prediction for {}", r.name, e.id))?;
@@ -386,23 +491,18 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     let opts = ScoreOptions {
         metric: MetricOptions::default(),
         bootstrap: BootstrapOptions {
-            resamples: args.bootstrap,
-            seed: args.seed,
+            resamples: s.bootstrap,
+            seed: s.seed,
             confidence: 0.95,
         },
-        permutations: args.permutations,
-        main_metric: args.metric,
-        correction: args.correction,
+        permutations: s.permutations,
+        main_metric: s.metric,
+        correction: s.correction,
     };
     let card = score_models(&scored, &opts).map_err(|e| BadInput(e.to_string()))?;
     let mut doc = metrics_json(&card);
-    let main = args.metric;
-    for (m, r) in doc["models"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .zip(&runs)
-    {
+    let main = s.metric;
+    for (m, r) in doc["models"].as_array_mut().into_iter().flatten().zip(runs) {
         m["spec"] = json!(r.spec);
         m["backend"] = json!(r.backend);
         m["efficiency"] = r.efficiency.clone();
@@ -446,20 +546,6 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         .as_array()
         .map(|ps| ps.iter().map(|p| p["verdict"].clone()).collect::<Vec<_>>())
         .unwrap_or_default());
-    doc["task"] = json!(args.task.key());
-    let per_split = ds.rows_per_split();
-    doc["dataset"] = json!({
-        "path": args.data, "sha256": ds.sha256, "rows_per_split": per_split, "labels": ds.labels,
-        "split": ds.split_source, "evaluated_test_examples": test.len(), "train_examples_used": train.len(),
-    });
-    doc["run"] = json!({
-        "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
-        "seed": args.seed, "batch_size": args.batch_size, "threads": rayon::current_num_threads(),
-        "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
-        "started": store.run_started(run_id).map_err(engine)?, "finished": timestamp(),
-        "wall_seconds": started.elapsed().as_secs_f64(), "db": args.db,
-    });
-    store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
     Ok(doc)
 }
 
@@ -524,7 +610,7 @@ fn run_model(
                 .collect();
             let texts: Vec<&str> = todo.iter().map(|e| e.text.as_str()).collect();
             let encoded = model.tokenizer.encode_batch(&texts).map_err(engine)?;
-            let pb = bar(args, test.len(), name);
+            let pb = bar(args.quiet, test.len(), name);
             pb.set_position((test.len() - todo.len()) as u64);
             let mut err = None;
             model
@@ -574,53 +660,24 @@ fn run_model(
                 model.pooling.mode.key(),
                 model.pooling.normalize
             );
-            let mut cache = store.embeddings(hash, &settings).map_err(engine)?;
             let needed: Vec<&Example> = if args.task == Task::Probe {
                 train.iter().chain(test.iter()).copied().collect()
             } else {
                 test.to_vec()
             };
-            let mut missing: Vec<(&str, String)> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for e in &needed {
-                let h = sha(&e.text);
-                if !cache.contains_key(&h) && seen.insert(h.clone()) {
-                    missing.push((e.text.as_str(), h));
-                }
-            }
-            let texts: Vec<&str> = missing.iter().map(|m| m.0).collect();
-            let encoded = model.tokenizer.encode_batch(&texts).map_err(engine)?;
-            let pb = bar(args, needed.len(), name);
-            pb.set_position((needed.len() - missing.len()) as u64);
-            model
-                .run_batches(&encoded, args.batch_size, |idx, hidden, timing| {
-                    let rows: Vec<(String, Vec<f32>, usize)> = idx
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &i)| {
-                            (
-                                missing[i].1.clone(),
-                                model.pooling.pool(hidden.sequence(j), hidden.dim),
-                                encoded[i].ids.len(),
-                            )
-                        })
-                        .collect();
-                    store.save_embeddings(hash, &settings, &rows, timing.seconds * 1e3)?;
-                    for (key, vector, tokens) in rows {
-                        cache.insert(
-                            key,
-                            CachedEmbedding {
-                                vector,
-                                tokens,
-                                batch_latency_ms: timing.seconds * 1e3,
-                                batch_size: idx.len(),
-                            },
-                        );
-                    }
-                    pb.inc(idx.len() as u64);
-                    Ok(())
-                })
-                .map_err(engine)?;
+            let texts: Vec<&str> = needed.iter().map(|e| e.text.as_str()).collect();
+            let pb = bar(args.quiet, needed.len(), name);
+            let pooling = model.pooling;
+            let (cache, missing) = cached_vectors(
+                store,
+                &model,
+                hash,
+                &settings,
+                &texts,
+                args.batch_size,
+                &pb,
+                &|states, dim| pooling.pool(states, dim),
+            )?;
             pb.finish_and_clear();
             let emb = |e: &Example| {
                 cache
@@ -696,11 +753,7 @@ fn run_model(
                 .collect();
             let distinct: std::collections::HashSet<String> =
                 needed.iter().map(|e| sha(&e.text)).collect();
-            (
-                (missing.len(), distinct.len() - missing.len()),
-                Some(eff_rows),
-                None,
-            )
+            ((missing, distinct.len() - missing), Some(eff_rows), None)
         }
     };
     let predictions: Vec<StoredPrediction> = store
@@ -762,7 +815,7 @@ fn classify_rows(
         .collect())
 }
 
-fn argmax(p: &[f64]) -> usize {
+pub(crate) fn argmax(p: &[f64]) -> usize {
     p.iter()
         .enumerate()
         .fold(0, |b, (i, v)| if *v > p[b] { i } else { b })
@@ -911,5 +964,12 @@ pub fn report(args: ReportArgs) -> Result<()> {
         ))
     })?;
     let doc: Value = serde_json::from_str(&text)?;
+    if doc.get("trials").is_some() {
+        return match resolve_format(args.format) {
+            Format::Json => emit(&(serde_json::to_string_pretty(&doc)? + "\n")),
+            Format::Table => emit(&lmcompare_report::render_tune_table(&doc)),
+            Format::Markdown => emit(&lmcompare_report::render_tune_markdown(&doc)),
+        };
+    }
     render(&doc, args.format, None)
 }

@@ -7,6 +7,7 @@ mod metrics_cmd;
 mod prediction_files;
 mod profile_cmd;
 mod texts;
+mod tune_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -38,6 +39,10 @@ enum Command {
     Compare(compare_cmd::CompareArgs),
     /// The shipped comparison: three MiniLM encoders on Rotten Tomatoes reviews (probe task).
     Demo(compare_cmd::DemoArgs),
+    /// Tune the fine-tuning hyperparameters of a classification head (optimiser, learning
+    /// rate and schedule, batch size, epochs, ...) by grid, random, TPE or successive-halving
+    /// search, then compare the tuned models with their untuned baselines on the test split.
+    Tune(tune_cmd::TuneArgs),
     /// List the runs in the store.
     Runs(compare_cmd::RunsArgs),
     /// Re-render a finished run from the store alone.
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
         Command::Demo(args) => compare_cmd::demo(args),
+        Command::Tune(args) => tune_cmd::run(args),
         Command::Runs(args) => compare_cmd::runs(args),
         Command::Report(args) => compare_cmd::report(args),
         Command::Embed(args) => encoder_cmds::embed(args),

@@ -41,6 +41,22 @@ pub struct NewRun<'a> {
 }
 
 /// A cached sentence embedding with the cost of computing it.
+/// A finished hyperparameter-search trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTrial {
+    pub trial: usize,
+    pub model: String,
+    /// The sampled configuration, JSON.
+    pub config: String,
+    /// done | pruned | diverged
+    pub status: String,
+    pub metric: Option<f64>,
+    pub best_epoch: usize,
+    /// Per-epoch records, JSON.
+    pub epochs: String,
+    pub wall_seconds: f64,
+}
+
 #[derive(Debug, Clone)]
 pub struct CachedEmbedding {
     pub vector: Vec<f32>,
@@ -124,7 +140,12 @@ impl Store {
                 model_hash TEXT NOT NULL, text_sha256 TEXT NOT NULL, settings TEXT NOT NULL,
                 vector BLOB NOT NULL, tokens INTEGER NOT NULL, batch_latency_ms REAL NOT NULL,
                 batch_size INTEGER NOT NULL,
-                PRIMARY KEY(model_hash, text_sha256, settings));",
+                PRIMARY KEY(model_hash, text_sha256, settings));
+             CREATE TABLE IF NOT EXISTS tune_trials(
+                search_key TEXT NOT NULL, trial INTEGER NOT NULL, model TEXT NOT NULL,
+                config TEXT NOT NULL, status TEXT NOT NULL, metric REAL, best_epoch INTEGER NOT NULL,
+                epochs TEXT NOT NULL, wall_seconds REAL NOT NULL, finished TEXT NOT NULL,
+                PRIMARY KEY(search_key, trial));",
         )
         .map_err(|e| {
             let msg = e.to_string();
@@ -453,5 +474,52 @@ impl Store {
             ))),
             Some(x) => Ok(x),
         }
+    }
+
+    /// Finished trials of a search, in trial order.
+    pub fn trials(&self, search_key: &str) -> Result<Vec<StoredTrial>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT trial, model, config, status, metric, best_epoch, epochs, wall_seconds FROM tune_trials WHERE search_key=?1 ORDER BY trial")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![search_key], |r| {
+                Ok(StoredTrial {
+                    trial: r.get::<_, i64>(0)? as usize,
+                    model: r.get(1)?,
+                    config: r.get(2)?,
+                    status: r.get(3)?,
+                    metric: r.get(4)?,
+                    best_epoch: r.get::<_, i64>(5)? as usize,
+                    epochs: r.get(6)?,
+                    wall_seconds: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a finished trial (one transaction: a killed search keeps every trial that
+    /// finished before it).
+    pub fn save_trial(&self, search_key: &str, t: &StoredTrial) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO tune_trials(search_key, trial, model, config, status, metric, best_epoch, epochs, wall_seconds, finished) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    search_key,
+                    t.trial as i64,
+                    t.model,
+                    t.config,
+                    t.status,
+                    t.metric,
+                    t.best_epoch as i64,
+                    t.epochs,
+                    t.wall_seconds,
+                    now()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }

@@ -224,7 +224,7 @@ pub struct Encoder {
 
 /// Finds the prefix (`bert.`, `roberta.`, `distilbert.` or none) under which the encoder's
 /// weights are stored.
-fn weight_prefix(w: &WeightFile) -> Result<String> {
+pub(crate) fn weight_prefix(w: &WeightFile) -> Result<String> {
     let suffix = "embeddings.word_embeddings.weight";
     w.names()
         .keys()

@@ -1,0 +1,962 @@
+//! `tune`: hyperparameter search for fine-tuning the classification head of one or more
+//! encoders on frozen features, with pruning and early stopping, every trial in the store,
+//! and the test-split comparison of the tuned models against their untuned baselines.
+//!
+//! Selection never sees the test split: trials are scored on the validation split, or by
+//! k-fold cross-validation on the train split when the data has none. Only the final
+//! comparison touches the test split.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use lmcompare_engine::classifier::{save_classifier, HeadLayout, TrainedHead};
+use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
+use lmcompare_engine::encoder_model::identity_files;
+use lmcompare_engine::spec::resolve;
+use lmcompare_engine::store::{timestamp, NewRun, Store, StoredPrediction, StoredTrial};
+use lmcompare_engine::{LoadOptions, TextEncoder};
+use lmcompare_metrics::{Correction, Evaluator, LabelSet, Metric, MetricOptions, Predictions};
+use lmcompare_report::{render_tune_markdown, render_tune_table, Format};
+use lmcompare_tune::{
+    Config, Domain, EarlyStopping, HeadActivation, HeadShape, HeadTrainer, HeadWeights, Pruner,
+    Sampler, SamplerKind, Space, TrainConfig, TrialRecord, TrialStatus, Value,
+};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+use crate::compare_cmd::{
+    argmax, bar, cached_vectors, comparison_doc, efficiency, limited, sha, ModelRun, Scoring,
+};
+use crate::encoder_cmds::engine;
+use crate::{emit, resolve_format, BadInput};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchKind {
+    /// Every combination of the listed values.
+    Grid,
+    /// Independent draws (log-uniform for log(lo,hi) ranges).
+    Random,
+    /// Tree-structured Parzen estimator (Optuna's default sampler) after 10 random trials.
+    Tpe,
+    /// Random draws with successive-halving pruning (ASHA run sequentially).
+    Halving,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrunerKind {
+    /// Halving for --search halving, none otherwise.
+    Auto,
+    None,
+    /// Stop a trial whose best value is below the median of finished trials at that epoch.
+    Median,
+    /// Successive halving: rungs at 1, 3, 9, ... epochs keep the top third.
+    Halving,
+}
+
+pub const DEFAULT_SPACE: &str = "lr=log(1e-4,3e-2);batch_size=[16,32,64];epochs=[5,10,20];optimizer=[adam,adamw,sgd];scheduler=[constant,step(3,0.5),cosine,warmup_linear(0.1)];weight_decay=[0,0.01]";
+
+#[derive(Args, Clone)]
+pub struct TuneArgs {
+    /// A model to tune, as NAME=SPEC or SPEC (a folder with safetensors or .bin weights, or
+    /// hf:org/name). Repeat to tune several and compare their tuned heads.
+    #[arg(long = "model", required = true, value_name = "NAME=SPEC")]
+    pub models: Vec<String>,
+    /// Labelled data: JSONL, CSV or TSV (optionally .gz/.bz2), or Parquet.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "text")]
+    pub text_col: String,
+    #[arg(long, default_value = "label")]
+    pub label_col: String,
+    /// Column with train/validation/test; without it, a seeded stratified train/test split.
+    #[arg(long, default_value = "split")]
+    pub split_col: String,
+    #[arg(long, default_value = "id")]
+    pub id_col: String,
+    #[arg(long, value_enum, default_value = "random")]
+    pub search: SearchKind,
+    /// The search space, e.g. 'lr=log(1e-5,1e-2);batch_size=[16,32];optimizer=[adam,adamw]'.
+    #[arg(long, default_value = DEFAULT_SPACE)]
+    pub space: String,
+    /// Trials per model (default: the whole grid for grid search, else 20). A larger
+    /// number later extends a finished search.
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Selection metric (on validation), also the comparison's main metric.
+    #[arg(long, default_value = "f1_macro")]
+    pub metric: Metric,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub pruner: PrunerKind,
+    /// Stop a trial after this many epochs without improvement (0: never).
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    /// Smallest change that counts as an improvement for early stopping.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_delta: f64,
+    /// Folds of cross-validation on the train split when the data has no validation split.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// The untuned baseline's settings (search-space syntax, single values); default: a
+    /// Hugging Face Trainer's defaults.
+    #[arg(
+        long,
+        default_value = "lr=5e-5;batch_size=8;epochs=3;optimizer=adamw;scheduler=warmup_linear(0);weight_decay=0"
+    )]
+    pub baseline: String,
+    /// What is trained: 0 = the classification head on frozen features.
+    #[arg(long, default_value = "0")]
+    pub unfreeze: String,
+    /// Folder for the tuned models (one HF-style folder per model).
+    #[arg(long, default_value = "tuned")]
+    pub save: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use at most N examples of each split (file order).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Test fraction of the stratified split when the data has no split column.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_size: f64,
+    /// Batch size of the encoder's forward passes (not a training hyperparameter).
+    #[arg(long, default_value_t = 32)]
+    pub infer_batch_size: usize,
+    #[arg(long, default_value = "lmcompare.db")]
+    pub db: PathBuf,
+    /// Also write tune.json and tune.md into this folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub format: Option<Format>,
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub permutations: usize,
+    #[arg(long, default_value = "holm")]
+    pub correction: Correction,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Everything a model's search needs, in one place.
+struct Prepared {
+    name: String,
+    spec: String,
+    dir: PathBuf,
+    hash: String,
+    layout: HeadLayout,
+    shape: HeadShape,
+    pretrained: Option<(Vec<f32>, Vec<f32>)>,
+    /// Features of the train, validation and test examples, in that order (`n × d`).
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    /// Per example: (tokens, batch latency ms, batch size) from the forward pass.
+    cost: Vec<(usize, f64, usize)>,
+    model: TextEncoder,
+    is_onnx: bool,
+}
+
+/// (train rows, validation rows) of each fold.
+type Folds = Vec<(Vec<usize>, Vec<usize>)>;
+
+fn parse_named(specs: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for s in specs {
+        let (name, spec) = match s.split_once('=') {
+            Some((n, sp)) if !n.is_empty() && !sp.is_empty() && !n.contains('/') => {
+                (n.to_owned(), sp.to_owned())
+            }
+            _ => {
+                let name = s
+                    .trim_end_matches('/')
+                    .rsplit(['/', ':'])
+                    .next()
+                    .unwrap_or(s)
+                    .to_owned();
+                (name, s.clone())
+            }
+        };
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(BadInput(format!(
+                "two models are named {name:?}; give each --model a distinct NAME=SPEC"
+            ))
+            .into());
+        }
+        out.push((name, spec));
+    }
+    Ok(out)
+}
+
+fn stratified_folds(labels: &[u32], rows: &[usize], k: usize, seed: u64) -> Folds {
+    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for &r in rows {
+        by_class.entry(labels[r]).or_default().push(r);
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x666f_6c64);
+    let mut assignment: Vec<Vec<usize>> = vec![Vec::new(); k];
+    let mut next = 0usize;
+    for members in by_class.values_mut() {
+        members.shuffle(&mut rng);
+        for &r in members.iter() {
+            assignment[next % k].push(r);
+            next += 1;
+        }
+    }
+    (0..k)
+        .map(|f| {
+            let mut val = assignment[f].clone();
+            val.sort_unstable();
+            let mut train: Vec<usize> = rows.iter().copied().filter(|r| !val.contains(r)).collect();
+            train.sort_unstable();
+            (train, val)
+        })
+        .collect()
+}
+
+fn metric_value(metric: Metric, labels: &LabelSet, gold: &[u32], proba: &[Vec<f64>]) -> f64 {
+    let k = labels.len();
+    let pred: Vec<u32> = proba.iter().map(|p| argmax(p) as u32).collect();
+    let flat: Vec<f64> = proba.iter().flatten().copied().collect();
+    let Ok(p) = Predictions::from_indices(labels.clone(), k, gold.to_vec(), pred, Some(flat))
+    else {
+        return f64::NAN;
+    };
+    Evaluator::new(&p, &MetricOptions::default())
+        .ok()
+        .and_then(|e| e.evaluate().get(metric))
+        .unwrap_or(f64::NAN)
+}
+
+/// One epoch's record of a trial.
+#[derive(Clone)]
+struct EpochRow {
+    epoch: usize,
+    train_loss: f64,
+    val_metric: f64,
+    lr: f64,
+}
+
+struct TrialOutcome {
+    status: TrialStatus,
+    metric: Option<f64>,
+    best_epoch: usize,
+    epochs: Vec<EpochRow>,
+}
+
+struct SearchSettings<'a> {
+    metric: Metric,
+    patience: Option<usize>,
+    min_delta: f64,
+    pruner: Pruner,
+    seed: u64,
+    labels: &'a LabelSet,
+}
+
+/// Trains `config` on every fold in lockstep; the curve is the folds' mean validation value.
+fn run_trial(
+    p: &Prepared,
+    folds: &Folds,
+    cfg: &TrainConfig,
+    s: &SearchSettings<'_>,
+    history: &[TrialRecord],
+) -> Result<TrialOutcome> {
+    let maximize = s.metric.higher_is_better();
+    let mut trainers = Vec::with_capacity(folds.len());
+    for (train, _) in folds {
+        let init = HeadWeights::init(&p.shape, p.pretrained.clone(), p.layout.init_std, s.seed);
+        let mut t = HeadTrainer::new(
+            &p.features,
+            &p.labels,
+            train.clone(),
+            p.shape,
+            init,
+            cfg.clone(),
+            s.seed,
+        )
+        .map_err(|e| BadInput(format!("model {}: {e}", p.name)))?;
+        t.plateau_maximize(maximize);
+        trainers.push(t);
+    }
+    let mut stop = EarlyStopping::new(s.patience, s.min_delta, maximize);
+    let mut epochs = Vec::new();
+    let mut curve = Vec::new();
+    for epoch in 1..=cfg.epochs {
+        let mut loss = 0.0;
+        let mut value = 0.0;
+        let mut lr = 0.0;
+        for (f, (t, (_, val))) in trainers.iter_mut().zip(folds).enumerate() {
+            let stats = t.train_epoch();
+            if stats.diverged {
+                epochs.push(EpochRow {
+                    epoch,
+                    train_loss: f64::NAN,
+                    val_metric: f64::NAN,
+                    lr: stats.lr,
+                });
+                return Ok(TrialOutcome {
+                    status: TrialStatus::Diverged,
+                    metric: None,
+                    best_epoch: stop.best_epoch(),
+                    epochs,
+                });
+            }
+            let proba = t.predict_proba(val);
+            let gold: Vec<u32> = val.iter().map(|&i| p.labels[i]).collect();
+            let v = metric_value(s.metric, s.labels, &gold, &proba);
+            t.end_epoch(Some(v));
+            loss += stats.train_loss;
+            value += v;
+            if f == 0 {
+                lr = stats.lr;
+            }
+        }
+        let n = folds.len() as f64;
+        let value = value / n;
+        epochs.push(EpochRow {
+            epoch,
+            train_loss: loss / n,
+            val_metric: value,
+            lr,
+        });
+        curve.push(value);
+        let should_stop = stop.update(epoch, value);
+        if epoch < cfg.epochs && s.pruner.should_prune(history, &curve, maximize) {
+            return Ok(TrialOutcome {
+                status: TrialStatus::Pruned,
+                metric: stop.best(),
+                best_epoch: stop.best_epoch(),
+                epochs,
+            });
+        }
+        if should_stop {
+            break;
+        }
+    }
+    Ok(TrialOutcome {
+        status: TrialStatus::Done,
+        metric: stop.best(),
+        best_epoch: stop.best_epoch(),
+        epochs,
+    })
+}
+
+fn epochs_json(rows: &[EpochRow]) -> Json {
+    let f = |x: f64| if x.is_finite() { json!(x) } else { Json::Null };
+    json!(rows
+        .iter()
+        .map(|r| json!({"epoch": r.epoch, "train_loss": f(r.train_loss), "val_metric": f(r.val_metric), "lr": r.lr}))
+        .collect::<Vec<_>>())
+}
+
+fn config_json(c: &Config) -> Json {
+    serde_json::to_value(c).unwrap_or(Json::Null)
+}
+
+fn curve_of(epochs: &Json) -> Vec<f64> {
+    epochs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["val_metric"].as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// The single values of a baseline description, over the defaults.
+fn baseline_config(text: &str, base: &TrainConfig) -> Result<TrainConfig> {
+    let space = Space::parse(text).map_err(|e| BadInput(format!("--baseline: {e}")))?;
+    let mut c = Config::new();
+    for p in &space.params {
+        match &p.domain {
+            Domain::Choice(v) if v.len() == 1 => {
+                c.insert(p.name.clone(), v[0].clone());
+            }
+            d => {
+                return Err(BadInput(format!(
+                    "--baseline: `{}={}` must be a single value",
+                    p.name,
+                    d.describe()
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(TrainConfig::from_config(&c, base).map_err(|m| BadInput(format!("--baseline: {m}")))?)
+}
+
+/// Largest batch size the space can draw.
+fn max_batch(space: &Space) -> Option<i64> {
+    space
+        .params
+        .iter()
+        .find(|p| p.name == "batch_size")
+        .map(|p| match &p.domain {
+            Domain::Choice(v) => v.iter().filter_map(Value::as_f64).fold(0.0, f64::max) as i64,
+            Domain::IntRange(_, hi) => *hi,
+            _ => 0,
+        })
+}
+
+fn prepare(
+    args: &TuneArgs,
+    store: &mut Store,
+    name: &str,
+    spec: &str,
+    rows: &[&Example],
+    ds: &Dataset,
+) -> Result<Prepared> {
+    let resolved = resolve(spec).map_err(|e| BadInput(format!("model {name}: {e}")))?;
+    let is_onnx = resolved.onnx.is_some();
+    if is_onnx {
+        return Err(BadInput(format!(
+            "model {name}: tune trains a head that is saved into the model's weights; give a model folder with model.safetensors or pytorch_model.bin, not an ONNX graph"
+        ))
+        .into());
+    }
+    let dir = resolved.dir.clone();
+    let mut h = Sha256::new();
+    for f in identity_files(&resolved) {
+        h.update(store.file_sha256(&f).map_err(engine)?.as_bytes());
+    }
+    let hash = format!("{:x}", h.finalize());
+    let layout = HeadLayout::of_folder(&dir).map_err(engine)?;
+    let pretrained = layout.pretrained_dense(&dir).map_err(engine)?;
+    let model = TextEncoder::load(
+        resolved,
+        &LoadOptions {
+            max_length: args.max_length,
+            ..Default::default()
+        },
+    )
+    .map_err(engine)?;
+    store
+        .register_model(&hash, spec, model.backend())
+        .map_err(engine)?;
+    let d = layout.hidden;
+    // The head reads the first token's final state, as every HF *ForSequenceClassification.
+    let settings = format!(
+        "max_length={};features=first_token",
+        model.tokenizer.max_length()
+    );
+    let texts: Vec<&str> = rows.iter().map(|e| e.text.as_str()).collect();
+    let pb = bar(args.quiet, texts.len(), name);
+    let (cache, _) = cached_vectors(
+        store,
+        &model,
+        &hash,
+        &settings,
+        &texts,
+        args.infer_batch_size,
+        &pb,
+        &|states, dim| states[..dim].to_vec(),
+    )?;
+    pb.finish_and_clear();
+    let mut features = Vec::with_capacity(rows.len() * d);
+    let mut cost = Vec::with_capacity(rows.len());
+    for e in rows {
+        let c = cache
+            .get(&sha(&e.text))
+            .ok_or_else(|| anyhow::anyhow!("missing features for {}", e.id))?;
+        features.extend_from_slice(&c.vector);
+        cost.push((c.tokens, c.batch_latency_ms, c.batch_size));
+    }
+    let labels = rows
+        .iter()
+        .map(|e| ds.labels.iter().position(|l| *l == e.label).unwrap_or(0) as u32)
+        .collect();
+    let shape = HeadShape {
+        input: d,
+        hidden: d,
+        classes: ds.labels.len(),
+        activation: if layout.activation == "relu" {
+            HeadActivation::Relu
+        } else {
+            HeadActivation::Tanh
+        },
+        input_dropout: layout.input_dropout,
+    };
+    Ok(Prepared {
+        name: name.to_owned(),
+        spec: spec.to_owned(),
+        dir,
+        hash,
+        layout,
+        shape,
+        pretrained,
+        features,
+        labels,
+        cost,
+        model,
+        is_onnx,
+    })
+}
+
+/// Trains `cfg` on `train` for `epochs` epochs (feeding `val`'s metric to plateau schedules
+/// when there is one); the same seed as the trials, so the winner is reproduced exactly.
+fn train_final(
+    p: &Prepared,
+    train: &[usize],
+    val: &[usize],
+    cfg: &TrainConfig,
+    epochs: usize,
+    s: &SearchSettings<'_>,
+) -> Result<HeadWeights> {
+    let init = HeadWeights::init(&p.shape, p.pretrained.clone(), p.layout.init_std, s.seed);
+    let mut t = HeadTrainer::new(
+        &p.features,
+        &p.labels,
+        train.to_vec(),
+        p.shape,
+        init,
+        cfg.clone(),
+        s.seed,
+    )
+    .map_err(|e| BadInput(format!("model {}: {e}", p.name)))?;
+    t.plateau_maximize(s.metric.higher_is_better());
+    for _ in 0..epochs {
+        let stats = t.train_epoch();
+        if stats.diverged {
+            return Err(anyhow::anyhow!(
+                "model {}: training diverged (NaN loss)",
+                p.name
+            ));
+        }
+        let v = if val.is_empty() {
+            None
+        } else {
+            let proba = t.predict_proba(val);
+            let gold: Vec<u32> = val.iter().map(|&i| p.labels[i]).collect();
+            Some(metric_value(s.metric, s.labels, &gold, &proba))
+        };
+        t.end_epoch(v);
+    }
+    Ok(t.weights())
+}
+
+fn predictions(
+    p: &Prepared,
+    w: &HeadWeights,
+    test_rows: &[usize],
+    test: &[&Example],
+    labels: &[String],
+) -> Vec<StoredPrediction> {
+    let proba = lmcompare_tune::predict_proba(w, &p.shape, &p.features, test_rows);
+    test.iter()
+        .zip(test_rows)
+        .zip(proba)
+        .map(|((e, &r), pr)| StoredPrediction {
+            example_id: e.id.clone(),
+            label: labels[argmax(&pr)].clone(),
+            probabilities: pr,
+            tokens: p.cost[r].0,
+            batch_latency_ms: p.cost[r].1,
+            batch_size: p.cost[r].2,
+        })
+        .collect()
+}
+
+pub fn tune(args: &TuneArgs) -> Result<Json> {
+    let started = Instant::now();
+    if args.unfreeze.trim() != "0" {
+        return Err(BadInput(format!(
+            "--unfreeze {}: this version trains the classification head on frozen features only (--unfreeze 0); fine-tuning encoder layers is not implemented yet",
+            args.unfreeze
+        ))
+        .into());
+    }
+    let models = parse_named(&args.models)?;
+    let space = Space::parse(&args.space).map_err(|e| BadInput(format!("--space: {e}")))?;
+    let sampler_kind = match args.search {
+        SearchKind::Grid => SamplerKind::Grid,
+        SearchKind::Random | SearchKind::Halving => SamplerKind::Random,
+        SearchKind::Tpe => SamplerKind::Tpe,
+    };
+    let sampler = Sampler::new(sampler_kind, space.clone(), args.seed)
+        .map_err(|e| BadInput(format!("--space: {e}")))?;
+    let pruner = match (args.pruner, args.search) {
+        (PrunerKind::Auto, SearchKind::Halving) | (PrunerKind::Halving, _) => Pruner::Halving {
+            min_resource: 1,
+            reduction_factor: 3,
+        },
+        (PrunerKind::Median, _) => Pruner::Median {
+            startup_trials: 5,
+            warmup_epochs: 1,
+        },
+        _ => Pruner::None,
+    };
+    let n_trials = args.trials.or(sampler.grid_size()).unwrap_or(20);
+    if n_trials == 0 {
+        return Err(BadInput("--trials must be at least 1".into()).into());
+    }
+    if args.folds < 2 {
+        return Err(BadInput("--folds must be at least 2".into()).into());
+    }
+    if args.infer_batch_size == 0 {
+        return Err(BadInput("--infer-batch-size must be at least 1".into()).into());
+    }
+    let cols = Columns {
+        text: args.text_col.clone(),
+        label: args.label_col.clone(),
+        split: args.split_col.clone(),
+        id: args.id_col.clone(),
+    };
+    let ds = load_dataset(&args.data, &cols, args.test_size, args.seed).map_err(engine)?;
+    let train = limited(&ds, Split::Train, args.limit);
+    let validation = limited(&ds, Split::Validation, args.limit);
+    let test = limited(&ds, Split::Test, args.limit);
+    for (split, rows) in [("train", &train), ("test", &test)] {
+        if rows.is_empty() {
+            return Err(BadInput(format!(
+                "{}: the {split} split is empty; tune trains on train, selects on validation (or k-fold on train) and compares on test",
+                args.data.display()
+            ))
+            .into());
+        }
+    }
+    let label_set = LabelSet::new(ds.labels.clone()).map_err(|e| BadInput(e.to_string()))?;
+    if ds.labels.len() < 2 {
+        return Err(BadInput(format!(
+            "{}: one label only ({}); classification needs at least two",
+            args.data.display(),
+            ds.labels.join(", ")
+        ))
+        .into());
+    }
+    // Rows: train, then validation, then test.
+    let rows: Vec<&Example> = train
+        .iter()
+        .chain(validation.iter())
+        .chain(test.iter())
+        .copied()
+        .collect();
+    let train_rows: Vec<usize> = (0..train.len()).collect();
+    let val_rows: Vec<usize> = (train.len()..train.len() + validation.len()).collect();
+    let test_rows: Vec<usize> = (train.len() + validation.len()..rows.len()).collect();
+    let gold_labels: Vec<u32> = rows
+        .iter()
+        .map(|e| label_set.index_of(&e.label).unwrap_or(0))
+        .collect();
+    let (folds, selection) = if validation.is_empty() {
+        if train.len() < args.folds * 2 {
+            return Err(BadInput(format!(
+                "{}: {} train examples are too few for {}-fold cross-validation (no validation split given)",
+                args.data.display(),
+                train.len(),
+                args.folds
+            ))
+            .into());
+        }
+        (
+            stratified_folds(&gold_labels, &train_rows, args.folds, args.seed),
+            format!(
+                "{}-fold stratified cross-validation on the train split",
+                args.folds
+            ),
+        )
+    } else {
+        (
+            vec![(train_rows.clone(), val_rows.clone())],
+            "the validation split".to_owned(),
+        )
+    };
+    let smallest_fold = folds.iter().map(|f| f.0.len()).min().unwrap_or(0);
+    if let Some(b) = max_batch(&space).filter(|&b| b as usize > smallest_fold) {
+        return Err(BadInput(format!(
+            "--space: batch_size {b} is larger than the train split used for training ({smallest_fold} examples{})",
+            if validation.is_empty() { " per fold" } else { "" }
+        ))
+        .into());
+    }
+    let base = TrainConfig::default();
+    let baseline = baseline_config(&args.baseline, &base)?;
+    if baseline.batch_size > train.len() {
+        return Err(BadInput(format!(
+            "--baseline: batch_size {} is larger than the train split ({} examples)",
+            baseline.batch_size,
+            train.len()
+        ))
+        .into());
+    }
+    let settings = SearchSettings {
+        metric: args.metric,
+        patience: (args.patience > 0).then_some(args.patience),
+        min_delta: args.min_delta,
+        pruner,
+        seed: args.seed,
+        labels: &label_set,
+    };
+    let maximize = args.metric.higher_is_better();
+
+    let mut store = Store::open(&args.db).map_err(engine)?;
+    let mut all_trials: Vec<Json> = Vec::new();
+    let mut best_per_model: serde_json::Map<String, Json> = Default::default();
+    let mut runs: Vec<ModelRun> = Vec::new();
+    let mut saved: serde_json::Map<String, Json> = Default::default();
+    let mut search_keys = Vec::new();
+    let mut overall_best: Option<(f64, Json)> = None;
+    let mut trial_counter = 0usize;
+    for (name, spec) in &models {
+        let p = prepare(args, &mut store, name, spec, &rows, &ds)?;
+        // The key covers everything that changes a trial's result, not the trial count,
+        // so a larger --trials extends a finished search.
+        let key_doc = json!({
+            "model": p.hash, "dataset": ds.sha256, "columns": [&args.text_col, &args.label_col, &args.split_col, &args.id_col],
+            "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
+            "space": space.describe(), "search": format!("{:?}", args.search), "pruner": pruner.describe(),
+            "metric": args.metric.key(), "patience": args.patience, "min_delta": args.min_delta,
+            "folds": if validation.is_empty() { args.folds } else { 0 }, "unfreeze": 0,
+        });
+        let search_key = sha(&key_doc.to_string());
+        search_keys.push(search_key.clone());
+        let stored: HashMap<usize, StoredTrial> = store
+            .trials(&search_key)
+            .map_err(engine)?
+            .into_iter()
+            .map(|t| (t.trial, t))
+            .collect();
+        let mut history: Vec<TrialRecord> = Vec::new();
+        let mut model_trials: Vec<(usize, Config, TrialStatus, Option<f64>, usize, Json)> =
+            Vec::new();
+        let pb = bar(args.quiet, n_trials, &format!("{name} trials"));
+        for t in 0..n_trials {
+            let (config, status, metric, best_epoch, epochs) = if let Some(st) = stored.get(&t) {
+                let config: Config = serde_json::from_str(&st.config)?;
+                let epochs: Json = serde_json::from_str(&st.epochs)?;
+                let status = TrialStatus::parse(&st.status)
+                    .ok_or_else(|| anyhow::anyhow!("store: unknown trial status {}", st.status))?;
+                (config, status, st.metric, st.best_epoch, epochs)
+            } else {
+                let Some(config) = sampler.suggest(t, &history, maximize) else {
+                    break;
+                };
+                let cfg = TrainConfig::from_config(&config, &base).map_err(BadInput)?;
+                let t0 = Instant::now();
+                let out = run_trial(&p, &folds, &cfg, &settings, &history)?;
+                let epochs = epochs_json(&out.epochs);
+                store
+                    .save_trial(
+                        &search_key,
+                        &StoredTrial {
+                            trial: t,
+                            model: name.clone(),
+                            config: serde_json::to_string(&config)?,
+                            status: out.status.key().to_owned(),
+                            metric: out.metric,
+                            best_epoch: out.best_epoch,
+                            epochs: epochs.to_string(),
+                            wall_seconds: t0.elapsed().as_secs_f64(),
+                        },
+                    )
+                    .map_err(engine)?;
+                (config, out.status, out.metric, out.best_epoch, epochs)
+            };
+            history.push(TrialRecord {
+                config: config.clone(),
+                status,
+                metric,
+                curve: curve_of(&epochs),
+            });
+            model_trials.push((t, config, status, metric, best_epoch, epochs));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let wall: HashMap<usize, f64> = store
+            .trials(&search_key)
+            .map_err(engine)?
+            .into_iter()
+            .map(|t| (t.trial, t.wall_seconds))
+            .collect();
+        let better = |a: f64, b: f64| if maximize { a > b } else { a < b };
+        let best = model_trials
+            .iter()
+            .filter(|t| t.2 == TrialStatus::Done && t.3.is_some_and(|m| !m.is_nan()))
+            .fold(None::<&(usize, Config, TrialStatus, Option<f64>, usize, Json)>, |b, t| match b {
+                Some(b) if !better(t.3.unwrap_or(f64::NAN), b.3.unwrap_or(f64::NAN)) => Some(b),
+                _ => Some(t),
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "model {name}: no trial finished (all {} were pruned or diverged); widen --space or lower the learning rates",
+                    model_trials.len()
+                )
+            })?;
+        let best_cfg = TrainConfig::from_config(&best.1, &base).map_err(BadInput)?;
+        let best_epoch = best.4.max(1);
+        for t in &model_trials {
+            all_trials.push(json!({
+                "id": trial_counter + t.0, "model": name, "trial": t.0, "config": config_json(&t.1),
+                "status": t.2.key(), "metric": t.3.filter(|m| m.is_finite()), "best_epoch": t.4,
+                "wall_seconds": wall.get(&t.0), "epochs": t.5,
+            }));
+        }
+        let best_json = json!({
+            "trial": trial_counter + best.0, "model": name, "config": config_json(&best.1),
+            "full_config": serde_json::to_value(best_cfg.summary())?, "metric": best.3, "best_epoch": best_epoch,
+        });
+        if overall_best
+            .as_ref()
+            .is_none_or(|(m, _)| better(best.3.unwrap_or(f64::NAN), *m))
+        {
+            overall_best = Some((best.3.unwrap_or(f64::NAN), best_json.clone()));
+        }
+        best_per_model.insert(name.clone(), best_json);
+        trial_counter += model_trials.len();
+
+        // Final models: the winner retrained with the trial's seed on the train split
+        // (reproducing the checkpoint at its best epoch), and the untuned baseline.
+        let tuned = train_final(&p, &train_rows, &val_rows, &best_cfg, best_epoch, &settings)?;
+        let untuned = train_final(
+            &p,
+            &train_rows,
+            &val_rows,
+            &baseline,
+            baseline.epochs,
+            &settings,
+        )?;
+        let dst = args.save.join(name);
+        save_classifier(
+            &p.dir,
+            &dst,
+            &p.layout,
+            &TrainedHead {
+                dense_w: &tuned.dense_w,
+                dense_b: &tuned.dense_b,
+                out_w: &tuned.out_w,
+                out_b: &tuned.out_b,
+            },
+            &ds.labels,
+            args.max_length,
+            json!({
+                "tuned_from": p.spec, "search_key": search_key, "trial": best.0, "config": config_json(&best.1),
+                "validation_metric": {args.metric.key(): best.3}, "epochs_trained": best_epoch,
+                "selection": selection, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+            }),
+        )
+        .map_err(engine)?;
+        saved.insert(name.clone(), json!(dst));
+        let eff_rows: Vec<(usize, f64, usize)> = test_rows.iter().map(|&r| p.cost[r]).collect();
+        let eff = efficiency(
+            &p.model,
+            p.is_onnx,
+            &p.dir,
+            &eff_rows,
+            Some(ds.labels.len()),
+        )?;
+        for (suffix, w) in [("untuned", &untuned), ("tuned", &tuned)] {
+            runs.push(ModelRun {
+                name: format!("{name}-{suffix}"),
+                spec: if suffix == "tuned" {
+                    dst.display().to_string()
+                } else {
+                    format!("{} + head ({})", p.spec, args.baseline)
+                },
+                predictions: predictions(&p, w, &test_rows, &test, &ds.labels),
+                computed: 0,
+                reused: test.len(),
+                efficiency: eff.clone(),
+                backend: p.model.backend().to_owned(),
+                invariance: None,
+            });
+        }
+    }
+
+    let mut comparison = comparison_doc(
+        &runs,
+        &test,
+        &ds.labels,
+        &Scoring {
+            bootstrap: args.bootstrap,
+            permutations: args.permutations,
+            seed: args.seed,
+            metric: args.metric,
+            correction: args.correction,
+        },
+    )?;
+    comparison["task"] = json!("tune");
+    comparison["dataset"] = json!({
+        "path": args.data, "sha256": ds.sha256, "rows_per_split": ds.rows_per_split(), "labels": ds.labels,
+        "split": ds.split_source, "evaluated_test_examples": test.len(), "train_examples_used": train.len(),
+    });
+    let mut sorted = all_trials.clone();
+    sorted.sort_by(|a, b| {
+        let (x, y) = (a["metric"].as_f64(), b["metric"].as_f64());
+        match (x, y) {
+            (Some(x), Some(y)) => {
+                if maximize {
+                    y.total_cmp(&x)
+                } else {
+                    x.total_cmp(&y)
+                }
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    });
+    let run_key = sha(
+        &json!({"tune": search_keys, "baseline": args.baseline, "trials": n_trials}).to_string(),
+    );
+    let model_names: Vec<&str> = models.iter().map(|m| m.0.as_str()).collect();
+    let dataset_path = args.data.display().to_string();
+    let (run_id, _) = store
+        .begin_run(&NewRun {
+            key: &run_key,
+            task: "tune",
+            dataset_sha: &ds.sha256,
+            dataset_path: &dataset_path,
+            rows: ds.examples.len(),
+            models: &model_names.join(","),
+            settings: &json!({"space": space.describe(), "search": format!("{:?}", args.search)})
+                .to_string(),
+        })
+        .map_err(engine)?;
+    comparison["run"] = json!({
+        "id": run_id, "key": run_key, "lmcompare_version": env!("CARGO_PKG_VERSION"), "seed": args.seed,
+        "threads": rayon::current_num_threads(), "db": args.db,
+    });
+    let doc = json!({
+        "trials": sorted,
+        "best": overall_best.map(|b| b.1),
+        "best_per_model": best_per_model,
+        "search": {
+            "sampler": format!("{:?}", args.search).to_lowercase(), "pruner": pruner.describe(),
+            "space": space.describe(), "trials_per_model": n_trials, "metric": args.metric.key(),
+            "maximize": maximize, "selection": selection, "early_stopping": {"patience": args.patience, "min_delta": args.min_delta},
+            "trained": "classification head on frozen first-token features (HF *ForSequenceClassification head)",
+            "baseline": serde_json::to_value(baseline.summary())?, "seed": args.seed,
+            "search_keys": search_keys,
+        },
+        "saved_models": saved,
+        "comparison": comparison,
+        "run": {
+            "id": run_id, "lmcompare_version": env!("CARGO_PKG_VERSION"), "finished": timestamp(),
+            "wall_seconds": started.elapsed().as_secs_f64(), "db": args.db,
+        },
+    });
+    store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
+    Ok(doc)
+}
+
+pub fn run(args: TuneArgs) -> Result<()> {
+    let doc = tune(&args)?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BadInput(format!("{}: cannot create: {e}", dir.display())))?;
+        std::fs::write(
+            dir.join("tune.json"),
+            serde_json::to_string_pretty(&doc)? + "\n",
+        )?;
+        std::fs::write(dir.join("tune.md"), render_tune_markdown(&doc))?;
+    }
+    match resolve_format(args.format) {
+        Format::Json => emit(&(serde_json::to_string_pretty(&doc)? + "\n")),
+        Format::Table => emit(&render_tune_table(&doc)),
+        Format::Markdown => emit(&render_tune_markdown(&doc)),
+    }
+}
