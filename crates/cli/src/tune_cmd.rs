@@ -571,6 +571,8 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
         .into());
     }
     let models = parse_named(&args.models)?;
+    let base = TrainConfig::default();
+    let baseline = baseline_config(&args.baseline, &base)?;
     let space = Space::parse(&args.space).map_err(|e| BadInput(format!("--space: {e}")))?;
     let sampler_kind = match args.search {
         SearchKind::Grid => SamplerKind::Grid,
@@ -673,8 +675,6 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
         ))
         .into());
     }
-    let base = TrainConfig::default();
-    let baseline = baseline_config(&args.baseline, &base)?;
     if baseline.batch_size > train.len() {
         return Err(BadInput(format!(
             "--baseline: batch_size {} is larger than the train split ({} examples)",
