@@ -387,7 +387,8 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
 
 /// Vectors of `texts` keyed by text sha256: from the store where cached, the rest computed
 /// in batches (`pool` turns a sequence's token states into its vector) and committed batch
-/// by batch, so an interrupted run keeps them. Returns the vectors and how many were computed.
+/// by batch, so an interrupted run keeps them. `layers` stops the encoder after that many
+/// layers. Returns the vectors and how many were computed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cached_vectors(
     store: &mut Store,
@@ -396,6 +397,7 @@ pub(crate) fn cached_vectors(
     settings: &str,
     texts: &[&str],
     batch_size: usize,
+    layers: Option<usize>,
     pb: &ProgressBar,
     pool: &dyn Fn(&[f32], usize) -> Vec<f32>,
 ) -> Result<(HashMap<String, CachedEmbedding>, usize)> {
@@ -412,7 +414,7 @@ pub(crate) fn cached_vectors(
     let encoded = model.tokenizer.encode_batch(&todo).map_err(engine)?;
     pb.set_position((texts.len() - missing.len()) as u64);
     model
-        .run_batches(&encoded, batch_size, |idx, hidden, timing| {
+        .run_batches_to(&encoded, batch_size, layers, |idx, hidden, timing| {
             let rows: Vec<(String, Vec<f32>, usize)> = idx
                 .iter()
                 .enumerate()
@@ -675,6 +677,7 @@ fn run_model(
                 &settings,
                 &texts,
                 args.batch_size,
+                None,
                 &pb,
                 &|states, dim| pooling.pool(states, dim),
             )?;

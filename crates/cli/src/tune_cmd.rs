@@ -15,14 +15,15 @@ use clap::{Args, ValueEnum};
 use lmcompare_engine::classifier::{save_classifier, HeadLayout, TrainedHead};
 use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
 use lmcompare_engine::encoder_model::identity_files;
+use lmcompare_engine::finetune::{layer_count, UnfrozenTrainer};
 use lmcompare_engine::spec::resolve;
 use lmcompare_engine::store::{timestamp, NewRun, Store, StoredPrediction, StoredTrial};
 use lmcompare_engine::{LoadOptions, TextEncoder};
 use lmcompare_metrics::{Correction, Evaluator, LabelSet, Metric, MetricOptions, Predictions};
 use lmcompare_report::{render_tune_markdown, render_tune_table, Format};
 use lmcompare_tune::{
-    Config, Domain, EarlyStopping, HeadActivation, HeadShape, HeadTrainer, HeadWeights, Pruner,
-    Sampler, SamplerKind, Space, TrainConfig, TrialRecord, TrialStatus, Value,
+    Config, Domain, EarlyStopping, EpochTrainer, HeadActivation, HeadShape, HeadTrainer,
+    HeadWeights, Pruner, Sampler, SamplerKind, Space, TrainConfig, TrialRecord, TrialStatus, Value,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -161,6 +162,10 @@ struct Prepared {
     cost: Vec<(usize, f64, usize)>,
     model: TextEncoder,
     is_onnx: bool,
+    /// Top layers trained with the head (0: head only).
+    unfrozen: usize,
+    /// With unfrozen layers: each example's token states after the frozen layers.
+    states: Vec<Vec<f32>>,
 }
 
 /// (train rows, validation rows) of each fold.
@@ -234,6 +239,62 @@ fn metric_value(metric: Metric, labels: &LabelSet, gold: &[u32], proba: &[Vec<f6
         .unwrap_or(f64::NAN)
 }
 
+/// `--unfreeze`: 0, a layer count, or `all`.
+fn parse_unfreeze(text: &str) -> Result<Option<usize>> {
+    match text.trim() {
+        "all" => Ok(None),
+        t => t.parse::<usize>().map(Some).map_err(|_| {
+            BadInput(format!(
+                "--unfreeze {t:?}: give 0 (head only), a number of top layers, or all"
+            ))
+            .into()
+        }),
+    }
+}
+
+/// A trainer for one fold: the head alone, or the head with the top layers.
+fn make_trainer<'p>(
+    p: &'p Prepared,
+    train: &[usize],
+    cfg: &TrainConfig,
+    seed: u64,
+    maximize: bool,
+) -> Result<Box<dyn EpochTrainer + 'p>> {
+    let init = HeadWeights::init(&p.shape, p.pretrained.clone(), p.layout.init_std, seed);
+    if p.unfrozen == 0 {
+        let mut t = HeadTrainer::new(
+            &p.features,
+            &p.labels,
+            train.to_vec(),
+            p.shape,
+            init,
+            cfg.clone(),
+            seed,
+        )
+        .map_err(|e| BadInput(format!("model {}: {e}", p.name)))?;
+        t.plateau_maximize(maximize);
+        Ok(Box::new(t))
+    } else {
+        let mut t = UnfrozenTrainer::new(
+            &p.dir,
+            p.unfrozen,
+            &p.states,
+            &p.labels,
+            train.to_vec(),
+            p.shape,
+            init,
+            cfg.clone(),
+            seed,
+        )
+        .map_err(|e| match e.is_bad_input() {
+            true => anyhow::Error::from(BadInput(format!("model {}: {e}", p.name))),
+            false => anyhow::anyhow!("model {}: {e}", p.name),
+        })?;
+        t.plateau_maximize(maximize);
+        Ok(Box::new(t))
+    }
+}
+
 /// One epoch's record of a trial.
 #[derive(Clone)]
 struct EpochRow {
@@ -270,19 +331,7 @@ fn run_trial(
     let maximize = s.metric.higher_is_better();
     let mut trainers = Vec::with_capacity(folds.len());
     for (train, _) in folds {
-        let init = HeadWeights::init(&p.shape, p.pretrained.clone(), p.layout.init_std, s.seed);
-        let mut t = HeadTrainer::new(
-            &p.features,
-            &p.labels,
-            train.clone(),
-            p.shape,
-            init,
-            cfg.clone(),
-            s.seed,
-        )
-        .map_err(|e| BadInput(format!("model {}: {e}", p.name)))?;
-        t.plateau_maximize(maximize);
-        trainers.push(t);
+        trainers.push(make_trainer(p, train, cfg, s.seed, maximize)?);
     }
     let mut stop = EarlyStopping::new(s.patience, s.min_delta, maximize);
     let mut epochs = Vec::new();
@@ -403,6 +452,7 @@ fn max_batch(space: &Space) -> Option<i64> {
         })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     args: &TuneArgs,
     store: &mut Store,
@@ -410,6 +460,8 @@ fn prepare(
     spec: &str,
     rows: &[&Example],
     ds: &Dataset,
+    unfreeze: Option<usize>,
+    test_start: usize,
 ) -> Result<Prepared> {
     let resolved = resolve(spec).map_err(|e| BadInput(format!("model {name}: {e}")))?;
     let is_onnx = resolved.onnx.is_some();
@@ -439,11 +491,28 @@ fn prepare(
         .register_model(&hash, spec, model.backend())
         .map_err(engine)?;
     let d = layout.hidden;
-    // The head reads the first token's final state, as every HF *ForSequenceClassification.
-    let settings = format!(
-        "max_length={};features=first_token",
-        model.tokenizer.max_length()
-    );
+    let total_layers = layer_count(&dir).map_err(engine)?;
+    let unfrozen = unfreeze.unwrap_or(total_layers);
+    if unfrozen > total_layers {
+        return Err(BadInput(format!(
+            "model {name}: --unfreeze {unfrozen}, but the model has {total_layers} layers"
+        ))
+        .into());
+    }
+    // The head reads the first token's final state, as every HF *ForSequenceClassification;
+    // with unfrozen layers, each example's token states after the frozen ones are kept.
+    let frozen = total_layers - unfrozen;
+    let settings = if unfrozen == 0 {
+        format!(
+            "max_length={};features=first_token",
+            model.tokenizer.max_length()
+        )
+    } else {
+        format!(
+            "max_length={};features=states_after_layer_{frozen}",
+            model.tokenizer.max_length()
+        )
+    };
     let texts: Vec<&str> = rows.iter().map(|e| e.text.as_str()).collect();
     let pb = bar(args.quiet, texts.len(), name);
     let (cache, _) = cached_vectors(
@@ -453,18 +522,44 @@ fn prepare(
         &settings,
         &texts,
         args.infer_batch_size,
+        (unfrozen > 0).then_some(frozen),
         &pb,
-        &|states, dim| states[..dim].to_vec(),
+        &|states, dim| {
+            if unfrozen == 0 {
+                states[..dim].to_vec()
+            } else {
+                states.to_vec()
+            }
+        },
     )?;
     pb.finish_and_clear();
-    let mut features = Vec::with_capacity(rows.len() * d);
+    let mut features = Vec::with_capacity(if unfrozen == 0 { rows.len() * d } else { 0 });
+    let mut states = Vec::new();
     let mut cost = Vec::with_capacity(rows.len());
     for e in rows {
         let c = cache
             .get(&sha(&e.text))
             .ok_or_else(|| anyhow::anyhow!("missing features for {}", e.id))?;
-        features.extend_from_slice(&c.vector);
+        if unfrozen == 0 {
+            features.extend_from_slice(&c.vector);
+        } else {
+            states.push(c.vector.clone());
+        }
         cost.push((c.tokens, c.batch_latency_ms, c.batch_size));
+    }
+    if unfrozen > 0 {
+        // Partial forward passes say nothing about the model's latency: time full passes
+        // over the test split for the efficiency block.
+        let texts: Vec<&str> = rows[test_start..].iter().map(|e| e.text.as_str()).collect();
+        let encoded = model.tokenizer.encode_batch(&texts).map_err(engine)?;
+        model
+            .run_batches(&encoded, args.infer_batch_size, |idx, _, timing| {
+                for &i in idx {
+                    cost[test_start + i] = (encoded[i].ids.len(), timing.seconds * 1e3, idx.len());
+                }
+                Ok(())
+            })
+            .map_err(engine)?;
     }
     let labels = rows
         .iter()
@@ -494,31 +589,30 @@ fn prepare(
         cost,
         model,
         is_onnx,
+        unfrozen,
+        states,
     })
 }
 
 /// Trains `cfg` on `train` for `epochs` epochs (feeding `val`'s metric to plateau schedules
 /// when there is one); the same seed as the trials, so the winner is reproduced exactly.
+/// A final model: head, trained encoder tensors, and test-split probabilities.
+struct FinalModel {
+    head: HeadWeights,
+    encoder: Vec<(String, Vec<f32>)>,
+    test_proba: Vec<Vec<f64>>,
+}
+
 fn train_final(
     p: &Prepared,
     train: &[usize],
     val: &[usize],
+    test: &[usize],
     cfg: &TrainConfig,
     epochs: usize,
     s: &SearchSettings<'_>,
-) -> Result<HeadWeights> {
-    let init = HeadWeights::init(&p.shape, p.pretrained.clone(), p.layout.init_std, s.seed);
-    let mut t = HeadTrainer::new(
-        &p.features,
-        &p.labels,
-        train.to_vec(),
-        p.shape,
-        init,
-        cfg.clone(),
-        s.seed,
-    )
-    .map_err(|e| BadInput(format!("model {}: {e}", p.name)))?;
-    t.plateau_maximize(s.metric.higher_is_better());
+) -> Result<FinalModel> {
+    let mut t = make_trainer(p, train, cfg, s.seed, s.metric.higher_is_better())?;
     for _ in 0..epochs {
         let stats = t.train_epoch();
         if stats.diverged {
@@ -536,24 +630,27 @@ fn train_final(
         };
         t.end_epoch(v);
     }
-    Ok(t.weights())
+    Ok(FinalModel {
+        head: t.head_weights(),
+        encoder: t.encoder_tensors(),
+        test_proba: t.predict_proba(test),
+    })
 }
 
 fn predictions(
     p: &Prepared,
-    w: &HeadWeights,
+    proba: &[Vec<f64>],
     test_rows: &[usize],
     test: &[&Example],
     labels: &[String],
 ) -> Vec<StoredPrediction> {
-    let proba = lmcompare_tune::predict_proba(w, &p.shape, &p.features, test_rows);
     test.iter()
         .zip(test_rows)
         .zip(proba)
         .map(|((e, &r), pr)| StoredPrediction {
             example_id: e.id.clone(),
-            label: labels[argmax(&pr)].clone(),
-            probabilities: pr,
+            label: labels[argmax(pr)].clone(),
+            probabilities: pr.clone(),
             tokens: p.cost[r].0,
             batch_latency_ms: p.cost[r].1,
             batch_size: p.cost[r].2,
@@ -563,13 +660,7 @@ fn predictions(
 
 pub fn tune(args: &TuneArgs) -> Result<Json> {
     let started = Instant::now();
-    if args.unfreeze.trim() != "0" {
-        return Err(BadInput(format!(
-            "--unfreeze {}: this version trains the classification head on frozen features only (--unfreeze 0); fine-tuning encoder layers is not implemented yet",
-            args.unfreeze
-        ))
-        .into());
-    }
+    let unfreeze = parse_unfreeze(&args.unfreeze)?;
     let models = parse_named(&args.models)?;
     let base = TrainConfig::default();
     let baseline = baseline_config(&args.baseline, &base)?;
@@ -702,7 +793,16 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
     let mut overall_best: Option<(f64, Json)> = None;
     let mut trial_counter = 0usize;
     for (name, spec) in &models {
-        let p = prepare(args, &mut store, name, spec, &rows, &ds)?;
+        let p = prepare(
+            args,
+            &mut store,
+            name,
+            spec,
+            &rows,
+            &ds,
+            unfreeze,
+            test_rows[0],
+        )?;
         // The key covers everything that changes a trial's result, not the trial count,
         // so a larger --trials extends a finished search.
         let key_doc = json!({
@@ -710,7 +810,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
             "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
             "space": space.describe(), "search": format!("{:?}", args.search), "pruner": pruner.describe(),
             "metric": args.metric.key(), "patience": args.patience, "min_delta": args.min_delta,
-            "folds": if validation.is_empty() { args.folds } else { 0 }, "unfreeze": 0,
+            "folds": if validation.is_empty() { args.folds } else { 0 }, "unfreeze": p.unfrozen,
         });
         let search_key = sha(&key_doc.to_string());
         search_keys.push(search_key.clone());
@@ -810,11 +910,20 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
 
         // Final models: the winner retrained with the trial's seed on the train split
         // (reproducing the checkpoint at its best epoch), and the untuned baseline.
-        let tuned = train_final(&p, &train_rows, &val_rows, &best_cfg, best_epoch, &settings)?;
+        let tuned = train_final(
+            &p,
+            &train_rows,
+            &val_rows,
+            &test_rows,
+            &best_cfg,
+            best_epoch,
+            &settings,
+        )?;
         let untuned = train_final(
             &p,
             &train_rows,
             &val_rows,
+            &test_rows,
             &baseline,
             baseline.epochs,
             &settings,
@@ -825,17 +934,18 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
             &dst,
             &p.layout,
             &TrainedHead {
-                dense_w: &tuned.dense_w,
-                dense_b: &tuned.dense_b,
-                out_w: &tuned.out_w,
-                out_b: &tuned.out_b,
+                dense_w: &tuned.head.dense_w,
+                dense_b: &tuned.head.dense_b,
+                out_w: &tuned.head.out_w,
+                out_b: &tuned.head.out_b,
+                encoder: &tuned.encoder,
             },
             &ds.labels,
             args.max_length,
             json!({
                 "tuned_from": p.spec, "search_key": search_key, "trial": best.0, "config": config_json(&best.1),
                 "validation_metric": {args.metric.key(): best.3}, "epochs_trained": best_epoch,
-                "selection": selection, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+                "selection": selection, "unfrozen_layers": p.unfrozen, "lmcompare_version": env!("CARGO_PKG_VERSION"),
             }),
         )
         .map_err(engine)?;
@@ -856,7 +966,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
                 } else {
                     format!("{} + head ({})", p.spec, args.baseline)
                 },
-                predictions: predictions(&p, w, &test_rows, &test, &ds.labels),
+                predictions: predictions(&p, &w.test_proba, &test_rows, &test, &ds.labels),
                 computed: 0,
                 reused: test.len(),
                 efficiency: eff.clone(),
@@ -928,7 +1038,11 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
             "sampler": format!("{:?}", args.search).to_lowercase(), "pruner": pruner.describe(),
             "space": space.describe(), "trials_per_model": n_trials, "metric": args.metric.key(),
             "maximize": maximize, "selection": selection, "early_stopping": {"patience": args.patience, "min_delta": args.min_delta},
-            "trained": "classification head on frozen first-token features (HF *ForSequenceClassification head)",
+            "trained": match unfreeze {
+                Some(0) => "the classification head (HF *ForSequenceClassification shape) on frozen first-token features".to_owned(),
+                Some(k) => format!("the top {k} encoder layers and the classification head (embeddings and lower layers frozen)"),
+                None => "every encoder layer and the classification head (embeddings frozen)".to_owned(),
+            },
             "baseline": serde_json::to_value(baseline.summary())?, "seed": args.seed,
             "search_keys": search_keys,
         },

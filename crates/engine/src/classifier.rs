@@ -120,12 +120,13 @@ impl HeadLayout {
     }
 }
 
-/// A trained head in PyTorch layout.
+/// A trained head in PyTorch layout, and any fine-tuned encoder tensors by checkpoint name.
 pub struct TrainedHead<'a> {
     pub dense_w: &'a [f32],
     pub dense_b: &'a [f32],
     pub out_w: &'a [f32],
     pub out_b: &'a [f32],
+    pub encoder: &'a [(String, Vec<f32>)],
 }
 
 const TOKENIZER_FILES: &[&str] = &[
@@ -140,7 +141,8 @@ const TOKENIZER_FILES: &[&str] = &[
 
 /// Writes `src`'s encoder with `head` as an HF `*ForSequenceClassification` folder at `dst`:
 /// config.json with `id2label`/`label2id`, model.safetensors under HF weight names, and the
-/// tokenizer files. `provenance` goes into the config under `lmcompare`.
+/// tokenizer files. The head's `encoder` tensors replace the checkpoint's by name;
+/// `provenance` goes into the config under `lmcompare`.
 pub fn save_classifier(
     src: &Path,
     dst: &Path,
@@ -221,7 +223,16 @@ pub fn save_classifier(
             // Integer buffers (position_ids) are rebuilt by transformers; heads are replaced.
             continue;
         }
-        let values = w.get(&info.name, &info.shape)?;
+        let values = match head.encoder.iter().find(|(n, _)| *n == info.name) {
+            // Fine-tuned encoder layers replace the checkpoint's.
+            Some((_, v)) if v.len() == info.shape.iter().product::<usize>() => v.clone(),
+            Some((n, _)) => {
+                return Err(EngineError::BadInput(format!(
+                    "trained tensor {n} does not match the checkpoint's shape"
+                )))
+            }
+            None => w.get(&info.name, &info.shape)?,
+        };
         tensors.push((rename(&info.name), info.shape.clone(), f32_bytes(&values)));
     }
     let dense_name = if layout.architecture == Architecture::Bert {

@@ -141,11 +141,16 @@ impl TextEncoder {
         self.config.as_ref().map(|c| c.hidden)
     }
 
-    fn forward(&self, batch: &[&Encoded]) -> Result<Hidden> {
+    fn forward(&self, batch: &[&Encoded], layers: Option<usize>) -> Result<Hidden> {
         let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
-        match &self.network {
-            Network::Native(enc) => enc.forward(&seqs),
-            Network::Onnx(o) => o.forward(&seqs),
+        match (&self.network, layers) {
+            (Network::Native(enc), None) => enc.forward(&seqs),
+            (Network::Native(enc), Some(n)) => enc.forward_layers(&seqs, n),
+            (Network::Onnx(o), None) => o.forward(&seqs),
+            (Network::Onnx(_), Some(_)) => Err(EngineError::BadInput(format!(
+                "model {}: an ONNX graph gives final states only; intermediate layers need the safetensors weights",
+                self.resolved.spec
+            ))),
         }
     }
 
@@ -155,6 +160,18 @@ impl TextEncoder {
         &self,
         encoded: &[Encoded],
         batch_size: usize,
+        each: impl FnMut(&[usize], &Hidden, BatchTiming) -> Result<()>,
+    ) -> Result<()> {
+        self.run_batches_to(encoded, batch_size, None, each)
+    }
+
+    /// As [`run_batches`](Self::run_batches), with the states after the first `layers`
+    /// layers (all when `None`).
+    pub fn run_batches_to(
+        &self,
+        encoded: &[Encoded],
+        batch_size: usize,
+        layers: Option<usize>,
         mut each: impl FnMut(&[usize], &Hidden, BatchTiming) -> Result<()>,
     ) -> Result<()> {
         let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -162,7 +179,7 @@ impl TextEncoder {
         for chunk in order.chunks(batch_size.max(1)) {
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let start = Instant::now();
-            let hidden = self.forward(&batch)?;
+            let hidden = self.forward(&batch, layers)?;
             let timing = BatchTiming {
                 examples: chunk.len(),
                 tokens: batch.iter().map(|e| e.ids.len()).sum(),

@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod encoder_model;
 pub mod error;
+pub mod finetune;
 pub mod kernels;
 pub mod model;
 pub mod onnx;

@@ -544,6 +544,37 @@ pub fn predict_proba(
     out
 }
 
+/// What a trial's loop needs from a trainer, whatever it trains.
+pub trait EpochTrainer {
+    /// One epoch in a fresh seeded shuffle of the train split.
+    fn train_epoch(&mut self) -> EpochStats;
+    /// Ends an epoch (epoch-based schedules advance; plateau schedules read `metric`).
+    fn end_epoch(&mut self, metric: Option<f64>);
+    /// Class probabilities for examples `idx`, dropout off.
+    fn predict_proba(&self, idx: &[usize]) -> Vec<Vec<f64>>;
+    /// The head's current weights.
+    fn head_weights(&self) -> HeadWeights;
+    /// Trained encoder tensors under their checkpoint names (none when only the head trains).
+    fn encoder_tensors(&self) -> Vec<(String, Vec<f32>)> {
+        Vec::new()
+    }
+}
+
+impl EpochTrainer for HeadTrainer<'_> {
+    fn train_epoch(&mut self) -> EpochStats {
+        HeadTrainer::train_epoch(self)
+    }
+    fn end_epoch(&mut self, metric: Option<f64>) {
+        HeadTrainer::end_epoch(self, metric)
+    }
+    fn predict_proba(&self, idx: &[usize]) -> Vec<Vec<f64>> {
+        HeadTrainer::predict_proba(self, idx)
+    }
+    fn head_weights(&self) -> HeadWeights {
+        self.weights()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

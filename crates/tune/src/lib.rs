@@ -14,7 +14,8 @@ pub mod space;
 
 pub use config::{ClassWeight, TrainConfig};
 pub use head::{
-    predict_proba, EpochStats, HeadActivation, HeadShape, HeadTrainer, HeadWeights, TrainError,
+    predict_proba, EpochStats, EpochTrainer, HeadActivation, HeadShape, HeadTrainer, HeadWeights,
+    TrainError,
 };
 pub use optim::{clip_grad_norm, Optimizer, OptimizerKind};
 pub use schedule::{LrScheduler, PlateauOptions, Schedule};

@@ -19,15 +19,22 @@ use crate::kernels::{
 };
 use crate::weights::WeightFile;
 
-pub(crate) struct LayerNames {
-    q: String,
-    k: String,
-    v: String,
-    o: String,
-    ln1: String,
-    ff1: String,
-    ff2: String,
-    ln2: String,
+/// Checkpoint names (without `.weight`/`.bias`) of one transformer layer's tensors.
+#[derive(Debug, Clone)]
+pub struct LayerNames {
+    pub q: String,
+    pub k: String,
+    pub v: String,
+    pub o: String,
+    pub ln1: String,
+    pub ff1: String,
+    pub ff2: String,
+    pub ln2: String,
+}
+
+/// Names of layer `layer`'s tensors for a family, under the checkpoint's prefix.
+pub fn layer_names(arch: Architecture, prefix: &str, layer: usize) -> LayerNames {
+    (family(arch).layer)(prefix, layer)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,6 +316,11 @@ impl Encoder {
 
     /// Last hidden states of a batch of token-id sequences (no padding anywhere).
     pub fn forward(&self, seqs: &[&[u32]]) -> Result<Hidden> {
+        self.forward_layers(seqs, self.layers.len())
+    }
+
+    /// Hidden states after the embeddings and the first `n_layers` layers.
+    pub fn forward_layers(&self, seqs: &[&[u32]], n_layers: usize) -> Result<Hidden> {
         let cfg = &self.config;
         let d = cfg.hidden;
         let mut offsets = Vec::with_capacity(seqs.len() + 1);
@@ -379,7 +391,7 @@ impl Encoder {
         let heads = cfg.heads;
         let hd = cfg.head_dim();
         let scale = 1.0 / (hd as f32).sqrt();
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(n_layers) {
             layer.qkv.apply(&x, total, qkv, true);
             add_bias(qkv, &layer.qkv.b);
             // Attention per sequence at its own length, sequences in parallel.
