@@ -246,6 +246,108 @@ fn grid_search_reports_trials_best_and_comparison_and_saves_models_compare_can_l
 }
 
 #[test]
+fn unfrozen_layers_train_and_save_models_the_native_runtime_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 60, true);
+    let save = dir.path().join("tuned");
+    let models = [
+        format!("bert={}", tiny("tiny-bert-cls")),
+        format!("roberta={}", tiny("tiny-roberta-cls")),
+        format!("distil={}", tiny("tiny-distilbert-cls")),
+    ];
+    for unfreeze in ["1", "all"] {
+        let doc = tune_json(&[
+            "--model",
+            &models[0],
+            "--model",
+            &models[1],
+            "--model",
+            &models[2],
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            dir.path().join("t.db").to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            "--unfreeze",
+            unfreeze,
+            "--search",
+            "grid",
+            "--space",
+            "lr=[0.003];optimizer=adamw;epochs=3;batch_size=8;dropout=0.1",
+        ]);
+        assert!(
+            doc["search"]["trained"]
+                .as_str()
+                .unwrap()
+                .contains("encoder layer"),
+            "{}",
+            doc["search"]["trained"]
+        );
+        let cmp = &doc["comparison"];
+        // The tuned layers are saved: the native runtime (not candle) scores the saved
+        // folders exactly as the trainer did.
+        let out = lmcompare()
+            .args([
+                "compare",
+                "--task",
+                "classify",
+                "--format",
+                "json",
+                "--quiet",
+                "--bootstrap",
+                "0",
+                "--permutations",
+                "0",
+            ])
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--db",
+                dir.path().join(format!("c{unfreeze}.db")).to_str().unwrap(),
+            ])
+            .args(["--model", &format!("bert={}", save.join("bert").display())])
+            .args([
+                "--model",
+                &format!("roberta={}", save.join("roberta").display()),
+            ])
+            .args([
+                "--model",
+                &format!("distil={}", save.join("distil").display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for i in 0..3 {
+            let tuned = &cmp["models"][2 * i + 1]["metrics"];
+            let loaded = &again["models"][i]["metrics"];
+            assert_eq!(
+                tuned["accuracy"], loaded["accuracy"],
+                "unfreeze {unfreeze} model {i}"
+            );
+            let (a, b) = (
+                tuned["log_loss"].as_f64().unwrap(),
+                loaded["log_loss"].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-4,
+                "unfreeze {unfreeze} model {i}: log-loss {a} vs {b}"
+            );
+        }
+        // The encoder changed: the saved layer differs from the checkpoint's.
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(save.join("bert/config.json")).unwrap())
+                .unwrap();
+        assert!(cfg["lmcompare"]["unfrozen_layers"].as_u64().unwrap() >= 1);
+    }
+}
+
+#[test]
 fn an_extended_search_reuses_finished_trials_and_chooses_the_same_configs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 60, true);
@@ -416,19 +518,19 @@ fn bad_tune_inputs_give_one_clear_line() {
         ],
         "grid search needs a list of values",
     );
-    bad(
-        &[
-            "tune",
-            "--model",
-            &m,
-            "--data",
-            d,
-            "--db",
-            db,
-            "--unfreeze",
-            "2",
-        ],
-        "--unfreeze 2",
+    let with_space = |extra: &[&str], needle: &str| {
+        let mut a = vec!["tune", "--model", &m, "--data", d, "--db", db];
+        a.extend_from_slice(&["--space", "lr=0.1;batch_size=8;epochs=1"]);
+        a.extend_from_slice(extra);
+        bad(&a, needle)
+    };
+    with_space(
+        &["--unfreeze", "9"],
+        "--unfreeze 9, but the model has 2 layers",
+    );
+    with_space(
+        &["--unfreeze", "top"],
+        "give 0 (head only), a number of top layers, or all",
     );
     bad(
         &[
