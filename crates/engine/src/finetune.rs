@@ -459,7 +459,8 @@ impl<'a> UnfrozenTrainer<'a> {
         for batch in order.chunks(self.config.batch_size) {
             let lr = self.scheduler.lr();
             let loss = self.step(batch, lr)?;
-            if !loss.is_finite() || self.params.iter().any(|p| p.iter().any(|v| !v.is_finite())) {
+            // A non-finite update shows in the next loss; the weights are checked once per epoch.
+            if !loss.is_finite() {
                 self.epochs_done += 1;
                 return Ok(EpochStats {
                     train_loss: f64::NAN,
@@ -474,10 +475,15 @@ impl<'a> UnfrozenTrainer<'a> {
             }
         }
         self.epochs_done += 1;
+        let diverged = self.params.iter().any(|p| p.iter().any(|v| !v.is_finite()));
         Ok(EpochStats {
-            train_loss: total / seen.max(1) as f64,
+            train_loss: if diverged {
+                f64::NAN
+            } else {
+                total / seen.max(1) as f64
+            },
             lr: lr_first,
-            diverged: false,
+            diverged,
         })
     }
 

@@ -91,33 +91,8 @@ fn gemm_checked(
     }
 }
 
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn v4($($arg: $ty),*) { inner($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) { inner($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features v4 was compiled for.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above, for v3.
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
-}
+// Run-time dispatch to AVX-512/AVX2 builds of plain loops (shared with head training).
+use lmcompare_tune::multiversion;
 
 /// e^x for f32 in straight-line arithmetic (so loops over it vectorise): range reduction to
 /// x = n·ln2 + r, a degree-6 polynomial for e^r, and 2^n by exponent bits. Relative error

