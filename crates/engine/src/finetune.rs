@@ -327,8 +327,20 @@ impl<'a> UnfrozenTrainer<'a> {
         let (h, hd) = (self.heads, d / self.heads);
         let scale = 1.0 / (hd as f64).sqrt();
         let v = |i: usize| self.vars[i].as_tensor();
+        // As 2-D products against the transposed weight view (no copies, one gemm call).
         let lin = |x: &Tensor, wi: usize| -> candle_core::Result<Tensor> {
-            x.broadcast_matmul(&v(wi).t()?)?.broadcast_add(v(wi + 1))
+            let w = v(wi);
+            let out = w.dim(0)?;
+            let dims = x.dims().to_vec();
+            let rows: usize = dims[..dims.len() - 1].iter().product();
+            let y = x
+                .reshape((rows, dims[dims.len() - 1]))?
+                .matmul(&w.t()?)?
+                .broadcast_add(v(wi + 1))?;
+            let mut shape = dims;
+            let last = shape.len() - 1;
+            shape[last] = out;
+            y.reshape(shape)
         };
         let ln = |x: &Tensor, gi: usize| -> candle_core::Result<Tensor> {
             let mean = x.mean_keepdim(D::Minus1)?;
@@ -347,7 +359,7 @@ impl<'a> UnfrozenTrainer<'a> {
                 let q = heads_of(lin(&x, base)?)?;
                 let k = heads_of(lin(&x, base + 2)?)?;
                 let vv = heads_of(lin(&x, base + 4)?)?;
-                let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+                let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
                 let max = scores.max_keepdim(D::Minus1)?.detach();
                 let e = scores.broadcast_sub(&max)?.exp()?;
                 let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
