@@ -566,3 +566,125 @@ fn bad_tune_inputs_give_one_clear_line() {
         "the test split is empty",
     );
 }
+
+#[test]
+fn a_killed_search_resumes_without_rerunning_finished_trials() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 90, true);
+    let model = format!("m={}", tiny("tiny-bert-cls"));
+    let args = |db: &Path| -> Vec<String> {
+        [
+            "tune",
+            "--model",
+            &model,
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--save",
+            dir.path().join("tuned").to_str().unwrap(),
+            "--search",
+            "random",
+            "--trials",
+            "40",
+            "--patience",
+            "0",
+            "--format",
+            "json",
+            "--quiet",
+            "--bootstrap",
+            "50",
+            "--permutations",
+            "50",
+            "--space",
+            "lr=log(1e-3,0.1);batch_size=[2,4];epochs=int(80,120);optimizer=[adam,sgd]",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let db = dir.path().join("killed.db");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lmcompare"))
+        .args(args(&db))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM tune_trials", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while count(&db) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no trials stored"
+        );
+        if child.try_wait().unwrap().is_some() {
+            panic!("the search finished before it could be interrupted; make it longer");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: Vec<(i64, String, f64)> = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut s = c
+            .prepare("SELECT trial, finished, wall_seconds FROM tune_trials ORDER BY trial")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|x| x.unwrap())
+            .collect()
+    };
+    assert!(
+        before.len() >= 3 && before.len() < 40,
+        "{} trials before the kill",
+        before.len()
+    );
+    let resumed = lmcompare().args(args(&db)).output().unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let resumed: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    // The trials finished before the kill were not rerun: same rows, same timestamps.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for (trial, finished, wall) in &before {
+        let (f, w): (String, f64) = c
+            .query_row(
+                "SELECT finished, wall_seconds FROM tune_trials WHERE trial=?1",
+                [trial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((&f, w), (finished, *wall), "trial {trial} was rerun");
+    }
+    assert_eq!(count(&db), 40);
+    // And the result is the uninterrupted search's.
+    let fresh = lmcompare()
+        .args(args(&dir.path().join("fresh.db")))
+        .output()
+        .unwrap();
+    let fresh: Value = serde_json::from_slice(&fresh.stdout).unwrap();
+    let strip = |doc: &Value| -> Vec<(Value, Value, Value)> {
+        let mut v: Vec<(Value, Value, Value)> = doc["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["trial"].clone(), t["config"].clone(), t["epochs"].clone()))
+            .collect();
+        v.sort_by_key(|t| t.0.as_u64());
+        v
+    };
+    assert_eq!(strip(&resumed), strip(&fresh));
+    assert_eq!(resumed["best"]["config"], fresh["best"]["config"]);
+    assert_eq!(
+        resumed["comparison"]["models"][1]["metrics"]["accuracy"],
+        fresh["comparison"]["models"][1]["metrics"]["accuracy"]
+    );
+}
