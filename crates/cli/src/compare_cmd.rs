@@ -17,6 +17,7 @@ use lmcompare_engine::probe::{Probe, ProbeOptions};
 use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
 };
+use lmcompare_engine::remote::RemoteSpec;
 use lmcompare_engine::spec::resolve;
 use lmcompare_engine::store::{timestamp, CachedEmbedding, NewRun, Store, StoredPrediction};
 use lmcompare_engine::tokenize::Encoded;
@@ -112,6 +113,36 @@ pub struct CompareArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Prompt for generative models, with {text} where the example goes.
+    #[arg(long, default_value = "{text}\nAnswer:")]
+    pub template: String,
+    /// LABEL=TEXT: the continuation scored for a label (repeatable; default " LABEL").
+    #[arg(long = "verbalizer", value_name = "LABEL=TEXT")]
+    pub verbalizers: Vec<String>,
+    /// Solved train examples put before each prompt (seeded draw).
+    #[arg(long, default_value_t = 0)]
+    pub shots: usize,
+    /// Length normalisation of a label's log-likelihood.
+    #[arg(long, value_enum, default_value = "none")]
+    pub length_norm: crate::remote_task::LengthNorm,
+    /// Requests in flight at once per remote model.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// At most this many requests per second per remote model.
+    #[arg(long)]
+    pub max_rps: Option<f64>,
+    /// Seconds before a request counts as timed out.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Retries of a failed request (429, 5xx, timeout, dropped connection, bad JSON).
+    #[arg(long, default_value_t = 5)]
+    pub retries: usize,
+    /// Backoff before the first retry, doubled each time (jittered).
+    #[arg(long, default_value_t = 200)]
+    pub backoff_ms: u64,
+    /// Name of the environment variable holding the API key (the key is never printed or stored).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
 }
 
 pub(crate) struct ModelRun {
@@ -123,6 +154,8 @@ pub(crate) struct ModelRun {
     pub efficiency: Value,
     pub backend: String,
     pub invariance: Option<f64>,
+    /// Test examples without a prediction: (id, why).
+    pub failed: Vec<(String, String)>,
 }
 
 pub(crate) fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
@@ -303,6 +336,18 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     // per sequence, see --check-invariance).
     let mut hashes = Vec::new();
     for (name, spec) in &models {
+        if let Some(remote) = RemoteSpec::parse(spec) {
+            remote.map_err(|e| BadInput(format!("model {name}: {e}")))?;
+            if args.task != Task::Classify {
+                return Err(BadInput(format!(
+                    "model {name}: a generative model is scored with --task classify (label log-likelihoods)"
+                ))
+                .into());
+            }
+            // A server's model is identified by its URL and model id.
+            hashes.push(sha(spec));
+            continue;
+        }
         let resolved = resolve(spec).map_err(|e| BadInput(format!("model {name}: {e}")))?;
         // Content hash of config + weights: two runs with the same content share cached work.
         let mut h = Sha256::new();
@@ -316,6 +361,8 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         "dataset": ds.sha256, "columns": [&args.text_col, &args.label_col, &args.split_col, &args.id_col],
         "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
         "label_map": args.label_map.as_ref().map(|_| &label_map), "label_desc": &args.label_desc,
+        "template": &args.template, "verbalizers": &args.verbalizers, "shots": args.shots,
+        "length_norm": format!("{:?}", args.length_norm),
     });
     let key = sha(&settings.to_string());
     let model_names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
@@ -334,8 +381,21 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         })
         .map_err(engine)?;
 
+    let decoder = if models.iter().any(|(_, s)| RemoteSpec::parse(s).is_some()) {
+        Some(crate::remote_task::decoder_settings(
+            args, &ds.labels, &train,
+        )?)
+    } else {
+        None
+    };
     let mut runs = Vec::new();
     for ((name, spec), hash) in models.iter().zip(&hashes) {
+        if let (Some(Ok(remote)), Some(settings)) = (RemoteSpec::parse(spec), &decoder) {
+            runs.push(crate::remote_task::run_remote_model(
+                args, &mut store, run_id, name, remote, &ds.labels, &test, settings,
+            )?);
+            continue;
+        }
         let r = run_model(
             args,
             &mut store,
@@ -356,9 +416,31 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         runs.push(r);
     }
 
+    // An example a model has no prediction for (its requests failed past their retries) is
+    // left out for every model, so all are scored on the same examples; it is listed, and
+    // retried when the same command runs again.
+    let failed: std::collections::BTreeMap<&str, Vec<String>> =
+        runs.iter().fold(Default::default(), |mut m, r| {
+            for (id, why) in &r.failed {
+                m.entry(id.as_str())
+                    .or_default()
+                    .push(format!("{}: {why}", r.name));
+            }
+            m
+        });
+    let scored_test: Vec<&Example> = test
+        .iter()
+        .copied()
+        .filter(|e| !failed.contains_key(e.id.as_str()))
+        .collect();
+    if scored_test.is_empty() {
+        return Err(anyhow::anyhow!(
+            "every test example failed for some model; nothing to score (rerun to retry them)"
+        ));
+    }
     let mut doc = comparison_doc(
         &runs,
-        &test,
+        &scored_test,
         &ds.labels,
         &Scoring {
             bootstrap: args.bootstrap,
@@ -369,10 +451,23 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         },
     )?;
     doc["task"] = json!(args.task.key());
+    doc["excluded_examples"] = json!({
+        "count": failed.len(),
+        "reason": "requests failed past their retries; excluded for every model, retried on the next run",
+        "examples": failed.iter().map(|(id, why)| json!({"id": id, "errors": why})).collect::<Vec<_>>(),
+    });
+    for (m, r) in doc["models"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&runs)
+    {
+        m["failed_examples"] = json!(r.failed.len());
+    }
     let per_split = ds.rows_per_split();
     doc["dataset"] = json!({
         "path": args.data, "sha256": ds.sha256, "rows_per_split": per_split, "labels": ds.labels,
-        "split": ds.split_source, "evaluated_test_examples": test.len(), "train_examples_used": train.len(),
+        "split": ds.split_source, "evaluated_test_examples": scored_test.len(), "train_examples_used": train.len(),
     });
     doc["run"] = json!({
         "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
@@ -780,6 +875,7 @@ fn run_model(
         efficiency: eff,
         backend: model.backend().to_owned(),
         invariance,
+        failed: Vec::new(),
     })
 }
 
@@ -915,6 +1011,16 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         correction: Correction::Holm,
         check_invariance: false,
         quiet: args.quiet,
+        template: "{text}\nAnswer:".into(),
+        verbalizers: Vec::new(),
+        shots: 0,
+        length_norm: crate::remote_task::LengthNorm::None,
+        concurrency: 4,
+        max_rps: None,
+        timeout: 60.0,
+        retries: 5,
+        backoff_ms: 200,
+        api_key_env: None,
     };
     run(cmp)
 }

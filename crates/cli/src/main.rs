@@ -6,6 +6,7 @@ mod encoder_cmds;
 mod metrics_cmd;
 mod prediction_files;
 mod profile_cmd;
+mod remote_task;
 mod texts;
 mod tune_cmd;
 

@@ -972,6 +972,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
                 efficiency: eff.clone(),
                 backend: p.model.backend().to_owned(),
                 invariance: None,
+                failed: Vec::new(),
             });
         }
     }

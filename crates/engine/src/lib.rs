@@ -13,6 +13,7 @@ pub mod onnx;
 pub mod pooling;
 pub mod probe;
 pub mod profile;
+pub mod remote;
 pub mod spec;
 pub mod store;
 pub mod tokenize;

@@ -145,7 +145,9 @@ impl Store {
                 search_key TEXT NOT NULL, trial INTEGER NOT NULL, model TEXT NOT NULL,
                 config TEXT NOT NULL, status TEXT NOT NULL, metric REAL, best_epoch INTEGER NOT NULL,
                 epochs TEXT NOT NULL, wall_seconds REAL NOT NULL, finished TEXT NOT NULL,
-                PRIMARY KEY(search_key, trial));",
+                PRIMARY KEY(search_key, trial));
+             CREATE TABLE IF NOT EXISTS http_cache(
+                key TEXT PRIMARY KEY, response TEXT NOT NULL, latency_ms REAL NOT NULL);",
         )
         .map_err(|e| {
             let msg = e.to_string();
@@ -521,5 +523,35 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// A cached server answer (and how long it took) by request hash.
+    pub fn cached_response(&self, key: &str) -> Result<Option<(String, f64)>> {
+        self.conn
+            .query_row(
+                "SELECT response, latency_ms FROM http_cache WHERE key=?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Caches server answers (one transaction).
+    pub fn save_responses(&mut self, rows: &[(String, String, f64)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| EngineError::Runtime(e.to_string()))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO http_cache(key, response, latency_ms) VALUES(?1, ?2, ?3)")
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            for (k, r, l) in rows {
+                stmt.execute(params![k, r, l])
+                    .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 }

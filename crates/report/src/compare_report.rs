@@ -166,7 +166,29 @@ fn header_line(doc: &Value) -> String {
         } else {
             ""
         }
-    )
+    ) + &excluded_line(doc)
+}
+
+/// Examples left out because a model's requests failed: the count and the first few ids.
+fn excluded_line(doc: &Value) -> String {
+    let ex = &doc["excluded_examples"];
+    match ex["count"].as_u64() {
+        Some(n) if n > 0 => {
+            let ids: Vec<&str> = ex["examples"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(5)
+                .filter_map(|e| e["id"].as_str())
+                .collect();
+            format!(
+                "\n{n} test example(s) excluded for every model: requests failed past their retries ({}{}); rerun to retry them",
+                ids.join(", "),
+                if n > 5 { ", ..." } else { "" }
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 pub fn render_compare_table(doc: &Value) -> String {

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+#[allow(dead_code)] // not every test file uses every helper
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A committed tiny checkpoint under tests/fixtures/models.
+#[allow(dead_code)]
 pub fn tiny(name: &str) -> String {
     root()
         .join("tests/fixtures/models")

@@ -1,0 +1,337 @@
+//! `compare --task classify` for a generative model behind an OpenAI-compatible server:
+//! each label's verbaliser is scored by its log-likelihood after the prompt; the softmax over
+//! labels gives the probabilities, so calibration metrics apply. Answers are cached in the
+//! store by request hash; finished examples are stored as predictions, so reruns and resumed
+//! runs send nothing twice; an example whose requests fail past their retries is reported
+//! and retried on the next run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use lmcompare_engine::data::Example;
+use lmcompare_engine::encoder_model::softmax64;
+use lmcompare_engine::profile::{peak_rss_bytes, percentile};
+use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec, RequestFailure};
+use lmcompare_engine::store::{Store, StoredPrediction};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde_json::{json, Value};
+
+use crate::compare_cmd::{argmax, bar, sha, CompareArgs, ModelRun};
+use crate::encoder_cmds::engine;
+use crate::BadInput;
+
+/// The prompt for `text`, after `shots` solved examples.
+fn prompt(template: &str, shots: &[(String, String)], text: &str) -> String {
+    let mut p = String::new();
+    for (t, verbalized) in shots {
+        p.push_str(&template.replace("{text}", t));
+        p.push_str(verbalized);
+        p.push_str("\n\n");
+    }
+    p.push_str(&template.replace("{text}", text));
+    p
+}
+
+pub(crate) struct DecoderSettings {
+    pub template: String,
+    pub verbalizers: Vec<String>,
+    pub shots: Vec<(String, String)>,
+}
+
+/// Checks the template and verbalisers and draws the few-shot examples (seeded, from train).
+pub(crate) fn decoder_settings(
+    args: &CompareArgs,
+    labels: &[String],
+    train: &[&Example],
+) -> Result<DecoderSettings> {
+    if !args.template.contains("{text}") {
+        return Err(BadInput(format!(
+            "--template {:?} has no {{text}}: it must say where the example goes",
+            args.template
+        ))
+        .into());
+    }
+    let mut given: HashMap<String, String> = HashMap::new();
+    for v in &args.verbalizers {
+        let (l, t) = v
+            .split_once('=')
+            .ok_or_else(|| BadInput(format!("--verbalizer {v:?}: expected LABEL=TEXT")))?;
+        if !labels.iter().any(|x| x == l) {
+            return Err(BadInput(format!(
+                "--verbalizer: {l:?} is not a dataset label ({})",
+                labels.join(", ")
+            ))
+            .into());
+        }
+        given.insert(l.to_owned(), t.to_owned());
+    }
+    let verbalizers: Vec<String> = if given.is_empty() {
+        labels.iter().map(|l| format!(" {l}")).collect()
+    } else {
+        let missing: Vec<&str> = labels
+            .iter()
+            .filter(|l| !given.contains_key(*l))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(BadInput(format!(
+                "--verbalizer is missing for dataset label(s) {}: give one per label",
+                missing.join(", ")
+            ))
+            .into());
+        }
+        labels.iter().map(|l| given[l].clone()).collect()
+    };
+    let mut pool: Vec<&Example> = train.to_vec();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0x73686f74);
+    pool.shuffle(&mut rng);
+    if args.shots > pool.len() {
+        return Err(BadInput(format!(
+            "--shots {}: the train split has {} examples",
+            args.shots,
+            pool.len()
+        ))
+        .into());
+    }
+    let shots = pool[..args.shots]
+        .iter()
+        .map(|e| {
+            let i = labels.iter().position(|l| *l == e.label).unwrap_or(0);
+            (e.text.clone(), verbalizers[i].clone())
+        })
+        .collect();
+    Ok(DecoderSettings {
+        template: args.template.clone(),
+        verbalizers,
+        shots,
+    })
+}
+
+struct Job {
+    example: usize,
+    label: usize,
+    key: String,
+    body: Value,
+    start_char: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_remote_model(
+    args: &CompareArgs,
+    store: &mut Store,
+    run_id: i64,
+    name: &str,
+    spec: RemoteSpec,
+    labels: &[String],
+    test: &[&Example],
+    settings: &DecoderSettings,
+) -> Result<ModelRun> {
+    let api_key = match &args.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            BadInput(format!(
+                "--api-key-env {var}: that environment variable is not set"
+            ))
+        })?),
+        None => None,
+    };
+    let client = RemoteClient::new(
+        spec.clone(),
+        ClientOptions {
+            timeout: Duration::from_secs_f64(args.timeout),
+            retries: args.retries,
+            max_rps: args.max_rps,
+            api_key,
+            seed: args.seed,
+            backoff: Duration::from_millis(args.backoff_ms),
+        },
+    );
+    let existing = store.predictions(run_id, name).map_err(engine)?;
+    let todo: Vec<&Example> = test
+        .iter()
+        .copied()
+        .filter(|e| !existing.contains_key(&e.id))
+        .collect();
+    let url = format!("{}/completions", spec.base_url);
+    let mut jobs = Vec::new();
+    for (ei, e) in todo.iter().enumerate() {
+        let p = prompt(&settings.template, &settings.shots, &e.text);
+        for (li, v) in settings.verbalizers.iter().enumerate() {
+            let body = client.echo_request(&format!("{p}{v}"));
+            jobs.push(Job {
+                example: ei,
+                label: li,
+                key: sha(&format!("{url}\n{body}")),
+                body,
+                start_char: p.chars().count(),
+            });
+        }
+    }
+    // Answers already in the store cost nothing; only the rest go to the server.
+    let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
+    let mut pending = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        match store.cached_response(&job.key).map_err(engine)? {
+            Some((text, ms)) => {
+                answers.insert(j, (serde_json::from_str(&text)?, ms));
+            }
+            None => pending.push(j),
+        }
+    }
+    if !pending.is_empty() {
+        client.probe_loglikelihood().map_err(engine)?;
+    }
+    let pb = bar(args.quiet, jobs.len(), name);
+    pb.set_position((jobs.len() - pending.len()) as u64);
+    let mut failures: HashMap<usize, RequestFailure> = HashMap::new();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, std::result::Result<Value, RequestFailure>, f64)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..args.concurrency.max(1).min(pending.len().max(1)) {
+            let tx = tx.clone();
+            let (next, pending, jobs, client) = (&next, &pending, &jobs, &client);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&j) = pending.get(i) else { break };
+                let t0 = Instant::now();
+                let r = client.post("completions", &jobs[j].body);
+                if tx.send((j, r, t0.elapsed().as_secs_f64() * 1e3)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch = Vec::new();
+        for (j, r, ms) in rx {
+            match r {
+                Ok(v) => {
+                    batch.push((jobs[j].key.clone(), v.to_string(), ms));
+                    answers.insert(j, (v, ms));
+                }
+                Err(f) if f.unreachable => {
+                    // Nothing more will get through; stop the workers and say where.
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    store.save_responses(&batch).map_err(engine)?;
+                    return Err(anyhow::anyhow!(
+                        "model {name}: the server at {} is unreachable ({}); the answers received so far are kept in the store",
+                        spec.base_url,
+                        f.last_error
+                    ));
+                }
+                Err(f) => {
+                    failures.insert(j, f);
+                }
+            }
+            pb.inc(1);
+            if batch.len() >= 64 {
+                store.save_responses(&batch).map_err(engine)?;
+                batch.clear();
+            }
+        }
+        store.save_responses(&batch).map_err(engine)?;
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+
+    // Per example: every label's log-likelihood, or the reason it is missing.
+    let k = labels.len();
+    let mut ll: Vec<Vec<Option<(f64, usize, usize)>>> = vec![vec![None; k]; todo.len()];
+    let mut latency: Vec<f64> = vec![0.0; todo.len()];
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut bad_answer: HashMap<usize, String> = HashMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        if let Some((v, ms)) = answers.get(&j) {
+            latency[job.example] += ms;
+            match RemoteClient::parse_echo(v)
+                .ok()
+                .and_then(|e| e.continuation(job.start_char).map(|c| (c, e.tokens.len())))
+            {
+                Some(((sum, n), tokens)) => ll[job.example][job.label] = Some((sum, n, tokens)),
+                None => {
+                    bad_answer.insert(
+                        job.example,
+                        "the answer has no log-probabilities for the continuation".into(),
+                    );
+                }
+            }
+        } else if let Some(f) = failures.get(&j) {
+            bad_answer.insert(job.example, f.to_string());
+        }
+    }
+    let mut rows = Vec::new();
+    for (ei, e) in todo.iter().enumerate() {
+        if let Some(reason) = bad_answer.get(&ei) {
+            failed.push((e.id.clone(), reason.clone()));
+            continue;
+        }
+        let Some(scores) = ll[ei].iter().copied().collect::<Option<Vec<_>>>() else {
+            failed.push((e.id.clone(), "missing answers".into()));
+            continue;
+        };
+        let logits: Vec<f32> = scores
+            .iter()
+            .zip(&settings.verbalizers)
+            .map(|((sum, n, _), v)| match args.length_norm {
+                LengthNorm::None => *sum as f32,
+                LengthNorm::Tokens => (*sum / *n as f64) as f32,
+                LengthNorm::Chars => (*sum / v.chars().count().max(1) as f64) as f32,
+            })
+            .collect();
+        let p = softmax64(&logits);
+        rows.push(StoredPrediction {
+            example_id: e.id.clone(),
+            label: labels[argmax(&p)].clone(),
+            probabilities: p,
+            tokens: scores.iter().map(|s| s.2).max().unwrap_or(0),
+            batch_latency_ms: latency[ei],
+            batch_size: 1,
+        });
+    }
+    store
+        .save_predictions(run_id, name, &rows)
+        .map_err(engine)?;
+    let predictions: Vec<StoredPrediction> = store
+        .predictions(run_id, name)
+        .map_err(engine)?
+        .into_values()
+        .collect();
+    let lat: Vec<f64> = predictions.iter().map(|p| p.batch_latency_ms).collect();
+    let seconds: f64 = lat.iter().sum::<f64>() / 1e3;
+    let tokens: f64 = predictions.iter().map(|p| p.tokens as f64).sum::<f64>();
+    let n = predictions.len().max(1) as f64;
+    let efficiency = json!({
+        "parameters": Value::Null, "size_bytes": Value::Null, "parameter_source": "not reported by the server",
+        "flops_per_example": Value::Null, "tokens_per_example": tokens / n,
+        "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p95": percentile(&lat, 0.95),
+        "latency_unit": "per example (all label requests, sequential sum)",
+        "throughput_per_s": if seconds > 0.0 { n / seconds } else { f64::NAN },
+        "tokens_per_s": if seconds > 0.0 { tokens * k as f64 / seconds } else { f64::NAN },
+        "peak_rss_bytes": peak_rss_bytes(), "requests": jobs.len(), "requests_sent": pending.len(),
+    });
+    failed.sort();
+    Ok(ModelRun {
+        name: name.to_owned(),
+        spec: format!("openai:{}#{}", spec.base_url, spec.model),
+        predictions,
+        computed: pending.len(),
+        reused: jobs.len() - pending.len(),
+        efficiency,
+        backend: "openai-compatible HTTP (completions, echo + logprobs)".into(),
+        invariance: None,
+        failed,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LengthNorm {
+    /// Sum of the continuation's token log-probabilities.
+    None,
+    /// Divided by its token count.
+    Tokens,
+    /// Divided by its length in characters (lm-evaluation-harness's acc_norm).
+    Chars,
+}

@@ -1,0 +1,405 @@
+//! `compare` against a generative model behind an OpenAI-compatible server. The server is
+//! a real HTTP server on 127.0.0.1 started by the test: a small deterministic causal
+//! "language model" (log-probabilities that depend only on the prefix) behind the
+//! completions endpoint, which can inject faults — 429 with Retry-After, 500, answers slower
+//! than the timeout, malformed JSON, dropped connections — on a seeded share of requests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+mod common;
+use common::{bad, lmcompare};
+
+#[derive(Default)]
+struct Behaviour {
+    /// Share of requests that get a fault.
+    fault_rate: f64,
+    /// Requests whose prompt contains POISON always fail with 500.
+    poison: AtomicBool,
+    /// Answer with log-probabilities for generated tokens only (as llama.cpp's server does).
+    no_prompt_logprobs: bool,
+    requests: AtomicUsize,
+    faults: AtomicUsize,
+}
+
+struct Server {
+    url: String,
+    state: Arc<Behaviour>,
+}
+
+fn tokens(text: &str) -> Vec<(String, usize)> {
+    // Words with their leading space, newlines on their own; offsets in characters.
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for (i, c) in text.chars().enumerate() {
+        let start_new =
+            out.is_empty() || c == ' ' || c == '\n' || out.last().is_some_and(|t| t.0 == "\n");
+        if start_new {
+            out.push((c.to_string(), i));
+        } else if let Some(t) = out.last_mut() {
+            t.0.push(c);
+        }
+    }
+    out
+}
+
+/// The toy model: a token's log-probability depends on the token and its prefix only.
+/// `toy-good` reads the sentiment words, `toy-weak` mostly guesses.
+fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
+    let h = token
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    let base = -1.0 - (h % 100) as f64 / 50.0;
+    let cue = |w: &str| prefix.to_lowercase().contains(w);
+    let sharp = if model == "toy-good" { 3.0 } else { 0.3 };
+    match token {
+        " positive" => {
+            if cue("great") {
+                -0.2
+            } else {
+                -0.2 - sharp
+            }
+        }
+        " negative" => {
+            if cue("bad") {
+                -0.25
+            } else {
+                -0.25 - sharp
+            }
+        }
+        _ => base,
+    }
+}
+
+fn answer(state: &Behaviour, body: &Value) -> Value {
+    let model = body["model"].as_str().unwrap_or("");
+    let prompt = body["prompt"].as_str().unwrap_or("");
+    let toks = tokens(prompt);
+    let mut lps = Vec::new();
+    for (i, (t, off)) in toks.iter().enumerate() {
+        let prefix: String = prompt.chars().take(*off).collect();
+        lps.push(if i == 0 || state.no_prompt_logprobs {
+            Value::Null
+        } else {
+            json!(logprob(model, &prefix, t))
+        });
+    }
+    json!({"id": "cmpl-test", "object": "text_completion", "model": model, "choices": [{
+        "index": 0, "text": prompt, "finish_reason": "length",
+        "logprobs": {"tokens": toks.iter().map(|t| &t.0).collect::<Vec<_>>(), "token_logprobs": lps,
+                     "text_offset": toks.iter().map(|t| t.1).collect::<Vec<_>>()}}]})
+}
+
+fn handle(mut stream: TcpStream, state: &Behaviour, rng: &Mutex<rand_xoshiro::Xoshiro256PlusPlus>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let reply = |stream: &mut TcpStream, status: &str, extra: &str, text: &str| {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{text}",
+            text.len()
+        );
+    };
+    if state.poison.load(Ordering::SeqCst)
+        && body["prompt"].as_str().unwrap_or("").contains("POISON")
+    {
+        state.faults.fetch_add(1, Ordering::SeqCst);
+        return reply(
+            &mut stream,
+            "500 Internal Server Error",
+            "",
+            "{\"error\": \"poisoned\"}",
+        );
+    }
+    let fault = {
+        let mut r = rng.lock().unwrap();
+        (r.gen::<f64>() < state.fault_rate).then(|| r.gen_range(0..5))
+    };
+    if fault.is_some() {
+        state.faults.fetch_add(1, Ordering::SeqCst);
+    }
+    match fault {
+        Some(0) => reply(
+            &mut stream,
+            "429 Too Many Requests",
+            "Retry-After: 1\r\n",
+            "{\"error\": \"slow down\"}",
+        ),
+        Some(1) => reply(
+            &mut stream,
+            "500 Internal Server Error",
+            "",
+            "{\"error\": \"boom\"}",
+        ),
+        Some(2) => {
+            std::thread::sleep(Duration::from_millis(1500));
+            reply(&mut stream, "200 OK", "", &answer(state, &body).to_string())
+        }
+        Some(3) => reply(&mut stream, "200 OK", "", "{\"choices\": [{\"text\": "),
+        Some(_) => drop(stream), // connection dropped without an answer
+        None => reply(&mut stream, "200 OK", "", &answer(state, &body).to_string()),
+    }
+}
+
+fn serve(state: Behaviour, seed: u64) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let state = Arc::new(state);
+    let shared = state.clone();
+    let rng = Arc::new(Mutex::new(rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(
+        seed,
+    )));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (s, r) = (shared.clone(), rng.clone());
+            std::thread::spawn(move || handle(stream, &s, &r));
+        }
+    });
+    Server { url, state }
+}
+
+fn dataset(dir: &std::path::Path, poison: bool) -> std::path::PathBuf {
+    let mut s = String::new();
+    for i in 0..30 {
+        let good = i % 2 == 0;
+        let mut text = format!("Review {i}: a {} film.", if good { "great" } else { "bad" });
+        if i % 7 == 3 {
+            text = format!("Review {i}: neither here nor there.");
+        }
+        if poison && i == 5 {
+            text.push_str(" POISON");
+        }
+        let split = if i % 3 == 0 { "train" } else { "test" };
+        s.push_str(&json!({"id": format!("r{i}"), "text": text, "label": if good {"fresh"} else {"rotten"}, "split": split}).to_string());
+        s.push('\n');
+    }
+    let p = dir.join("reviews.jsonl");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn compare(
+    server: &str,
+    data: &std::path::Path,
+    db: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    lmcompare()
+        .args([
+            "compare",
+            "--task",
+            "classify",
+            "--format",
+            "json",
+            "--quiet",
+            "--bootstrap",
+            "200",
+            "--permutations",
+            "200",
+        ])
+        .args([
+            "--model",
+            &format!("good=openai:{server}#toy-good"),
+            "--model",
+            &format!("weak=openai:{server}#toy-weak"),
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .args([
+            "--template",
+            "{text}\nSentiment:",
+            "--verbalizer",
+            "fresh= positive",
+            "--verbalizer",
+            "rotten= negative",
+        ])
+        .args([
+            "--timeout",
+            "0.5",
+            "--backoff-ms",
+            "10",
+            "--concurrency",
+            "4",
+        ])
+        .args(if extra.contains(&"--retries") {
+            &[][..]
+        } else {
+            &["--retries", "8"][..]
+        })
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn faults_on_a_fifth_of_requests_change_nothing_and_reruns_send_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), false);
+    let clean = serve(Behaviour::default(), 1);
+    let faulty = serve(
+        Behaviour {
+            fault_rate: 0.2,
+            ..Default::default()
+        },
+        7,
+    );
+    let a = json_of(&compare(&clean.url, &data, &dir.path().join("a.db"), &[]));
+    let b = json_of(&compare(&faulty.url, &data, &dir.path().join("b.db"), &[]));
+    assert!(
+        faulty.state.faults.load(Ordering::SeqCst) >= 5,
+        "faults were injected"
+    );
+    for doc in [&a, &b] {
+        assert_eq!(doc["excluded_examples"]["count"], 0);
+        assert_eq!(doc["dataset"]["evaluated_test_examples"], 20);
+    }
+    for i in 0..2 {
+        assert_eq!(
+            a["models"][i]["metrics"], b["models"][i]["metrics"],
+            "model {i}"
+        );
+        assert_eq!(a["models"][i]["ci"], b["models"][i]["ci"]);
+    }
+    // The toy model that reads the cues is perfect on the cued reviews and the comparison
+    // says it beats the guesser; probabilities are a softmax over label log-likelihoods.
+    assert!(a["models"][0]["metrics"]["accuracy"].as_f64().unwrap() > 0.8);
+    assert!(a["models"][0]["metrics"]["log_loss"].is_number());
+    assert!(a["models"][0]["efficiency"]["latency_ms_p50"].is_number());
+    // A rerun answers from the store: no request reaches the server.
+    let before = clean.state.requests.load(Ordering::SeqCst);
+    let again = json_of(&compare(&clean.url, &data, &dir.path().join("a.db"), &[]));
+    assert_eq!(clean.state.requests.load(Ordering::SeqCst), before);
+    assert_eq!(again["models"][0]["metrics"], a["models"][0]["metrics"]);
+    assert_eq!(again["models"][0]["computed_examples"], 0);
+}
+
+#[test]
+fn a_request_failing_past_its_retries_is_listed_excluded_and_retried_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), true);
+    let server = serve(Behaviour::default(), 3);
+    server.state.poison.store(true, Ordering::SeqCst);
+    let db = dir.path().join("p.db");
+    let first = json_of(&compare(&server.url, &data, &db, &["--retries", "2"]));
+    assert_eq!(first["excluded_examples"]["count"], 1);
+    assert_eq!(first["excluded_examples"]["examples"][0]["id"], "r5");
+    assert!(first["excluded_examples"]["examples"][0]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 500"));
+    assert_eq!(first["dataset"]["evaluated_test_examples"], 19);
+    assert_eq!(first["models"][0]["failed_examples"], 1);
+    // The server recovers: the rerun sends only the failed example's requests (and the
+    // capability probes), and scores all 20.
+    server.state.poison.store(false, Ordering::SeqCst);
+    let before = server.state.requests.load(Ordering::SeqCst);
+    let second = json_of(&compare(&server.url, &data, &db, &[]));
+    let sent = server.state.requests.load(Ordering::SeqCst) - before;
+    assert_eq!(
+        sent,
+        2 * (2 + 2),
+        "2 models × (2 labels + 2 probe requests)"
+    );
+    assert_eq!(second["excluded_examples"]["count"], 0);
+    assert_eq!(second["dataset"]["evaluated_test_examples"], 20);
+}
+
+#[test]
+fn servers_without_prompt_logprobs_and_bad_decoder_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), false);
+    let d = data.to_str().unwrap().to_owned();
+    let db = dir.path().join("x.db");
+    let dbs = db.to_str().unwrap().to_owned();
+    let mute = serve(
+        Behaviour {
+            no_prompt_logprobs: true,
+            ..Default::default()
+        },
+        0,
+    );
+    let out = compare(&mute.url, &data, &db, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not return prompt log-probabilities"),
+        "{err}"
+    );
+    let m = format!("a=openai:{}#toy-good", mute.url);
+    let m2 = format!("b=openai:{}#toy-weak", mute.url);
+    let base = [
+        "compare", "--model", &m, "--model", &m2, "--data", &d, "--db", &dbs, "--quiet",
+    ];
+    bad(
+        &[&base[..], &["--template", "Review:"]].concat(),
+        "has no {text}",
+    );
+    bad(
+        &[&base[..], &["--verbalizer", "fresh= good"]].concat(),
+        "--verbalizer is missing for dataset label(s) rotten",
+    );
+    bad(
+        &[&base[..], &["--task", "probe"]].concat(),
+        "a generative model is scored with --task classify",
+    );
+    bad(
+        &[
+            "compare",
+            "--model",
+            "a=openai:localhost#x",
+            "--model",
+            &m2,
+            "--data",
+            &d,
+            "--db",
+            &dbs,
+        ],
+        "openai:http://HOST:PORT/v1#MODEL-ID",
+    );
+    // Nothing listens on this port: the message names the URL, exit 1 (not a usage error).
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    let out = compare(&url, &data, &db, &["--retries", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&url), "{err}");
+    assert!(!err.contains("panicked"));
+}
