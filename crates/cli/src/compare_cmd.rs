@@ -42,6 +42,9 @@ pub enum Task {
     Probe,
     /// Cosine similarity between each text and a description of each label.
     ZeroShot,
+    /// Generative models on JSONL {"id", "question", "choices", "answer"}: the choice with
+    /// the highest log-likelihood (acc), per character (acc_norm), per byte (acc_bytes).
+    MultipleChoice,
 }
 
 impl Task {
@@ -50,6 +53,7 @@ impl Task {
             Task::Classify => "classify",
             Task::Probe => "probe",
             Task::ZeroShot => "zero-shot",
+            Task::MultipleChoice => "multiple-choice",
         }
     }
 }
@@ -143,6 +147,10 @@ pub struct CompareArgs {
     /// Name of the environment variable holding the API key (the key is never printed or stored).
     #[arg(long)]
     pub api_key_env: Option<String>,
+    /// Multiple choice: also ask every rotation of the choices (listed in the prompt with
+    /// {choices}); a question counts only if all are right, which exposes position bias.
+    #[arg(long)]
+    pub circular: bool,
 }
 
 pub(crate) struct ModelRun {
@@ -156,6 +164,8 @@ pub(crate) struct ModelRun {
     pub invariance: Option<f64>,
     /// Test examples without a prediction: (id, why).
     pub failed: Vec<(String, String)>,
+    /// Task-specific results merged into the model's block (e.g. acc_norm).
+    pub extra: Value,
 }
 
 pub(crate) fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
@@ -293,7 +303,15 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         split: args.split_col.clone(),
         id: args.id_col.clone(),
     };
-    let ds = load_dataset(&args.data, &cols, args.test_size, args.seed).map_err(engine)?;
+    let (ds, choices) = if args.task == Task::MultipleChoice {
+        let (ds, choices) = crate::remote_task::choice_dataset(&args.data)?;
+        (ds, Some(choices))
+    } else {
+        (
+            load_dataset(&args.data, &cols, args.test_size, args.seed).map_err(engine)?,
+            None,
+        )
+    };
     let test = limited(&ds, Split::Test, args.limit);
     let train = limited(&ds, Split::Train, args.limit);
     if args.task == Task::Probe {
@@ -338,15 +356,21 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     for (name, spec) in &models {
         if let Some(remote) = RemoteSpec::parse(spec) {
             remote.map_err(|e| BadInput(format!("model {name}: {e}")))?;
-            if args.task != Task::Classify {
+            if !matches!(args.task, Task::Classify | Task::MultipleChoice) {
                 return Err(BadInput(format!(
-                    "model {name}: a generative model is scored with --task classify (label log-likelihoods)"
+                    "model {name}: a generative model is scored with --task classify (label log-likelihoods) or multiple-choice"
                 ))
                 .into());
             }
             // A server's model is identified by its URL and model id.
             hashes.push(sha(spec));
             continue;
+        }
+        if args.task == Task::MultipleChoice {
+            return Err(BadInput(format!(
+                "model {name}: multiple-choice scores generative models (openai:URL#MODEL); {spec} is an encoder"
+            ))
+            .into());
         }
         let resolved = resolve(spec).map_err(|e| BadInput(format!("model {name}: {e}")))?;
         // Content hash of config + weights: two runs with the same content share cached work.
@@ -362,7 +386,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
         "label_map": args.label_map.as_ref().map(|_| &label_map), "label_desc": &args.label_desc,
         "template": &args.template, "verbalizers": &args.verbalizers, "shots": args.shots,
-        "length_norm": format!("{:?}", args.length_norm),
+        "length_norm": format!("{:?}", args.length_norm), "circular": args.circular,
     });
     let key = sha(&settings.to_string());
     let model_names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
@@ -383,7 +407,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
 
     let decoder = if models.iter().any(|(_, s)| RemoteSpec::parse(s).is_some()) {
         Some(crate::remote_task::decoder_settings(
-            args, &ds.labels, &train,
+            args, &ds.labels, &train, choices,
         )?)
     } else {
         None
@@ -463,6 +487,11 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         .zip(&runs)
     {
         m["failed_examples"] = json!(r.failed.len());
+        if let Value::Object(extra) = &r.extra {
+            for (k, v) in extra {
+                m[k] = v.clone();
+            }
+        }
     }
     let per_split = ds.rows_per_split();
     doc["dataset"] = json!({
@@ -750,6 +779,12 @@ fn run_model(
                 Some(model_labels.len()),
             )
         }
+        Task::MultipleChoice => {
+            return Err(BadInput(format!(
+                "{spec}: multiple-choice scores generative models (openai:URL#MODEL)"
+            ))
+            .into())
+        }
         Task::Probe | Task::ZeroShot => {
             let settings = format!(
                 "max_length={};pooling={};normalize={}",
@@ -876,6 +911,7 @@ fn run_model(
         backend: model.backend().to_owned(),
         invariance,
         failed: Vec::new(),
+        extra: Value::Null,
     })
 }
 
@@ -1021,6 +1057,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         retries: 5,
         backoff_ms: 200,
         api_key_env: None,
+        circular: false,
     };
     run(cmp)
 }

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use lmcompare_engine::data::Example;
+use lmcompare_engine::data::{load_multiple_choice, Dataset, Example, Split};
 use lmcompare_engine::encoder_model::softmax64;
 use lmcompare_engine::profile::{peak_rss_bytes, percentile};
 use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec, RequestFailure};
@@ -41,6 +41,62 @@ pub(crate) struct DecoderSettings {
     pub template: String,
     pub verbalizers: Vec<String>,
     pub shots: Vec<(String, String)>,
+    /// Multiple choice: each question's choices by example id.
+    pub choices: Option<HashMap<String, Vec<String>>>,
+    pub circular: bool,
+}
+
+fn letter(i: usize) -> String {
+    char::from(b'A' + (i % 26) as u8).to_string()
+}
+
+/// A multiple-choice file as a dataset whose labels are the choice letters (all test).
+pub(crate) fn choice_dataset(
+    path: &std::path::Path,
+) -> Result<(Dataset, HashMap<String, Vec<String>>)> {
+    let (questions, sha256) = load_multiple_choice(path).map_err(engine)?;
+    let k = questions.iter().map(|q| q.choices.len()).max().unwrap_or(2);
+    if k > 26 {
+        return Err(BadInput(format!(
+            "{}: at most 26 choices per question",
+            path.display()
+        ))
+        .into());
+    }
+    let examples = questions
+        .iter()
+        .map(|q| Example {
+            id: q.id.clone(),
+            text: q.question.clone(),
+            label: letter(q.answer),
+            split: Split::Test,
+        })
+        .collect();
+    let choices = questions.into_iter().map(|q| (q.id, q.choices)).collect();
+    Ok((
+        Dataset {
+            path: path.to_owned(),
+            sha256,
+            examples,
+            labels: (0..k).map(letter).collect(),
+            split_source: "all questions are test".into(),
+        },
+        choices,
+    ))
+}
+
+/// A multiple-choice prompt: the question, and the choices listed as `A. ...` where the
+/// template says `{choices}`.
+fn choice_prompt(template: &str, question: &str, listed: &[&String]) -> String {
+    let listing: Vec<String> = listed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{}. {c}", letter(i)))
+        .collect();
+    template
+        .replace("{question}", question)
+        .replace("{text}", question)
+        .replace("{choices}", &listing.join("\n"))
 }
 
 /// Checks the template and verbalisers and draws the few-shot examples (seeded, from train).
@@ -48,7 +104,41 @@ pub(crate) fn decoder_settings(
     args: &CompareArgs,
     labels: &[String],
     train: &[&Example],
+    choices: Option<HashMap<String, Vec<String>>>,
 ) -> Result<DecoderSettings> {
+    if choices.is_some() {
+        let template = if args.template == "{text}\nAnswer:" {
+            "Question: {question}\nAnswer:".to_owned()
+        } else {
+            args.template.clone()
+        };
+        if !template.contains("{question}") && !template.contains("{text}") {
+            return Err(BadInput(format!(
+                "--template {template:?} has no {{question}}: it must say where the question goes"
+            ))
+            .into());
+        }
+        if args.circular && !template.contains("{choices}") {
+            return Err(BadInput(
+                "--circular rotates the choices listed in the prompt: the template needs {choices}"
+                    .into(),
+            )
+            .into());
+        }
+        if args.shots > 0 {
+            return Err(BadInput(
+                "--shots: multiple-choice files have no train split to draw from".into(),
+            )
+            .into());
+        }
+        return Ok(DecoderSettings {
+            template,
+            verbalizers: Vec::new(),
+            shots: Vec::new(),
+            choices,
+            circular: args.circular,
+        });
+    }
     if !args.template.contains("{text}") {
         return Err(BadInput(format!(
             "--template {:?} has no {{text}}: it must say where the example goes",
@@ -109,15 +199,57 @@ pub(crate) fn decoder_settings(
         template: args.template.clone(),
         verbalizers,
         shots,
+        choices: None,
+        circular: false,
     })
 }
 
 struct Job {
     example: usize,
+    /// The label (choice) this continuation stands for, in the original order.
     label: usize,
+    /// Which rotation of the choices (0 unless circular).
+    rotation: usize,
     key: String,
     body: Value,
     start_char: usize,
+    /// The continuation's length in characters and UTF-8 bytes (acc_norm, acc_bytes).
+    chars: usize,
+    bytes: usize,
+}
+
+/// Every (prompt, continuation) an example needs: one per label, or per choice and rotation.
+fn example_requests(
+    settings: &DecoderSettings,
+    e: &Example,
+) -> Vec<(usize, usize, String, String)> {
+    let Some(choices) = settings.choices.as_ref().and_then(|c| c.get(&e.id)) else {
+        let p = prompt(&settings.template, &settings.shots, &e.text);
+        return settings
+            .verbalizers
+            .iter()
+            .enumerate()
+            .map(|(l, v)| (l, 0, p.clone(), v.clone()))
+            .collect();
+    };
+    let k = choices.len();
+    let lists = settings.template.contains("{choices}");
+    let rotations = if settings.circular { k } else { 1 };
+    let mut out = Vec::new();
+    for r in 0..rotations {
+        let rotated: Vec<&String> = (0..k).map(|j| &choices[(j + r) % k]).collect();
+        let p = choice_prompt(&settings.template, &e.text, &rotated);
+        for (j, c) in rotated.iter().enumerate() {
+            // Listed choices are answered by letter; otherwise the choice text is scored.
+            let cont = if lists {
+                format!(" {}", letter(j))
+            } else {
+                format!(" {c}")
+            };
+            out.push(((j + r) % k, r, p.clone(), cont));
+        }
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,15 +291,17 @@ pub(crate) fn run_remote_model(
     let url = format!("{}/completions", spec.base_url);
     let mut jobs = Vec::new();
     for (ei, e) in todo.iter().enumerate() {
-        let p = prompt(&settings.template, &settings.shots, &e.text);
-        for (li, v) in settings.verbalizers.iter().enumerate() {
-            let body = client.echo_request(&format!("{p}{v}"));
+        for (label, rotation, p, cont) in example_requests(settings, e) {
+            let body = client.echo_request(&format!("{p}{cont}"));
             jobs.push(Job {
                 example: ei,
-                label: li,
+                label,
+                rotation,
                 key: sha(&format!("{url}\n{body}")),
                 body,
                 start_char: p.chars().count(),
+                chars: cont.trim_start().chars().count(),
+                bytes: cont.trim_start().len(),
             });
         }
     }
@@ -237,9 +371,11 @@ pub(crate) fn run_remote_model(
     })?;
     pb.finish_and_clear();
 
-    // Per example: every label's log-likelihood, or the reason it is missing.
+    // Per example: each rotation's log-likelihood of every label, or why one is missing.
     let k = labels.len();
-    let mut ll: Vec<Vec<Option<(f64, usize, usize)>>> = vec![vec![None; k]; todo.len()];
+    let rotations = jobs.iter().map(|j| j.rotation + 1).max().unwrap_or(1);
+    type Score = (f64, usize, usize, usize, usize); // sum, tokens, echoed tokens, chars, bytes
+    let mut ll: Vec<Vec<Vec<Option<Score>>>> = vec![vec![vec![None; k]; rotations]; todo.len()];
     let mut latency: Vec<f64> = vec![0.0; todo.len()];
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut bad_answer: HashMap<usize, String> = HashMap::new();
@@ -250,7 +386,10 @@ pub(crate) fn run_remote_model(
                 .ok()
                 .and_then(|e| e.continuation(job.start_char).map(|c| (c, e.tokens.len())))
             {
-                Some(((sum, n), tokens)) => ll[job.example][job.label] = Some((sum, n, tokens)),
+                Some(((sum, n), tokens)) => {
+                    ll[job.example][job.rotation][job.label] =
+                        Some((sum, n, tokens, job.chars, job.bytes))
+                }
                 None => {
                     bad_answer.insert(
                         job.example,
@@ -262,26 +401,65 @@ pub(crate) fn run_remote_model(
             bad_answer.insert(job.example, f.to_string());
         }
     }
+    let choice_count = |e: &Example| -> usize {
+        settings
+            .choices
+            .as_ref()
+            .and_then(|c| c.get(&e.id))
+            .map_or(k, Vec::len)
+    };
+    let pick = |scores: &[Score], norm: LengthNorm| -> Vec<f32> {
+        scores
+            .iter()
+            .map(|&(sum, n, _, chars, bytes)| match norm {
+                LengthNorm::None => sum as f32,
+                LengthNorm::Tokens => (sum / n as f64) as f32,
+                LengthNorm::Chars => (sum / chars.max(1) as f64) as f32,
+                LengthNorm::Bytes => (sum / bytes.max(1) as f64) as f32,
+            })
+            .collect()
+    };
     let mut rows = Vec::new();
+    // acc, acc_norm, acc_bytes, circular: (right, scored) over this call's examples.
+    let mut tallies = [(0usize, 0usize); 4];
     for (ei, e) in todo.iter().enumerate() {
         if let Some(reason) = bad_answer.get(&ei) {
             failed.push((e.id.clone(), reason.clone()));
             continue;
         }
-        let Some(scores) = ll[ei].iter().copied().collect::<Option<Vec<_>>>() else {
+        let n_choices = choice_count(e);
+        let Some(per_rotation) = ll[ei]
+            .iter()
+            .map(|r| {
+                r[..n_choices]
+                    .iter()
+                    .copied()
+                    .collect::<Option<Vec<Score>>>()
+            })
+            .collect::<Option<Vec<_>>>()
+        else {
             failed.push((e.id.clone(), "missing answers".into()));
             continue;
         };
-        let logits: Vec<f32> = scores
-            .iter()
-            .zip(&settings.verbalizers)
-            .map(|((sum, n, _), v)| match args.length_norm {
-                LengthNorm::None => *sum as f32,
-                LengthNorm::Tokens => (*sum / *n as f64) as f32,
-                LengthNorm::Chars => (*sum / v.chars().count().max(1) as f64) as f32,
-            })
-            .collect();
+        let scores = &per_rotation[0];
+        let mut logits = pick(scores, args.length_norm);
+        logits.resize(k, f32::NEG_INFINITY);
         let p = softmax64(&logits);
+        let gold = labels.iter().position(|l| *l == e.label).unwrap_or(0);
+        let best = |v: Vec<f32>| argmax(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        for (t, norm) in [LengthNorm::None, LengthNorm::Chars, LengthNorm::Bytes]
+            .into_iter()
+            .enumerate()
+        {
+            tallies[t].0 += usize::from(best(pick(scores, norm)) == gold);
+            tallies[t].1 += 1;
+        }
+        tallies[3].0 += usize::from(
+            per_rotation
+                .iter()
+                .all(|r| best(pick(r, LengthNorm::None)) == gold),
+        );
+        tallies[3].1 += 1;
         rows.push(StoredPrediction {
             example_id: e.id.clone(),
             label: labels[argmax(&p)].clone(),
@@ -323,6 +501,24 @@ pub(crate) fn run_remote_model(
         backend: "openai-compatible HTTP (completions, echo + logprobs)".into(),
         invariance: None,
         failed,
+        extra: if settings.choices.is_some() {
+            // lm-evaluation-harness's definitions, over the questions answered in this call
+            // (a resumed run reports them for the newly answered ones only).
+            let rate = |t: (usize, usize)| {
+                if t.1 == 0 {
+                    Value::Null
+                } else {
+                    json!(t.0 as f64 / t.1 as f64)
+                }
+            };
+            json!({"multiple_choice": {
+                "questions": tallies[0].1, "acc": rate(tallies[0]), "acc_norm": rate(tallies[1]),
+                "acc_bytes": rate(tallies[2]),
+                "acc_circular": if settings.circular { rate(tallies[3]) } else { Value::Null },
+            }})
+        } else {
+            Value::Null
+        },
     })
 }
 
@@ -334,4 +530,6 @@ pub enum LengthNorm {
     Tokens,
     /// Divided by its length in characters (lm-evaluation-harness's acc_norm).
     Chars,
+    /// Divided by its length in UTF-8 bytes (acc_bytes).
+    Bytes,
 }

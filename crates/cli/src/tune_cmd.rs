@@ -973,6 +973,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
                 backend: p.model.backend().to_owned(),
                 invariance: None,
                 failed: Vec::new(),
+                extra: Json::Null,
             });
         }
     }

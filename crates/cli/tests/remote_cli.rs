@@ -49,7 +49,8 @@ fn tokens(text: &str) -> Vec<(String, usize)> {
 }
 
 /// The toy model: a token's log-probability depends on the token and its prefix only.
-/// `toy-good` reads the sentiment words, `toy-weak` mostly guesses.
+/// `toy-good` reads the cues (sentiment words; the bracketed word of a question),
+/// `toy-weak` mostly guesses, `toy-biased` answers letter questions with A.
 fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
     let h = token
         .bytes()
@@ -57,6 +58,19 @@ fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
     let base = -1.0 - (h % 100) as f64 / 50.0;
     let cue = |w: &str| prefix.to_lowercase().contains(w);
     let sharp = if model == "toy-good" { 3.0 } else { 0.3 };
+    let letter =
+        token.len() == 2 && token.starts_with(' ') && token.as_bytes()[1].is_ascii_uppercase();
+    if letter {
+        let l = &token[1..];
+        let right = match model {
+            "toy-biased" => l == "A",
+            _ => prefix.lines().any(|line| {
+                line.strip_prefix(&format!("{l}. "))
+                    .is_some_and(|w| prefix.contains(&format!("[{w}]")))
+            }),
+        };
+        return if right { -0.1 } else { -3.0 };
+    }
     match token {
         " positive" => {
             if cue("great") {
@@ -72,6 +86,7 @@ fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
                 -0.25 - sharp
             }
         }
+        t if model == "toy-good" && prefix.contains(&format!("[{}]", t.trim())) => -0.1,
         _ => base,
     }
 }
@@ -402,4 +417,146 @@ fn servers_without_prompt_logprobs_and_bad_decoder_settings_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&url), "{err}");
     assert!(!err.contains("panicked"));
+}
+
+fn questions(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let qs = [
+        (
+            "Which is a fruit? [apple]",
+            vec!["car", "apple", "stone"],
+            1,
+        ),
+        ("Which one swims? [fish]", vec!["fish", "brick", "lamp"], 0),
+        (
+            "Which is a colour? [green]",
+            vec!["table", "cloud", "green"],
+            2,
+        ),
+        ("Which is a metal? [iron]", vec!["bread", "iron", "wool"], 1),
+        ("Which can fly? [eagle]", vec!["eagle", "whale", "rock"], 0),
+        (
+            "Which is a planet? [mars]",
+            vec!["spoon", "river", "mars"],
+            2,
+        ),
+    ];
+    let mut s = String::new();
+    for (i, (q, c, a)) in qs.iter().enumerate() {
+        s.push_str(
+            &json!({"id": format!("q{i}"), "question": q, "choices": c, "answer": a}).to_string(),
+        );
+        s.push('\n');
+    }
+    s.push_str(extra);
+    let p = dir.join(format!("mc{}.jsonl", extra.len()));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn multiple_choice(
+    server: &str,
+    models: [&str; 2],
+    data: &std::path::Path,
+    db: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    lmcompare()
+        .args([
+            "compare",
+            "--task",
+            "multiple-choice",
+            "--format",
+            "json",
+            "--quiet",
+            "--bootstrap",
+            "100",
+            "--permutations",
+            "100",
+        ])
+        .args([
+            "--model",
+            &format!("a=openai:{server}#{}", models[0]),
+            "--model",
+            &format!("b=openai:{server}#{}", models[1]),
+        ])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--backoff-ms",
+            "10",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn multiple_choice_reports_acc_acc_norm_acc_bytes_and_circular_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(Behaviour::default(), 5);
+    let data = questions(dir.path(), "");
+    let doc = json_of(&multiple_choice(
+        &server.url,
+        ["toy-good", "toy-weak"],
+        &data,
+        &dir.path().join("m.db"),
+        &[],
+    ));
+    assert_eq!(doc["task"], "multiple-choice");
+    assert_eq!(doc["dataset"]["labels"], json!(["A", "B", "C"]));
+    assert_eq!(doc["models"][0]["metrics"]["accuracy"], 1.0);
+    let mc = &doc["models"][0]["multiple_choice"];
+    assert_eq!(mc["questions"], 6);
+    assert_eq!(mc["acc"], 1.0);
+    assert_eq!(mc["acc_norm"], 1.0);
+    assert_eq!(mc["acc_bytes"], 1.0);
+    assert!(mc["acc_circular"].is_null());
+    assert!(doc["models"][1]["multiple_choice"]["acc"].as_f64().unwrap() < 1.0);
+    // Choices listed in the prompt and answered by letter: a model that always says A is
+    // right where the answer happens to be A, and never under every rotation.
+    let listed = [
+        "--template",
+        "Question: {question}\n{choices}\nAnswer:",
+        "--circular",
+    ];
+    let doc = json_of(&multiple_choice(
+        &server.url,
+        ["toy-good", "toy-biased"],
+        &data,
+        &dir.path().join("c.db"),
+        &listed,
+    ));
+    assert_eq!(doc["models"][0]["multiple_choice"]["acc_circular"], 1.0);
+    let biased = &doc["models"][1]["multiple_choice"];
+    assert!(
+        (biased["acc"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-12,
+        "{biased}"
+    );
+    assert_eq!(biased["acc_circular"], 0.0);
+    // Bad input.
+    let wrong = questions(
+        dir.path(),
+        "{\"id\": \"q9\", \"question\": \"x\", \"choices\": [\"a\", \"b\"], \"answer\": 2}\n",
+    );
+    let out = multiple_choice(
+        &server.url,
+        ["toy-good", "toy-weak"],
+        &wrong,
+        &dir.path().join("w.db"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("line 7: `answer` 2 is out of range for 2 choices"));
+    let out = multiple_choice(
+        &server.url,
+        ["toy-good", "toy-weak"],
+        &data,
+        &dir.path().join("w.db"),
+        &["--circular"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the template needs {choices}"));
 }

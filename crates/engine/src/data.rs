@@ -398,3 +398,73 @@ mod tests {
         }
     }
 }
+
+/// A multiple-choice question: `{"id", "question", "choices": [...], "answer": index}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceQuestion {
+    pub id: String,
+    pub question: String,
+    pub choices: Vec<String>,
+    pub answer: usize,
+}
+
+/// Reads multiple-choice questions from JSONL (optionally .gz/.bz2); returns them and the
+/// file's sha256. Errors name the line and the field.
+pub fn load_multiple_choice(path: &Path) -> Result<(Vec<ChoiceQuestion>, String)> {
+    let (bytes, sha256) = read_maybe_compressed(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
+    let mut out = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |m: String| EngineError::file(path, format!("line {}: {m}", i + 1));
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| at(format!("not valid JSON: {e}")))?;
+        let id = match &v["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => format!("q{}", out.len()),
+        };
+        let question = v["question"]
+            .as_str()
+            .ok_or_else(|| at("missing string field `question`".into()))?
+            .to_owned();
+        let choices: Vec<String> = v["choices"]
+            .as_array()
+            .ok_or_else(|| at("missing array field `choices`".into()))?
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| at("`choices` must be strings".into()))?;
+        if choices.len() < 2 {
+            return Err(at(format!(
+                "{} choice(s); a question needs at least two",
+                choices.len()
+            )));
+        }
+        let answer = v["answer"].as_u64().ok_or_else(|| {
+            at("missing integer field `answer` (the index of the right choice)".into())
+        })? as usize;
+        if answer >= choices.len() {
+            return Err(at(format!(
+                "`answer` {answer} is out of range for {} choices (indices start at 0)",
+                choices.len()
+            )));
+        }
+        if let Some(prev) = seen.insert(id.clone(), i + 1) {
+            return Err(at(format!("id {id:?} repeats line {prev}")));
+        }
+        out.push(ChoiceQuestion {
+            id,
+            question,
+            choices,
+            answer,
+        });
+    }
+    if out.is_empty() {
+        return Err(EngineError::file(path, "the file is empty (no questions)"));
+    }
+    Ok((out, sha256))
+}
