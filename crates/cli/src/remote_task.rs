@@ -305,71 +305,13 @@ pub(crate) fn run_remote_model(
             });
         }
     }
-    // Answers already in the store cost nothing; only the rest go to the server.
-    let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
-    let mut pending = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        match store.cached_response(&job.key).map_err(engine)? {
-            Some((text, ms)) => {
-                answers.insert(j, (serde_json::from_str(&text)?, ms));
-            }
-            None => pending.push(j),
-        }
-    }
-    if !pending.is_empty() {
-        client.probe_loglikelihood().map_err(engine)?;
-    }
-    let pb = bar(args.quiet, jobs.len(), name);
-    pb.set_position((jobs.len() - pending.len()) as u64);
-    let mut failures: HashMap<usize, RequestFailure> = HashMap::new();
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, std::result::Result<Value, RequestFailure>, f64)>();
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..args.concurrency.max(1).min(pending.len().max(1)) {
-            let tx = tx.clone();
-            let (next, pending, jobs, client) = (&next, &pending, &jobs, &client);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&j) = pending.get(i) else { break };
-                let t0 = Instant::now();
-                let r = client.post("completions", &jobs[j].body);
-                if tx.send((j, r, t0.elapsed().as_secs_f64() * 1e3)).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(tx);
-        let mut batch = Vec::new();
-        for (j, r, ms) in rx {
-            match r {
-                Ok(v) => {
-                    batch.push((jobs[j].key.clone(), v.to_string(), ms));
-                    answers.insert(j, (v, ms));
-                }
-                Err(f) if f.unreachable => {
-                    // Nothing more will get through; stop the workers and say where.
-                    next.store(usize::MAX / 2, Ordering::Relaxed);
-                    store.save_responses(&batch).map_err(engine)?;
-                    return Err(anyhow::anyhow!(
-                        "model {name}: the server at {} is unreachable ({}); the answers received so far are kept in the store",
-                        spec.base_url,
-                        f.last_error
-                    ));
-                }
-                Err(f) => {
-                    failures.insert(j, f);
-                }
-            }
-            pb.inc(1);
-            if batch.len() >= 64 {
-                store.save_responses(&batch).map_err(engine)?;
-                batch.clear();
-            }
-        }
-        store.save_responses(&batch).map_err(engine)?;
-        Ok(())
-    })?;
-    pb.finish_and_clear();
+    let requests: Vec<(&str, &Value)> = jobs.iter().map(|j| (j.key.as_str(), &j.body)).collect();
+    let Fetched {
+        answers,
+        failures,
+        sent,
+    } = fetch_all(&client, store, &requests, args.concurrency, args.quiet, name)?;
+    let pending_len = sent;
 
     // Per example: each rotation's log-likelihood of every label, or why one is missing.
     let k = labels.len();
@@ -488,15 +430,15 @@ pub(crate) fn run_remote_model(
         "latency_unit": "per example (all label requests, sequential sum)",
         "throughput_per_s": if seconds > 0.0 { n / seconds } else { f64::NAN },
         "tokens_per_s": if seconds > 0.0 { tokens * k as f64 / seconds } else { f64::NAN },
-        "peak_rss_bytes": peak_rss_bytes(), "requests": jobs.len(), "requests_sent": pending.len(),
+        "peak_rss_bytes": peak_rss_bytes(), "requests": jobs.len(), "requests_sent": pending_len,
     });
     failed.sort();
     Ok(ModelRun {
         name: name.to_owned(),
         spec: format!("openai:{}#{}", spec.base_url, spec.model),
         predictions,
-        computed: pending.len(),
-        reused: jobs.len() - pending.len(),
+        computed: pending_len,
+        reused: jobs.len() - pending_len,
         efficiency,
         backend: "openai-compatible HTTP (completions, echo + logprobs)".into(),
         invariance: None,
@@ -532,4 +474,94 @@ pub enum LengthNorm {
     Chars,
     /// Divided by its length in UTF-8 bytes (acc_bytes).
     Bytes,
+}
+
+/// Server answers to a list of (cache key, request body), in request order.
+pub(crate) struct Fetched {
+    pub answers: HashMap<usize, (Value, f64)>,
+    pub failures: HashMap<usize, RequestFailure>,
+    /// How many went to the server (the rest came from the store).
+    pub sent: usize,
+}
+
+/// Answers from the store where cached; the rest sent `concurrency` at a time (after a
+/// capability probe), cached as they come back. An unreachable server stops everything with
+/// an error naming it; other failures are returned per request.
+pub(crate) fn fetch_all(
+    client: &RemoteClient,
+    store: &mut Store,
+    requests: &[(&str, &Value)],
+    concurrency: usize,
+    quiet: bool,
+    name: &str,
+) -> Result<Fetched> {
+    let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
+    let mut pending = Vec::new();
+    for (j, (key, _)) in requests.iter().enumerate() {
+        match store.cached_response(key).map_err(engine)? {
+            Some((text, ms)) => {
+                answers.insert(j, (serde_json::from_str(&text)?, ms));
+            }
+            None => pending.push(j),
+        }
+    }
+    if !pending.is_empty() {
+        client.probe_loglikelihood().map_err(engine)?;
+    }
+    let pb = bar(quiet, requests.len(), name);
+    pb.set_position((requests.len() - pending.len()) as u64);
+    let mut failures: HashMap<usize, RequestFailure> = HashMap::new();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, std::result::Result<Value, RequestFailure>, f64)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..concurrency.max(1).min(pending.len().max(1)) {
+            let tx = tx.clone();
+            let (next, pending) = (&next, &pending);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&j) = pending.get(i) else { break };
+                let t0 = Instant::now();
+                let r = client.post("completions", requests[j].1);
+                if tx.send((j, r, t0.elapsed().as_secs_f64() * 1e3)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch = Vec::new();
+        for (j, r, ms) in rx {
+            match r {
+                Ok(v) => {
+                    batch.push((requests[j].0.to_owned(), v.to_string(), ms));
+                    answers.insert(j, (v, ms));
+                }
+                Err(f) if f.unreachable => {
+                    // Nothing more will get through; stop the workers and say where.
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    store.save_responses(&batch).map_err(engine)?;
+                    return Err(anyhow::anyhow!(
+                        "model {name}: the server at {} is unreachable ({}); the answers received so far are kept in the store",
+                        client.spec.base_url,
+                        f.last_error
+                    ));
+                }
+                Err(f) => {
+                    failures.insert(j, f);
+                }
+            }
+            pb.inc(1);
+            if batch.len() >= 64 {
+                store.save_responses(&batch).map_err(engine)?;
+                batch.clear();
+            }
+        }
+        store.save_responses(&batch).map_err(engine)?;
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    Ok(Fetched {
+        answers,
+        failures,
+        sent: pending.len(),
+    })
 }
