@@ -45,6 +45,9 @@ pub enum Task {
     /// Generative models on JSONL {"id", "question", "choices", "answer"}: the choice with
     /// the highest log-likelihood (acc), per character (acc_norm), per byte (acc_bytes).
     MultipleChoice,
+    /// Generative models on a text file (paragraphs) or JSONL: per-token perplexity and
+    /// bits per byte, sliding windows over long texts.
+    Perplexity,
 }
 
 impl Task {
@@ -54,6 +57,7 @@ impl Task {
             Task::Probe => "probe",
             Task::ZeroShot => "zero-shot",
             Task::MultipleChoice => "multiple-choice",
+            Task::Perplexity => "perplexity",
         }
     }
 }
@@ -151,6 +155,12 @@ pub struct CompareArgs {
     /// {choices}); a question counts only if all are right, which exposes position bias.
     #[arg(long)]
     pub circular: bool,
+    /// Perplexity: characters per scored window (cut at whitespace).
+    #[arg(long, default_value_t = 2000)]
+    pub window_chars: usize,
+    /// Perplexity: characters of preceding text given as context to each later window.
+    #[arg(long, default_value_t = 500)]
+    pub context_chars: usize,
 }
 
 pub(crate) struct ModelRun {
@@ -292,6 +302,9 @@ fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
 }
 
 pub fn compare(args: &CompareArgs) -> Result<Value> {
+    if args.task == Task::Perplexity {
+        return crate::perplexity_task::perplexity(args);
+    }
     let started = Instant::now();
     let models = parse_models(&args.models)?;
     if args.batch_size == 0 {
@@ -779,7 +792,7 @@ fn run_model(
                 Some(model_labels.len()),
             )
         }
-        Task::MultipleChoice => {
+        Task::MultipleChoice | Task::Perplexity => {
             return Err(BadInput(format!(
                 "{spec}: multiple-choice scores generative models (openai:URL#MODEL)"
             ))
@@ -978,10 +991,18 @@ fn render(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()>
             dir.join("report.json"),
             serde_json::to_string_pretty(doc)? + "\n",
         )?;
-        std::fs::write(dir.join("report.md"), render_compare_markdown(doc))?;
+        let md = if doc["task"] == "perplexity" {
+            lmcompare_report::render_perplexity(doc, true)
+        } else {
+            render_compare_markdown(doc)
+        };
+        std::fs::write(dir.join("report.md"), md)?;
     }
+    let perplexity = doc["task"] == "perplexity";
     match resolve_format(format) {
         Format::Json => emit(&(serde_json::to_string_pretty(doc)? + "\n")),
+        Format::Table if perplexity => emit(&lmcompare_report::render_perplexity(doc, false)),
+        Format::Markdown if perplexity => emit(&lmcompare_report::render_perplexity(doc, true)),
         Format::Table => emit(&render_compare_table(doc)),
         Format::Markdown => emit(&render_compare_markdown(doc)),
     }
@@ -1058,6 +1079,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         backoff_ms: 200,
         api_key_env: None,
         circular: false,
+        window_chars: 2000,
+        context_chars: 500,
     };
     run(cmp)
 }

@@ -4,6 +4,7 @@
 mod compare_cmd;
 mod encoder_cmds;
 mod metrics_cmd;
+mod perplexity_task;
 mod prediction_files;
 mod profile_cmd;
 mod remote_task;

@@ -310,7 +310,14 @@ pub(crate) fn run_remote_model(
         answers,
         failures,
         sent,
-    } = fetch_all(&client, store, &requests, args.concurrency, args.quiet, name)?;
+    } = fetch_all(
+        &client,
+        store,
+        &requests,
+        args.concurrency,
+        args.quiet,
+        name,
+    )?;
     let pending_len = sent;
 
     // Per example: each rotation's log-likelihood of every label, or why one is missing.

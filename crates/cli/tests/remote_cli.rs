@@ -87,6 +87,7 @@ fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
             }
         }
         t if model == "toy-good" && prefix.contains(&format!("[{}]", t.trim())) => -0.1,
+        _ if model == "toy-weak" => base - 0.5,
         _ => base,
     }
 }
@@ -559,4 +560,101 @@ fn multiple_choice_reports_acc_acc_norm_acc_bytes_and_circular_accuracy() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the template needs {choices}"));
+}
+
+#[test]
+fn perplexity_scores_every_token_once_through_sliding_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        Behaviour {
+            fault_rate: 0.1,
+            ..Default::default()
+        },
+        11,
+    );
+    let words = [
+        "the", "film", "was", "long", "and", "quiet", "but", "never", "dull", "today",
+    ];
+    let long: Vec<&str> = (0..600)
+        .map(|i| words[(i * 7 + i / 3) % words.len()])
+        .collect();
+    let docs = vec![
+        "A short first paragraph about films.".to_owned(),
+        long.join(" "),
+        "Another paragraph, with commas; and émigré accents.".to_owned(),
+        "The last one.".to_owned(),
+    ];
+    let path = dir.path().join("corpus.txt");
+    std::fs::write(&path, docs.join("\n\n") + "\n").unwrap();
+    let out = lmcompare()
+        .args([
+            "compare",
+            "--task",
+            "perplexity",
+            "--format",
+            "json",
+            "--quiet",
+            "--bootstrap",
+            "200",
+        ])
+        .args([
+            "--model",
+            &format!("good=openai:{}#toy-good", server.url),
+            "--model",
+            &format!("weak=openai:{}#toy-weak", server.url),
+        ])
+        .args([
+            "--data",
+            path.to_str().unwrap(),
+            "--db",
+            dir.path().join("p.db").to_str().unwrap(),
+        ])
+        .args([
+            "--window-chars",
+            "800",
+            "--context-chars",
+            "200",
+            "--timeout",
+            "0.5",
+            "--backoff-ms",
+            "10",
+            "--retries",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    let doc = json_of(&out);
+    assert!(
+        doc["dataset"]["windows"].as_u64().unwrap() >= 7,
+        "the long paragraph is split"
+    );
+    // Independently: every token of every document but its first, scored once.
+    for (m, model) in ["toy-good", "toy-weak"].iter().enumerate() {
+        let (mut nll, mut scored, mut bytes) = (0.0, 0u64, 0u64);
+        for d in &docs {
+            for (t, off) in tokens(d).into_iter().skip(1) {
+                let prefix: String = d.chars().take(off).collect();
+                nll -= logprob(model, &prefix, &t);
+                scored += 1;
+                bytes += t.len() as u64;
+            }
+        }
+        let p = &doc["models"][m]["perplexity"];
+        assert_eq!(p["tokens"].as_u64().unwrap(), scored, "{model}");
+        assert_eq!(p["bytes"].as_u64().unwrap(), bytes, "{model}");
+        let bpb = nll / (std::f64::consts::LN_2 * bytes as f64);
+        assert!(
+            (p["bits_per_byte"].as_f64().unwrap() - bpb).abs() < 1e-9,
+            "{model}"
+        );
+        assert!(
+            ((p["token_perplexity"].as_f64().unwrap()) - (nll / scored as f64).exp()).abs() < 1e-9
+        );
+    }
+    let pair = &doc["pairwise"][0];
+    assert!(pair["delta_bits_per_byte"].as_f64().unwrap() < 0.0);
+    assert!(pair["verdict"]
+        .as_str()
+        .unwrap()
+        .starts_with("good models the text better than weak"));
 }

@@ -1,0 +1,345 @@
+//! `compare --task perplexity`: generative models on the same texts, scored by per-token
+//! perplexity and bits per byte (comparable across tokenizers), with bootstrap intervals
+//! over documents and paired bootstrap tests between models. Long documents are cut into
+//! windows of whole words; each window after the first is scored after the end of the
+//! previous text as context (a sliding window), so every character is scored once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec};
+use lmcompare_engine::store::{timestamp, NewRun, Store};
+use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde_json::{json, Value};
+
+use crate::compare_cmd::{parse_models, sha, CompareArgs};
+use crate::encoder_cmds::engine;
+use crate::remote_task::{fetch_all, Fetched};
+use crate::BadInput;
+
+/// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
+/// line, `--text-col`, `--id-col` when present).
+fn documents(path: &Path, text_col: &str, id_col: &str) -> Result<(Vec<(String, String)>, String)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let digest = sha(&String::from_utf8_lossy(&bytes));
+    let text = String::from_utf8(bytes)
+        .map_err(|_| BadInput(format!("{}: not UTF-8 text", path.display())))?;
+    let mut docs = Vec::new();
+    if path.extension().and_then(|e| e.to_str()) == Some("jsonl") {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: Value = serde_json::from_str(line).map_err(|e| {
+                BadInput(format!(
+                    "{}: line {}: not valid JSON: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            let t = v[text_col].as_str().ok_or_else(|| {
+                BadInput(format!(
+                    "{}: line {}: no string field `{text_col}` (--text-col)",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+            let id = v[id_col]
+                .as_str()
+                .map_or_else(|| format!("doc{}", docs.len()), str::to_owned);
+            docs.push((id, t.to_owned()));
+        }
+    } else {
+        for para in text.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+            docs.push((format!("doc{}", docs.len()), para.to_owned()));
+        }
+    }
+    if docs.is_empty() {
+        return Err(BadInput(format!("{}: the file is empty (no text)", path.display())).into());
+    }
+    Ok((docs, digest))
+}
+
+/// (context, window) pairs covering `text`: windows of at most `window` characters cut at
+/// whitespace, each after up to `context` characters of the text before it.
+fn windows(text: &str, window: usize, context: usize) -> Vec<(String, String)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let mut end = (start + window).min(chars.len());
+        if end < chars.len() {
+            if let Some(cut) = (start + 1..end).rev().find(|&i| chars[i].is_whitespace()) {
+                end = cut;
+            }
+        }
+        let ctx: String = chars[start.saturating_sub(context)..start].iter().collect();
+        out.push((ctx, chars[start..end].iter().collect()));
+        start = end;
+    }
+    out
+}
+
+/// Σ −log p, scored tokens and UTF-8 bytes of one echoed window, from character `start`
+/// (the first token of a text has no log-probability and is not scored).
+fn window_score(v: &Value, start: usize, full: &str) -> Option<(f64, usize, usize)> {
+    let e = RemoteClient::parse_echo(v).ok()?;
+    let mut nll = 0.0;
+    let mut n = 0;
+    let mut first: Option<usize> = None;
+    for (lp, &off) in e.logprobs.iter().zip(&e.offsets) {
+        if off < start {
+            continue;
+        }
+        match lp {
+            Some(x) => {
+                nll -= x;
+                n += 1;
+                first.get_or_insert(off);
+            }
+            None if off == 0 => {}
+            None => return None,
+        }
+    }
+    let from = first?;
+    let bytes = full.chars().skip(from).collect::<String>().len();
+    Some((nll, n, bytes))
+}
+
+pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
+    let started = std::time::Instant::now();
+    let models = parse_models(&args.models)?;
+    let mut remotes = Vec::new();
+    for (name, spec) in &models {
+        match RemoteSpec::parse(spec) {
+            Some(r) => remotes.push((name.clone(), r.map_err(|e| BadInput(format!("model {name}: {e}")))?)),
+            None => {
+                return Err(BadInput(format!(
+                    "model {name}: perplexity scores generative models (openai:URL#MODEL); {spec} is an encoder"
+                ))
+                .into())
+            }
+        }
+    }
+    if args.window_chars < 16 {
+        return Err(BadInput("--window-chars must be at least 16".into()).into());
+    }
+    let (docs, digest) = documents(&args.data, &args.text_col, &args.id_col)?;
+    let mut store = Store::open(&args.db).map_err(engine)?;
+    let settings = json!({"task": "perplexity", "models": &args.models, "data": digest,
+        "window_chars": args.window_chars, "context_chars": args.context_chars});
+    let key = sha(&settings.to_string());
+    let (run_id, resumed) = store
+        .begin_run(&NewRun {
+            key: &key,
+            task: "perplexity",
+            dataset_sha: &digest,
+            dataset_path: &args.data.display().to_string(),
+            rows: docs.len(),
+            models: &models
+                .iter()
+                .map(|m| m.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            settings: &settings.to_string(),
+        })
+        .map_err(engine)?;
+    // (doc, context chars, request text) per window, the same for every model.
+    let mut windows_all: Vec<(usize, usize, String)> = Vec::new();
+    for (d, (_, text)) in docs.iter().enumerate() {
+        for (ctx, w) in windows(text, args.window_chars, args.context_chars) {
+            windows_all.push((d, ctx.chars().count(), format!("{ctx}{w}")));
+        }
+    }
+    // Per model and document: (nll, tokens, bytes), or None when a request failed.
+    let mut per_model: Vec<Vec<Option<(f64, usize, usize)>>> = Vec::new();
+    let mut failed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut model_docs = Vec::new();
+    for (name, spec) in &remotes {
+        let api_key = match &args.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                BadInput(format!(
+                    "--api-key-env {var}: that environment variable is not set"
+                ))
+            })?),
+            None => None,
+        };
+        let client = RemoteClient::new(
+            spec.clone(),
+            ClientOptions {
+                timeout: Duration::from_secs_f64(args.timeout),
+                retries: args.retries,
+                max_rps: args.max_rps,
+                api_key,
+                seed: args.seed,
+                backoff: Duration::from_millis(args.backoff_ms),
+            },
+        );
+        let url = format!("{}/completions", spec.base_url);
+        let bodies: Vec<Value> = windows_all
+            .iter()
+            .map(|w| client.echo_request(&w.2))
+            .collect();
+        let keys: Vec<String> = bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
+        let requests: Vec<(&str, &Value)> = keys.iter().map(String::as_str).zip(&bodies).collect();
+        let Fetched {
+            answers,
+            failures,
+            sent,
+        } = fetch_all(
+            &client,
+            &mut store,
+            &requests,
+            args.concurrency,
+            args.quiet,
+            name,
+        )?;
+        let mut sums: Vec<Option<(f64, usize, usize)>> = vec![Some((0.0, 0, 0)); docs.len()];
+        let mut latency = Vec::new();
+        for (j, (d, ctx, text)) in windows_all.iter().enumerate() {
+            let score = answers.get(&j).and_then(|(v, ms)| {
+                latency.push(*ms);
+                window_score(v, *ctx, text)
+            });
+            match (score, &mut sums[*d]) {
+                (Some((a, b, c)), Some(acc)) => *acc = (acc.0 + a, acc.1 + b, acc.2 + c),
+                (None, slot) => {
+                    *slot = None;
+                    let why = failures
+                        .get(&j)
+                        .map_or("no log-probabilities in the answer".to_owned(), |f| {
+                            f.to_string()
+                        });
+                    failed
+                        .entry(docs[*d].0.clone())
+                        .or_default()
+                        .push(format!("{name}: {why}"));
+                }
+                _ => {}
+            }
+        }
+        per_model.push(sums);
+        model_docs.push(json!({"requests": windows_all.len(), "requests_sent": sent,
+            "latency_ms_p50": lmcompare_engine::profile::percentile(&latency, 0.5),
+            "latency_ms_p95": lmcompare_engine::profile::percentile(&latency, 0.95)}));
+    }
+    let kept: Vec<usize> = (0..docs.len())
+        .filter(|&d| per_model.iter().all(|m| m[d].is_some()))
+        .collect();
+    if kept.is_empty() {
+        return Err(anyhow::anyhow!(
+            "every document failed for some model; nothing to score (rerun to retry)"
+        ));
+    }
+    let stats = |m: usize, idx: &[usize]| -> (f64, f64) {
+        let (mut nll, mut tok, mut bytes) = (0.0, 0usize, 0usize);
+        for &d in idx {
+            if let Some((a, b, c)) = per_model[m][d] {
+                nll += a;
+                tok += b;
+                bytes += c;
+            }
+        }
+        (
+            (nll / tok.max(1) as f64).exp(),
+            nll / (std::f64::consts::LN_2 * bytes.max(1) as f64),
+        )
+    };
+    // Bootstrap over documents: the same resamples for every model, so pairs are paired.
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
+    let resamples: Vec<Vec<usize>> = (0..args.bootstrap)
+        .map(|_| {
+            (0..kept.len())
+                .map(|_| kept[rng.gen_range(0..kept.len())])
+                .collect()
+        })
+        .collect();
+    let ci = |xs: &mut Vec<f64>| -> Value {
+        if xs.is_empty() {
+            return Value::Null;
+        }
+        xs.sort_by(f64::total_cmp);
+        json!({"low": quantile_sorted(xs, 0.025), "high": quantile_sorted(xs, 0.975), "confidence": 0.95})
+    };
+    let boot: Vec<Vec<(f64, f64)>> = (0..remotes.len())
+        .map(|m| resamples.iter().map(|r| stats(m, r)).collect())
+        .collect();
+    let mut out_models = Vec::new();
+    for (m, (name, spec)) in remotes.iter().enumerate() {
+        let (ppl, bpb) = stats(m, &kept);
+        let (tok, bytes) = kept
+            .iter()
+            .filter_map(|&d| per_model[m][d])
+            .fold((0, 0), |a, x| (a.0 + x.1, a.1 + x.2));
+        let mut ppl_s: Vec<f64> = boot[m].iter().map(|x| x.0).collect();
+        let mut bpb_s: Vec<f64> = boot[m].iter().map(|x| x.1).collect();
+        out_models.push(json!({
+            "name": name, "spec": format!("openai:{}#{}", spec.base_url, spec.model),
+            "perplexity": {"token_perplexity": ppl, "bits_per_byte": bpb, "tokens": tok, "bytes": bytes,
+                "ci": {"token_perplexity": ci(&mut ppl_s), "bits_per_byte": ci(&mut bpb_s)}},
+            "efficiency": model_docs[m],
+        }));
+    }
+    let mut pairs = Vec::new();
+    let mut raw_p = Vec::new();
+    for a in 0..remotes.len() {
+        for b in a + 1..remotes.len() {
+            let delta = stats(a, &kept).1 - stats(b, &kept).1;
+            let mut ds: Vec<f64> = boot[a]
+                .iter()
+                .zip(&boot[b])
+                .map(|(x, y)| x.1 - y.1)
+                .collect();
+            let n = ds.len().max(1) as f64;
+            let le = ds.iter().filter(|d| **d <= 0.0).count() as f64 / n;
+            let ge = ds.iter().filter(|d| **d >= 0.0).count() as f64 / n;
+            let p = (2.0 * le.min(ge)).min(1.0);
+            raw_p.push(p);
+            pairs.push(
+                json!({"a": remotes[a].0, "b": remotes[b].0, "delta_bits_per_byte": delta,
+                "ci": ci(&mut ds), "p_bootstrap": p}),
+            );
+        }
+    }
+    let adjusted = adjust_p_values(&raw_p, args.correction);
+    let holm = adjust_p_values(&raw_p, lmcompare_metrics::Correction::Holm);
+    for ((p, adj), h) in pairs.iter_mut().zip(&adjusted).zip(&holm) {
+        p["p_adjusted"] = json!(adj);
+        p["p_holm"] = json!(h);
+        let (a, b) = (
+            p["a"].as_str().unwrap_or("").to_owned(),
+            p["b"].as_str().unwrap_or("").to_owned(),
+        );
+        let d = p["delta_bits_per_byte"].as_f64().unwrap_or(f64::NAN);
+        p["verdict"] = json!(if *h < 0.05 {
+            let (w, l) = if d < 0.0 { (&a, &b) } else { (&b, &a) };
+            format!(
+                "{w} models the text better than {l}: {:.4} fewer bits per byte, p_holm = {h:.4}",
+                d.abs()
+            )
+        } else {
+            format!("no significant difference between {a} and {b} in bits per byte (delta {d:.4}, p_holm = {h:.4})")
+        });
+    }
+    let doc = json!({
+        "task": "perplexity", "models": out_models, "pairwise": pairs,
+        "method": {"unit": "document", "bootstrap": args.bootstrap, "seed": args.seed,
+            "window_chars": args.window_chars, "context_chars": args.context_chars,
+            "token_perplexity": "exp(total NLL / scored tokens); depends on each model's tokenizer",
+            "bits_per_byte": "total NLL / (ln 2 · UTF-8 bytes scored): comparable across tokenizers",
+            "p_value": "two-sided paired bootstrap over documents", "correction": format!("{:?}", args.correction)},
+        "excluded_examples": {"count": failed.len(), "examples": failed.iter().map(|(id, w)| json!({"id": id, "errors": w})).collect::<Vec<_>>()},
+        "dataset": {"path": args.data, "sha256": digest, "documents": docs.len(), "scored_documents": kept.len(),
+            "windows": windows_all.len()},
+        "run": {"id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+            "finished": timestamp(), "wall_seconds": started.elapsed().as_secs_f64(), "db": args.db},
+    });
+    store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
+    Ok(doc)
+}
