@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
-use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec};
+use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
 use lmcompare_engine::store::{timestamp, NewRun, Store};
 use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
 use rand::{Rng, SeedableRng};
@@ -18,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::compare_cmd::{parse_models, sha, CompareArgs};
 use crate::encoder_cmds::engine;
-use crate::remote_task::{fetch_all, Fetched};
+use crate::remote_task::{client_for, fetch_all, Fetched};
 use crate::BadInput;
 
 /// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
@@ -93,8 +92,9 @@ fn window_score(v: &Value, start: usize, full: &str) -> Option<(f64, usize, usiz
     let mut nll = 0.0;
     let mut n = 0;
     let mut first: Option<usize> = None;
+    let end = full.chars().count();
     for (lp, &off) in e.logprobs.iter().zip(&e.offsets) {
-        if off < start {
+        if off < start || off >= end {
             continue;
         }
         match lp {
@@ -162,25 +162,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let mut failed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut model_docs = Vec::new();
     for (name, spec) in &remotes {
-        let api_key = match &args.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                BadInput(format!(
-                    "--api-key-env {var}: that environment variable is not set"
-                ))
-            })?),
-            None => None,
-        };
-        let client = RemoteClient::new(
-            spec.clone(),
-            ClientOptions {
-                timeout: Duration::from_secs_f64(args.timeout),
-                retries: args.retries,
-                max_rps: args.max_rps,
-                api_key,
-                seed: args.seed,
-                backoff: Duration::from_millis(args.backoff_ms),
-            },
-        );
+        let client = client_for(args, spec)?;
         let url = format!("{}/completions", spec.base_url);
         let bodies: Vec<Value> = windows_all
             .iter()

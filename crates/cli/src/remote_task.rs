@@ -213,6 +213,8 @@ struct Job {
     key: String,
     body: Value,
     start_char: usize,
+    /// Where the request text ends (a generated token after it is not scored).
+    end_char: usize,
     /// The continuation's length in characters and UTF-8 bytes (acc_norm, acc_bytes).
     chars: usize,
     bytes: usize,
@@ -263,25 +265,7 @@ pub(crate) fn run_remote_model(
     test: &[&Example],
     settings: &DecoderSettings,
 ) -> Result<ModelRun> {
-    let api_key = match &args.api_key_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            BadInput(format!(
-                "--api-key-env {var}: that environment variable is not set"
-            ))
-        })?),
-        None => None,
-    };
-    let client = RemoteClient::new(
-        spec.clone(),
-        ClientOptions {
-            timeout: Duration::from_secs_f64(args.timeout),
-            retries: args.retries,
-            max_rps: args.max_rps,
-            api_key,
-            seed: args.seed,
-            backoff: Duration::from_millis(args.backoff_ms),
-        },
-    );
+    let client = client_for(args, &spec)?;
     let existing = store.predictions(run_id, name).map_err(engine)?;
     let todo: Vec<&Example> = test
         .iter()
@@ -300,6 +284,7 @@ pub(crate) fn run_remote_model(
                 key: sha(&format!("{url}\n{body}")),
                 body,
                 start_char: p.chars().count(),
+                end_char: p.chars().count() + cont.chars().count(),
                 chars: cont.trim_start().chars().count(),
                 bytes: cont.trim_start().len(),
             });
@@ -331,10 +316,10 @@ pub(crate) fn run_remote_model(
     for (j, job) in jobs.iter().enumerate() {
         if let Some((v, ms)) = answers.get(&j) {
             latency[job.example] += ms;
-            match RemoteClient::parse_echo(v)
-                .ok()
-                .and_then(|e| e.continuation(job.start_char).map(|c| (c, e.tokens.len())))
-            {
+            match RemoteClient::parse_echo(v).ok().and_then(|e| {
+                e.continuation(job.start_char, job.end_char)
+                    .map(|c| (c, e.tokens.len()))
+            }) {
                 Some(((sum, n), tokens)) => {
                     ll[job.example][job.rotation][job.label] =
                         Some((sum, n, tokens, job.chars, job.bytes))
@@ -571,4 +556,27 @@ pub(crate) fn fetch_all(
         failures,
         sent: pending.len(),
     })
+}
+
+/// A client with the command line's timeout, retries, rate cap and API key.
+pub(crate) fn client_for(args: &CompareArgs, spec: &RemoteSpec) -> Result<RemoteClient> {
+    let api_key = match &args.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            BadInput(format!(
+                "--api-key-env {var}: that environment variable is not set"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(RemoteClient::new(
+        spec.clone(),
+        ClientOptions {
+            timeout: Duration::from_secs_f64(args.timeout),
+            retries: args.retries,
+            max_rps: args.max_rps,
+            api_key,
+            seed: args.seed,
+            backoff: Duration::from_millis(args.backoff_ms),
+        },
+    ))
 }

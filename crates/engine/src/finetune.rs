@@ -8,8 +8,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var, D};
 use lmcompare_tune::{
-    clip_grad_norm, ClassWeight, EpochStats, EpochTrainer, HeadActivation, HeadShape, HeadWeights,
-    LrScheduler, Optimizer, Schedule, TrainConfig,
+    class_weights, clip_grad_norm, EpochStats, EpochTrainer, HeadActivation, HeadShape,
+    HeadWeights, LrScheduler, Optimizer, Schedule, TrainConfig,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -187,28 +187,7 @@ impl<'a> UnfrozenTrainer<'a> {
                 f("attention_probs_dropout_prob").unwrap_or(0.1),
             )
         };
-        let class_weights = match config.class_weight {
-            ClassWeight::None => None,
-            ClassWeight::Balanced => {
-                let mut counts = vec![0usize; shape.classes];
-                for &i in &train {
-                    counts[labels[i] as usize] += 1;
-                }
-                let n = train.len() as f64;
-                Some(
-                    counts
-                        .iter()
-                        .map(|&c| {
-                            if c == 0 {
-                                0.0
-                            } else {
-                                (n / (shape.classes as f64 * c as f64)) as f32
-                            }
-                        })
-                        .collect(),
-                )
-            }
-        };
+        let class_weights = class_weights(config.class_weight, labels, &train, shape.classes);
         let steps_per_epoch = train.len().div_ceil(config.batch_size);
         Ok(UnfrozenTrainer {
             states,

@@ -109,13 +109,14 @@ pub struct EchoLogprobs {
 }
 
 impl EchoLogprobs {
-    /// Sum of the log-probabilities of the tokens starting at or after character `start`,
-    /// and their count; `None` when one of them has no log-probability.
-    pub fn continuation(&self, start: usize) -> Option<(f64, usize)> {
+    /// Sum of the log-probabilities of the tokens starting in characters `start..end` (the
+    /// continuation; a token the server generated after the text is past `end`), and their
+    /// count; `None` when one of them has no log-probability.
+    pub fn continuation(&self, start: usize, end: usize) -> Option<(f64, usize)> {
         let mut sum = 0.0;
         let mut n = 0;
         for (lp, &off) in self.logprobs.iter().zip(&self.offsets) {
-            if off >= start {
+            if off >= start && off < end {
                 sum += (*lp)?;
                 n += 1;
             }
@@ -304,10 +305,12 @@ impl RemoteClient {
         std::thread::sleep(retry_after.map_or(wait, |r| r.max(wait.min(r))));
     }
 
-    /// The request body that scores `text` by echoing it with log-probabilities.
+    /// The request body that scores `text` by echoing it with log-probabilities. One token
+    /// is generated (and ignored): some servers (llama-cpp-python) read `max_tokens: 0` as
+    /// "no limit".
     pub fn echo_request(&self, text: &str) -> Value {
         json!({
-            "model": self.spec.model, "prompt": text, "max_tokens": 0, "echo": true,
+            "model": self.spec.model, "prompt": text, "max_tokens": 1, "echo": true,
             "logprobs": 1, "temperature": 0.0,
         })
     }
@@ -335,15 +338,19 @@ impl RemoteClient {
             EchoLogprobs::from_response(&v).map_err(|m| self.no_logprobs(&m))
         };
         let (ea, eb) = (get(a)?, get(&b)?);
-        let scored = ea.logprobs.iter().skip(1).filter(|l| l.is_some()).count();
-        if ea.tokens.len() < 3 || scored + 1 < ea.tokens.len() {
+        let a_chars = a.chars().count();
+        let prompt_tokens = ea.offsets.iter().filter(|&&o| o < a_chars).count();
+        let scored = ea.logprobs[..prompt_tokens]
+            .iter()
+            .skip(1)
+            .filter(|l| l.is_some())
+            .count();
+        if prompt_tokens < 3 || scored + 1 < prompt_tokens {
             return Err(self.no_logprobs(&format!(
-                "{} of {} prompt tokens came back with a log-probability",
-                scored,
-                ea.tokens.len()
+                "{scored} of {prompt_tokens} prompt tokens came back with a log-probability"
             )));
         }
-        let shared = ea.tokens.len() - 1; // the last token may merge with what follows
+        let shared = prompt_tokens - 1; // the last token may merge with what follows
         for i in 1..shared {
             match (ea.logprobs[i], eb.logprobs.get(i).copied().flatten()) {
                 (Some(x), Some(y)) if ea.tokens[i] == eb.tokens[i] && (x - y).abs() <= 1e-2 => {}

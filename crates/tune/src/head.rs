@@ -174,6 +174,36 @@ struct Buffers {
     mask_hidden: Vec<f32>,
 }
 
+/// Per-class loss weights: none, or scikit-learn's `balanced` (n / (classes · count)) over
+/// the examples `train`.
+pub fn class_weights(
+    kind: ClassWeight,
+    labels: &[u32],
+    train: &[usize],
+    classes: usize,
+) -> Option<Vec<f32>> {
+    if kind == ClassWeight::None {
+        return None;
+    }
+    let mut counts = vec![0usize; classes];
+    for &i in train {
+        counts[labels[i] as usize] += 1;
+    }
+    let n = train.len() as f64;
+    Some(
+        counts
+            .iter()
+            .map(|&c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    (n / (classes as f64 * c as f64)) as f32
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Trains a head on `features` (`n × input`, row-major) for the examples in `train`.
 pub struct HeadTrainer<'a> {
     features: &'a [f32],
@@ -227,28 +257,7 @@ impl<'a> HeadTrainer<'a> {
                 classes: shape.classes,
             });
         }
-        let class_weights = match config.class_weight {
-            ClassWeight::None => None,
-            ClassWeight::Balanced => {
-                let mut counts = vec![0usize; shape.classes];
-                for &i in &train {
-                    counts[labels[i] as usize] += 1;
-                }
-                let n = train.len() as f64;
-                Some(
-                    counts
-                        .iter()
-                        .map(|&c| {
-                            if c == 0 {
-                                0.0
-                            } else {
-                                (n / (shape.classes as f64 * c as f64)) as f32
-                            }
-                        })
-                        .collect(),
-                )
-            }
-        };
+        let class_weights = class_weights(config.class_weight, labels, &train, shape.classes);
         let params = init.into_tensors();
         let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
         let decay = vec![true, config.decay_biases, true, config.decay_biases];

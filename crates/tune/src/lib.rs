@@ -15,8 +15,8 @@ pub mod space;
 
 pub use config::{ClassWeight, TrainConfig};
 pub use head::{
-    predict_proba, EpochStats, EpochTrainer, HeadActivation, HeadShape, HeadTrainer, HeadWeights,
-    TrainError,
+    class_weights, predict_proba, EpochStats, EpochTrainer, HeadActivation, HeadShape, HeadTrainer,
+    HeadWeights, TrainError,
 };
 pub use optim::{clip_grad_norm, Optimizer, OptimizerKind};
 pub use schedule::{LrScheduler, PlateauOptions, Schedule};
