@@ -62,6 +62,41 @@ impl Task {
     }
 }
 
+/// Which columns of a data file hold what.
+#[derive(Args, Clone)]
+pub struct ColumnArgs {
+    #[arg(long, default_value = "text")]
+    pub text_col: String,
+    #[arg(long, default_value = "label")]
+    pub label_col: String,
+    /// Column with train/validation/test; without it, a seeded stratified train/test split.
+    #[arg(long, default_value = "split")]
+    pub split_col: String,
+    #[arg(long, default_value = "id")]
+    pub id_col: String,
+}
+
+impl ColumnArgs {
+    pub fn columns(&self) -> Columns {
+        Columns {
+            text: self.text_col.clone(),
+            label: self.label_col.clone(),
+            split: self.split_col.clone(),
+            id: self.id_col.clone(),
+        }
+    }
+
+    /// The column names, for the keys that identify a run.
+    pub fn names(&self) -> [&str; 4] {
+        [
+            &self.text_col,
+            &self.label_col,
+            &self.split_col,
+            &self.id_col,
+        ]
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct CompareArgs {
     /// A model to compare, as NAME=SPEC (SPEC: folder, .onnx file or hf:org/name). Two or more.
@@ -70,15 +105,8 @@ pub struct CompareArgs {
     /// Labelled data: JSONL, CSV or TSV (optionally .gz/.bz2), or Parquet.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value = "text")]
-    pub text_col: String,
-    #[arg(long, default_value = "label")]
-    pub label_col: String,
-    /// Column with train/test(/validation); without it, a seeded stratified split.
-    #[arg(long, default_value = "split")]
-    pub split_col: String,
-    #[arg(long, default_value = "id")]
-    pub id_col: String,
+    #[command(flatten)]
+    pub cols: ColumnArgs,
     #[arg(long, value_enum, default_value = "classify")]
     pub task: Task,
     /// JSON object mapping model labels to dataset labels (classify).
@@ -310,12 +338,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     if args.batch_size == 0 {
         return Err(BadInput("--batch-size must be at least 1".into()).into());
     }
-    let cols = Columns {
-        text: args.text_col.clone(),
-        label: args.label_col.clone(),
-        split: args.split_col.clone(),
-        id: args.id_col.clone(),
-    };
+    let cols = args.cols.columns();
     let (ds, choices) = if args.task == Task::MultipleChoice {
         let (ds, choices) = crate::remote_task::choice_dataset(&args.data)?;
         (ds, Some(choices))
@@ -395,7 +418,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     }
     let settings = json!({
         "task": args.task.key(), "models": models.iter().zip(&hashes).map(|((n, _), h)| json!([n, h])).collect::<Vec<_>>(),
-        "dataset": ds.sha256, "columns": [&args.text_col, &args.label_col, &args.split_col, &args.id_col],
+        "dataset": ds.sha256, "columns": args.cols.names(),
         "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
         "label_map": args.label_map.as_ref().map(|_| &label_map), "label_desc": &args.label_desc,
         "template": &args.template, "verbalizers": &args.verbalizers, "shots": args.shots,
@@ -1047,10 +1070,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             "minilm-l3=assets/models/paraphrase-MiniLM-L3-v2-onnx".into(),
         ],
         data: assets.join("data/rotten_tomatoes_binary.jsonl"),
-        text_col: "text".into(),
-        label_col: "label".into(),
-        split_col: "split".into(),
-        id_col: "id".into(),
+        cols: ColumnArgs {
+            text_col: "text".into(),
+            label_col: "label".into(),
+            split_col: "split".into(),
+            id_col: "id".into(),
+        },
         task: Task::Probe,
         label_map: None,
         label_desc: Vec::new(),

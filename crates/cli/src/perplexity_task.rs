@@ -130,7 +130,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     if args.window_chars < 16 {
         return Err(BadInput("--window-chars must be at least 16".into()).into());
     }
-    let (docs, digest) = documents(&args.data, &args.text_col, &args.id_col)?;
+    let (docs, digest) = documents(&args.data, &args.cols.text_col, &args.cols.id_col)?;
     let mut store = Store::open(&args.db).map_err(engine)?;
     let settings = json!({"task": "perplexity", "models": &args.models, "data": digest,
         "window_chars": args.window_chars, "context_chars": args.context_chars});

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use lmcompare_engine::classifier::{save_classifier, HeadLayout, TrainedHead};
-use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
+use lmcompare_engine::data::{load_dataset, Dataset, Example, Split};
 use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::finetune::{layer_count, UnfrozenTrainer};
 use lmcompare_engine::spec::resolve;
@@ -32,7 +32,8 @@ use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
 use crate::compare_cmd::{
-    argmax, bar, cached_vectors, comparison_doc, efficiency, limited, sha, ModelRun, Scoring,
+    argmax, bar, cached_vectors, comparison_doc, efficiency, limited, sha, ColumnArgs, ModelRun,
+    Scoring,
 };
 use crate::encoder_cmds::engine;
 use crate::{emit, resolve_format, BadInput};
@@ -71,15 +72,8 @@ pub struct TuneArgs {
     /// Labelled data: JSONL, CSV or TSV (optionally .gz/.bz2), or Parquet.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value = "text")]
-    pub text_col: String,
-    #[arg(long, default_value = "label")]
-    pub label_col: String,
-    /// Column with train/validation/test; without it, a seeded stratified train/test split.
-    #[arg(long, default_value = "split")]
-    pub split_col: String,
-    #[arg(long, default_value = "id")]
-    pub id_col: String,
+    #[command(flatten)]
+    pub cols: ColumnArgs,
     #[arg(long, value_enum, default_value = "random")]
     pub search: SearchKind,
     /// The search space, e.g. 'lr=log(1e-5,1e-2);batch_size=[16,32];optimizer=[adam,adamw]'.
@@ -693,12 +687,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
     if args.infer_batch_size == 0 {
         return Err(BadInput("--infer-batch-size must be at least 1".into()).into());
     }
-    let cols = Columns {
-        text: args.text_col.clone(),
-        label: args.label_col.clone(),
-        split: args.split_col.clone(),
-        id: args.id_col.clone(),
-    };
+    let cols = args.cols.columns();
     let ds = load_dataset(&args.data, &cols, args.test_size, args.seed).map_err(engine)?;
     let train = limited(&ds, Split::Train, args.limit);
     let validation = limited(&ds, Split::Validation, args.limit);
@@ -806,7 +795,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
         // The key covers everything that changes a trial's result, not the trial count,
         // so a larger --trials extends a finished search.
         let key_doc = json!({
-            "model": p.hash, "dataset": ds.sha256, "columns": [&args.text_col, &args.label_col, &args.split_col, &args.id_col],
+            "model": p.hash, "dataset": ds.sha256, "columns": args.cols.names(),
             "limit": args.limit, "max_length": args.max_length, "seed": args.seed, "test_size": args.test_size,
             "space": space.describe(), "search": format!("{:?}", args.search), "pruner": pruner.describe(),
             "metric": args.metric.key(), "patience": args.patience, "min_delta": args.min_delta,
