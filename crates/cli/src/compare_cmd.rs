@@ -62,6 +62,31 @@ impl Task {
     }
 }
 
+/// How intervals and tests are computed.
+#[derive(Args, Clone)]
+pub struct StatsArgs {
+    /// Bootstrap resamples for confidence intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Permutations for the paired permutation test (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub permutations: usize,
+    #[arg(long, default_value = "holm")]
+    pub correction: Correction,
+}
+
+impl StatsArgs {
+    pub(crate) fn scoring(&self, seed: u64, metric: Metric) -> Scoring {
+        Scoring {
+            bootstrap: self.bootstrap,
+            permutations: self.permutations,
+            seed,
+            metric,
+            correction: self.correction,
+        }
+    }
+}
+
 /// Which columns of a data file hold what.
 #[derive(Args, Clone)]
 pub struct ColumnArgs {
@@ -135,14 +160,10 @@ pub struct CompareArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub format: Option<Format>,
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub permutations: usize,
+    #[command(flatten)]
+    pub stats: StatsArgs,
     #[arg(long, default_value = "f1_macro")]
     pub metric: Metric,
-    #[arg(long, default_value = "holm")]
-    pub correction: Correction,
     /// Rerun a sample at batch size 1 and report the largest change in outputs.
     #[arg(long)]
     pub check_invariance: bool,
@@ -502,13 +523,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         &runs,
         &scored_test,
         &ds.labels,
-        &Scoring {
-            bootstrap: args.bootstrap,
-            permutations: args.permutations,
-            seed: args.seed,
-            metric: args.metric,
-            correction: args.correction,
-        },
+        &args.stats.scoring(args.seed, args.metric),
     )?;
     doc["task"] = json!(args.task.key());
     doc["excluded_examples"] = json!({
@@ -1087,10 +1102,12 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         db: args.db,
         out: None,
         format: args.format,
-        bootstrap: 1000,
-        permutations: 1000,
+        stats: StatsArgs {
+            bootstrap: 1000,
+            permutations: 1000,
+            correction: Correction::Holm,
+        },
         metric: Metric::F1Macro,
-        correction: Correction::Holm,
         check_invariance: false,
         quiet: args.quiet,
         template: "{text}\nAnswer:".into(),

@@ -235,7 +235,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     };
     // Bootstrap over documents: the same resamples for every model, so pairs are paired.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
-    let resamples: Vec<Vec<usize>> = (0..args.bootstrap)
+    let resamples: Vec<Vec<usize>> = (0..args.stats.bootstrap)
         .map(|_| {
             (0..kept.len())
                 .map(|_| kept[rng.gen_range(0..kept.len())])
@@ -289,7 +289,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
             );
         }
     }
-    let adjusted = adjust_p_values(&raw_p, args.correction);
+    let adjusted = adjust_p_values(&raw_p, args.stats.correction);
     let holm = adjust_p_values(&raw_p, lmcompare_metrics::Correction::Holm);
     for ((p, adj), h) in pairs.iter_mut().zip(&adjusted).zip(&holm) {
         p["p_adjusted"] = json!(adj);
@@ -311,11 +311,11 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     }
     let doc = json!({
         "task": "perplexity", "models": out_models, "pairwise": pairs,
-        "method": {"unit": "document", "bootstrap": args.bootstrap, "seed": args.seed,
+        "method": {"unit": "document", "bootstrap": args.stats.bootstrap, "seed": args.seed,
             "window_chars": args.window_chars, "context_chars": args.context_chars,
             "token_perplexity": "exp(total NLL / scored tokens); depends on each model's tokenizer",
             "bits_per_byte": "total NLL / (ln 2 · UTF-8 bytes scored): comparable across tokenizers",
-            "p_value": "two-sided paired bootstrap over documents", "correction": format!("{:?}", args.correction)},
+            "p_value": "two-sided paired bootstrap over documents", "correction": format!("{:?}", args.stats.correction)},
         "excluded_examples": {"count": failed.len(), "examples": failed.iter().map(|(id, w)| json!({"id": id, "errors": w})).collect::<Vec<_>>()},
         "dataset": {"path": args.data, "sha256": digest, "documents": docs.len(), "scored_documents": kept.len(),
             "windows": windows_all.len()},

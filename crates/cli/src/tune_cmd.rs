@@ -19,7 +19,7 @@ use lmcompare_engine::finetune::{layer_count, UnfrozenTrainer};
 use lmcompare_engine::spec::resolve;
 use lmcompare_engine::store::{timestamp, NewRun, Store, StoredPrediction, StoredTrial};
 use lmcompare_engine::{LoadOptions, TextEncoder};
-use lmcompare_metrics::{Correction, Evaluator, LabelSet, Metric, MetricOptions, Predictions};
+use lmcompare_metrics::{Evaluator, LabelSet, Metric, MetricOptions, Predictions};
 use lmcompare_report::{render_tune_markdown, render_tune_table, Format};
 use lmcompare_tune::{
     Config, Domain, EarlyStopping, EpochTrainer, HeadActivation, HeadShape, HeadTrainer,
@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compare_cmd::{
     argmax, bar, cached_vectors, comparison_doc, efficiency, limited, sha, ColumnArgs, ModelRun,
-    Scoring,
+    StatsArgs,
 };
 use crate::encoder_cmds::engine;
 use crate::{emit, resolve_format, BadInput};
@@ -130,12 +130,8 @@ pub struct TuneArgs {
     pub out: Option<PathBuf>,
     #[arg(long)]
     pub format: Option<Format>,
-    #[arg(long, default_value_t = 1000)]
-    pub bootstrap: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub permutations: usize,
-    #[arg(long, default_value = "holm")]
-    pub correction: Correction,
+    #[command(flatten)]
+    pub stats: StatsArgs,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -971,13 +967,7 @@ pub fn tune(args: &TuneArgs) -> Result<Json> {
         &runs,
         &test,
         &ds.labels,
-        &Scoring {
-            bootstrap: args.bootstrap,
-            permutations: args.permutations,
-            seed: args.seed,
-            metric: args.metric,
-            correction: args.correction,
-        },
+        &args.stats.scoring(args.seed, args.metric),
     )?;
     comparison["task"] = json!("tune");
     comparison["dataset"] = json!({
