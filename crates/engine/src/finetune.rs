@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var, D};
 use lmcompare_tune::{
     class_weights, clip_grad_norm, EpochStats, EpochTrainer, HeadActivation, HeadShape,
-    HeadWeights, LrScheduler, Optimizer, Schedule, TrainConfig,
+    HeadWeights, LrScheduler, Optimizer, TrainConfig,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -228,17 +228,7 @@ impl<'a> UnfrozenTrainer<'a> {
     }
 
     pub fn plateau_maximize(&mut self, maximize: bool) {
-        if let Schedule::Plateau(mut o) = self.config.schedule.clone() {
-            o.maximize = maximize;
-            self.config.schedule = Schedule::Plateau(o);
-            let steps = self.train.len().div_ceil(self.config.batch_size);
-            self.scheduler = LrScheduler::new(
-                self.config.schedule.clone(),
-                self.config.lr,
-                self.config.epochs,
-                steps,
-            );
-        }
+        self.scheduler.plateau_maximize(maximize);
     }
 
     /// The trained head.

@@ -349,17 +349,7 @@ impl<'a> HeadTrainer<'a> {
 
     /// Sets ReduceLROnPlateau's direction to the selection metric's.
     pub fn plateau_maximize(&mut self, maximize: bool) {
-        if let crate::schedule::Schedule::Plateau(mut o) = self.config.schedule.clone() {
-            o.maximize = maximize;
-            self.config.schedule = crate::schedule::Schedule::Plateau(o);
-            let steps = self.train.len().div_ceil(self.config.batch_size);
-            self.scheduler = LrScheduler::new(
-                self.config.schedule.clone(),
-                self.config.lr,
-                self.config.epochs,
-                steps,
-            );
-        }
+        self.scheduler.plateau_maximize(maximize);
     }
 
     fn step(&mut self, batch: &[usize], lr: f64) -> f64 {

@@ -168,6 +168,14 @@ impl LrScheduler {
         self.schedule.per_step()
     }
 
+    /// Sets ReduceLROnPlateau's direction (`mode="max"` when true) to the monitored metric's;
+    /// other schedules are unaffected.
+    pub fn plateau_maximize(&mut self, maximize: bool) {
+        if let Schedule::Plateau(o) = &mut self.schedule {
+            o.maximize = maximize;
+        }
+    }
+
     /// The learning rate for the current step/epoch.
     pub fn lr(&self) -> f64 {
         self.lr
@@ -268,4 +276,31 @@ pub fn warmup_cosine(t: usize, warmup: usize, total: usize, cycles: f64) -> f64 
     }
     let progress = (t - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
     (0.5 * (1.0 + (std::f64::consts::PI * cycles * 2.0 * progress).cos())).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plateau_follows_the_direction_it_is_given() {
+        let plateau = Schedule::Plateau(PlateauOptions {
+            patience: 0,
+            factor: 0.5,
+            ..PlateauOptions::default()
+        });
+        // A falling metric is an improvement when minimising, a plateau when maximising.
+        for (maximize, want) in [(true, 0.025), (false, 0.1)] {
+            let mut s = LrScheduler::with_total(plateau.clone(), 0.1, 10);
+            s.plateau_maximize(maximize);
+            for m in [3.0, 2.0, 1.0] {
+                s.step(Some(m));
+            }
+            assert!(
+                (s.lr() - want).abs() < 1e-12,
+                "maximize={maximize}: {}",
+                s.lr()
+            );
+        }
+    }
 }
