@@ -38,6 +38,45 @@ fn dataset(dir: &Path, n: usize, with_validation: bool) -> PathBuf {
     p
 }
 
+/// `compare --task classify` on the saved bert/roberta/distil folders gives the tuned
+/// models' test accuracy exactly and their log-loss within `tol`: the saved folders are the
+/// models the search scored.
+fn saved_models_reproduce(cmp: &Value, save: &Path, data: &Path, db: &Path, tol: f64) {
+    let names = ["bert", "roberta", "distil"];
+    let mut cmd = lmcompare();
+    cmd.args([
+        "compare", "--task", "classify", "--format", "json", "--quiet",
+    ])
+    .args(["--bootstrap", "0", "--permutations", "0"])
+    .args([
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    for name in names {
+        cmd.args(["--model", &format!("{name}={}", save.join(name).display())]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let tuned = &cmp["models"][2 * i + 1]["metrics"];
+        let loaded = &again["models"][i]["metrics"];
+        assert_eq!(again["models"][i]["name"], *name);
+        assert_eq!(tuned["accuracy"], loaded["accuracy"], "{name}");
+        let (a, b) = (
+            tuned["log_loss"].as_f64().unwrap(),
+            loaded["log_loss"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < tol, "{name}: log-loss {a} vs {b}");
+    }
+}
+
 fn tune_json(args: &[&str]) -> Value {
     let out = lmcompare()
         .arg("tune")
@@ -166,53 +205,7 @@ fn grid_search_reports_trials_best_and_comparison_and_saves_models_compare_can_l
             .ends_with("ForSequenceClassification"));
         assert!(save.join(name).join("model.safetensors").exists());
     }
-    let out = lmcompare()
-        .args([
-            "compare",
-            "--task",
-            "classify",
-            "--format",
-            "json",
-            "--quiet",
-            "--bootstrap",
-            "0",
-            "--permutations",
-            "0",
-        ])
-        .args([
-            "--data",
-            data.to_str().unwrap(),
-            "--db",
-            dir.path().join("c.db").to_str().unwrap(),
-        ])
-        .args(["--model", &format!("bert={}", save.join("bert").display())])
-        .args([
-            "--model",
-            &format!("roberta={}", save.join("roberta").display()),
-        ])
-        .args([
-            "--model",
-            &format!("distil={}", save.join("distil").display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (i, name) in ["bert", "roberta", "distil"].iter().enumerate() {
-        let tuned = &cmp["models"][2 * i + 1]["metrics"];
-        let loaded = &again["models"][i]["metrics"];
-        assert_eq!(again["models"][i]["name"], *name);
-        assert_eq!(tuned["accuracy"], loaded["accuracy"], "{name}");
-        let (a, b) = (
-            tuned["log_loss"].as_f64().unwrap(),
-            loaded["log_loss"].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() < 1e-5, "{name}: log-loss {a} vs {b}");
-    }
+    saved_models_reproduce(cmp, &save, &data, &dir.path().join("c.db"), 1e-5);
 
     // The run is in the store and re-renders.
     let runs = lmcompare()
@@ -287,58 +280,13 @@ fn unfrozen_layers_train_and_save_models_the_native_runtime_reproduces() {
         let cmp = &doc["comparison"];
         // The tuned layers are saved: the native runtime (not candle) scores the saved
         // folders exactly as the trainer did.
-        let out = lmcompare()
-            .args([
-                "compare",
-                "--task",
-                "classify",
-                "--format",
-                "json",
-                "--quiet",
-                "--bootstrap",
-                "0",
-                "--permutations",
-                "0",
-            ])
-            .args([
-                "--data",
-                data.to_str().unwrap(),
-                "--db",
-                dir.path().join(format!("c{unfreeze}.db")).to_str().unwrap(),
-            ])
-            .args(["--model", &format!("bert={}", save.join("bert").display())])
-            .args([
-                "--model",
-                &format!("roberta={}", save.join("roberta").display()),
-            ])
-            .args([
-                "--model",
-                &format!("distil={}", save.join("distil").display()),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        saved_models_reproduce(
+            cmp,
+            &save,
+            &data,
+            &dir.path().join(format!("c{unfreeze}.db")),
+            1e-4,
         );
-        let again: Value = serde_json::from_slice(&out.stdout).unwrap();
-        for i in 0..3 {
-            let tuned = &cmp["models"][2 * i + 1]["metrics"];
-            let loaded = &again["models"][i]["metrics"];
-            assert_eq!(
-                tuned["accuracy"], loaded["accuracy"],
-                "unfreeze {unfreeze} model {i}"
-            );
-            let (a, b) = (
-                tuned["log_loss"].as_f64().unwrap(),
-                loaded["log_loss"].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() < 1e-4,
-                "unfreeze {unfreeze} model {i}: log-loss {a} vs {b}"
-            );
-        }
         // The encoder changed: the saved layer differs from the checkpoint's.
         let cfg: Value =
             serde_json::from_str(&std::fs::read_to_string(save.join("bert/config.json")).unwrap())
