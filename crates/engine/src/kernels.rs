@@ -38,6 +38,14 @@ pub fn matmul_transposed_b(dst: &mut [f32], dst_stride: usize, a: View<'_>, b: V
     gemm_checked(dst, dst_stride, a, b.data, b.rows, b_strides, false, false);
 }
 
+/// [`matmul_transposed_b`] split across threads (for one large product, such as an LM head
+/// over the vocabulary).
+pub fn matmul_transposed_b_parallel(dst: &mut [f32], dst_stride: usize, a: View<'_>, b: View<'_>) {
+    assert_eq!(b.cols, a.cols, "inner dimensions differ");
+    let b_strides = (1, b.row_stride);
+    gemm_checked(dst, dst_stride, a, b.data, b.rows, b_strides, false, true);
+}
+
 /// The one call into `gemm`: `dst[m×n] (+)= a[m×k] · B` where B(l, j) is
 /// `b[l * b_strides.0 + j * b_strides.1]`, bounds checked before the unsafe call.
 #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,7 @@
 pub mod classifier;
 pub mod config;
 pub mod data;
+pub mod decoder;
 pub mod encoder_model;
 pub mod error;
 pub mod finetune;

@@ -1,0 +1,340 @@
+//! Decoder weights from an HF folder (safetensors or PyTorch pickle) and the shared builder
+//! that turns named tensors into the runtime's fused, transposed layout.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::config::{DecoderConfig, DecoderFamily};
+use super::{Decoder, DecoderSize, Layer, Linear, Norm, Weights};
+use crate::error::{EngineError, Result};
+use crate::weights::WeightFile;
+
+/// Where each tensor of the model lives in a checkpoint.
+pub(crate) trait TensorSource {
+    fn has(&self, name: &str) -> bool;
+    /// The tensor as f32 `rows × cols` (HF's `[out, in]` for linear weights).
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+}
+
+impl TensorSource for WeightFile {
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        WeightFile::get(self, name, shape)
+    }
+}
+
+/// The names of one checkpoint format.
+pub(crate) struct Naming {
+    pub embed: String,
+    pub final_norm: String,
+    pub lm_head: String,
+    pub layer: Box<dyn Fn(usize, Part) -> String>,
+    /// Added to RMSNorm weights: HF stores Gemma's `w` of `x·(1+w)`; llama.cpp's converter
+    /// stores `1+w` already.
+    pub norm_offset: f32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Part {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    QNorm,
+    KNorm,
+    PostAttnNorm,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+    PostFfnNorm,
+}
+
+/// Linear layers given as `[out, in]` weights, side by side in one `in × Σout` matrix.
+fn fused(parts: Vec<(Vec<f32>, usize)>, input: usize, bias: Option<Vec<f32>>) -> Linear {
+    let output: usize = parts.iter().map(|p| p.1).sum();
+    let mut w = vec![0.0f32; input * output];
+    let mut col = 0;
+    for (m, out) in &parts {
+        for o in 0..*out {
+            for i in 0..input {
+                w[i * output + col + o] = m[o * input + i];
+            }
+        }
+        col += out;
+    }
+    Linear {
+        w,
+        bias,
+        input,
+        output,
+    }
+}
+
+/// The runtime's weights from a checkpoint of a Llama/Qwen/Gemma-style model.
+pub(crate) fn build_weights(
+    cfg: &DecoderConfig,
+    src: &dyn TensorSource,
+    names: &Naming,
+) -> Result<Weights> {
+    let (d, hd) = (cfg.hidden, cfg.head_dim);
+    let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+    let rms = |name: &str, n: usize| -> Result<Norm> {
+        let mut w = src.get(name, &[n])?;
+        for v in &mut w {
+            *v += names.norm_offset;
+        }
+        Ok(Norm::Rms(w))
+    };
+    let opt_bias = |name: String, n: usize| -> Result<Option<Vec<f32>>> {
+        let b = name.replace(".weight", ".bias");
+        if src.has(&b) {
+            Ok(Some(src.get(&b, &[n])?))
+        } else {
+            Ok(None)
+        }
+    };
+    let sandwich = matches!(cfg.family, DecoderFamily::Gemma2 | DecoderFamily::Gemma3);
+    let qk_norm = matches!(cfg.family, DecoderFamily::Qwen3 | DecoderFamily::Gemma3);
+    let mut layers = Vec::with_capacity(cfg.layers);
+    for i in 0..cfg.layers {
+        let n = |p: Part| (names.layer)(i, p);
+        let q = src.get(&n(Part::Q), &[qd, d])?;
+        let k = src.get(&n(Part::K), &[kvd, d])?;
+        let v = src.get(&n(Part::V), &[kvd, d])?;
+        let bias = match (
+            opt_bias(n(Part::Q), qd)?,
+            opt_bias(n(Part::K), kvd)?,
+            opt_bias(n(Part::V), kvd)?,
+        ) {
+            (Some(mut bq), Some(bk), Some(bv)) => {
+                bq.extend(bk);
+                bq.extend(bv);
+                Some(bq)
+            }
+            _ => None,
+        };
+        let qkv = fused(vec![(q, qd), (k, kvd), (v, kvd)], d, bias);
+        let o = fused(vec![(src.get(&n(Part::O), &[d, qd])?, d)], qd, opt_bias(n(Part::O), d)?);
+        let gate = src.get(&n(Part::Gate), &[cfg.ffn, d])?;
+        let up = src.get(&n(Part::Up), &[cfg.ffn, d])?;
+        let down = src.get(&n(Part::Down), &[d, cfg.ffn])?;
+        let head_norm = |p: Part| -> Result<Option<Vec<f32>>> {
+            if !qk_norm {
+                return Ok(None);
+            }
+            match rms(&n(p), hd)? {
+                Norm::Rms(w) => Ok(Some(w)),
+                Norm::Layer(..) => Ok(None),
+            }
+        };
+        layers.push(Layer {
+            attn_norm: rms(&n(Part::AttnNorm), d)?,
+            qkv,
+            q_norm: head_norm(Part::QNorm)?,
+            k_norm: head_norm(Part::KNorm)?,
+            o,
+            post_attn_norm: if sandwich {
+                Some(rms(&n(Part::PostAttnNorm), d)?)
+            } else {
+                None
+            },
+            ffn_norm: rms(&n(Part::FfnNorm), d)?,
+            up: fused(vec![(gate, cfg.ffn), (up, cfg.ffn)], d, None),
+            gated: true,
+            down: fused(vec![(down, d)], cfg.ffn, None),
+            post_ffn_norm: if sandwich {
+                Some(rms(&n(Part::PostFfnNorm), d)?)
+            } else {
+                None
+            },
+        });
+    }
+    let embed = src.get(&names.embed, &[cfg.vocab_size, d])?;
+    let lm_head = if cfg.tied_embeddings {
+        None
+    } else if src.has(&names.lm_head) {
+        Some(src.get(&names.lm_head, &[cfg.vocab_size, d])?)
+    } else {
+        return Err(EngineError::BadInput(format!(
+            "the model does not tie its output to the embeddings, and `{}` is missing",
+            names.lm_head
+        )));
+    };
+    Ok(Weights {
+        embed,
+        positions: None,
+        layers,
+        final_norm: rms(&names.final_norm, d)?,
+        lm_head,
+    })
+}
+
+fn hf_naming(family: DecoderFamily, prefix: String) -> Naming {
+    let sandwich = matches!(family, DecoderFamily::Gemma2 | DecoderFamily::Gemma3);
+    let p = prefix.clone();
+    Naming {
+        embed: format!("{prefix}embed_tokens.weight"),
+        final_norm: format!("{prefix}norm.weight"),
+        lm_head: "lm_head.weight".into(),
+        layer: Box::new(move |i, part| {
+            let l = format!("{p}layers.{i}.");
+            let s = match part {
+                Part::AttnNorm => "input_layernorm",
+                Part::Q => "self_attn.q_proj",
+                Part::K => "self_attn.k_proj",
+                Part::V => "self_attn.v_proj",
+                Part::O => "self_attn.o_proj",
+                Part::QNorm => "self_attn.q_norm",
+                Part::KNorm => "self_attn.k_norm",
+                // In Gemma 2/3 `post_attention_layernorm` normalises the attention output;
+                // in Llama it is the MLP's input norm.
+                Part::PostAttnNorm => "post_attention_layernorm",
+                Part::FfnNorm if sandwich => "pre_feedforward_layernorm",
+                Part::FfnNorm => "post_attention_layernorm",
+                Part::Gate => "mlp.gate_proj",
+                Part::Up => "mlp.up_proj",
+                Part::Down => "mlp.down_proj",
+                Part::PostFfnNorm => "post_feedforward_layernorm",
+            };
+            format!("{l}{s}.weight")
+        }),
+        norm_offset: if family.is_gemma() { 1.0 } else { 0.0 },
+    }
+}
+
+/// GPT-2: fused Conv1D attention, learned positions, LayerNorms with biases. Conv1D stores
+/// weights `[in, out]` already, which is the runtime's layout.
+fn build_gpt2(cfg: &DecoderConfig, src: &dyn TensorSource, prefix: &str) -> Result<Weights> {
+    let d = cfg.hidden;
+    let ln = |name: &str| -> Result<Norm> {
+        Ok(Norm::Layer(
+            src.get(&format!("{prefix}{name}.weight"), &[d])?,
+            src.get(&format!("{prefix}{name}.bias"), &[d])?,
+        ))
+    };
+    let conv = |name: &str, input: usize, output: usize| -> Result<Linear> {
+        Ok(Linear {
+            w: src.get(&format!("{prefix}{name}.weight"), &[input, output])?,
+            bias: Some(src.get(&format!("{prefix}{name}.bias"), &[output])?),
+            input,
+            output,
+        })
+    };
+    let mut layers = Vec::new();
+    for i in 0..cfg.layers {
+        let h = format!("h.{i}.");
+        layers.push(Layer {
+            attn_norm: ln(&format!("{h}ln_1"))?,
+            qkv: conv(&format!("{h}attn.c_attn"), d, 3 * d)?,
+            q_norm: None,
+            k_norm: None,
+            o: conv(&format!("{h}attn.c_proj"), d, d)?,
+            post_attn_norm: None,
+            ffn_norm: ln(&format!("{h}ln_2"))?,
+            up: conv(&format!("{h}mlp.c_fc"), d, cfg.ffn)?,
+            gated: false,
+            down: conv(&format!("{h}mlp.c_proj"), cfg.ffn, d)?,
+            post_ffn_norm: None,
+        });
+    }
+    Ok(Weights {
+        embed: src.get(&format!("{prefix}wte.weight"), &[cfg.vocab_size, d])?,
+        positions: Some(src.get(&format!("{prefix}wpe.weight"), &[cfg.max_positions, d])?),
+        layers,
+        final_norm: ln("ln_f")?,
+        lm_head: None,
+    })
+}
+
+/// The tokens the tokenizer itself puts before a text (BOS for Llama/Gemma, none for
+/// GPT-2/Qwen).
+pub(crate) fn leading_specials(tok: &Tokenizer) -> Vec<u32> {
+    tok.encode("", true)
+        .map(|e| e.get_ids().to_vec())
+        .unwrap_or_default()
+}
+
+pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| EngineError::file(&config_path, format!("cannot read config.json: {e}")))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::file(&config_path, format!("not valid JSON: {e}")))?;
+    let cfg = DecoderConfig::from_hf(&v).map_err(|m| EngineError::file(&config_path, m))?;
+    let weights_path = crate::encoder_model::weights_file(dir).ok_or_else(|| {
+        EngineError::file(dir, "no model.safetensors or pytorch_model.bin in the folder")
+    })?;
+    let file = WeightFile::open(&weights_path)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tokenizer = Tokenizer::from_file(&tok_path)
+        .map_err(|e| EngineError::file(&tok_path, format!("cannot load tokenizer: {e}")))?;
+    if tokenizer.get_vocab_size(true) > cfg.vocab_size {
+        return Err(EngineError::file(
+            &tok_path,
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}: they do not belong together",
+                tokenizer.get_vocab_size(true),
+                cfg.vocab_size
+            ),
+        ));
+    }
+    let mut cfg = cfg;
+    if cfg.family != DecoderFamily::Gpt2 && !file.contains("lm_head.weight") {
+        cfg.tied_embeddings = true;
+    }
+    let built = if cfg.family == DecoderFamily::Gpt2 {
+        let prefix = if file.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        build_gpt2(&cfg, &file, prefix)
+    } else {
+        let prefix = ["model.", "model.language_model.", "language_model.model.", ""]
+            .into_iter()
+            .find(|p| file.contains(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| {
+                EngineError::file(&weights_path, "no embed_tokens.weight under any known prefix")
+            })?;
+        build_weights(&cfg, &file, &hf_naming(cfg.family, prefix.to_owned()))
+    };
+    let weights = built.map_err(|e| match e {
+        EngineError::BadInput(m) => EngineError::file(&weights_path, m),
+        other => other,
+    })?;
+    let tensors = file.tensors();
+    let parameters: u64 = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum();
+    let embedding_parameters: u64 = tensors
+        .iter()
+        .filter(|t| t.name.contains("embed_tokens") || t.name.ends_with("wte.weight") || t.name.ends_with("wpe.weight"))
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum();
+    let mut dtypes: Vec<String> = tensors.iter().map(|t| t.dtype.clone()).collect();
+    dtypes.sort();
+    dtypes.dedup();
+    let prefix = leading_specials(&tokenizer);
+    Ok(Decoder {
+        size: DecoderSize {
+            parameters,
+            embedding_parameters,
+            file_bytes: std::fs::metadata(&weights_path).map(|m| m.len()).unwrap_or(0),
+            storage: dtypes.join(", "),
+        },
+        config: cfg,
+        weights,
+        tokenizer,
+        prefix,
+        source: dir.to_owned(),
+        format: "safetensors",
+        tokenizer_source: "tokenizer.json".into(),
+    })
+}

@@ -1,0 +1,969 @@
+//! Generative decoders (Llama, Qwen 2/3, Gemma 1/2/3, GPT-2) on our own kernels, from
+//! safetensors folders or GGUF files, built for scoring rather than chat.
+//!
+//! Scoring a prompt's continuations is one forward pass per prompt with a tree mask: the
+//! prompt's tokens come first, then every continuation's tokens, each continuation seeing the
+//! prompt and its own earlier tokens (positions restart after the prompt for each). So the
+//! prompt is computed once for all its choices, no KV cache is copied, and nothing is padded:
+//! several prompts are packed into one matrix for the dense layers, and attention runs per
+//! prompt. Logits are computed only at the positions whose next token is scored; with a
+//! 262k-token vocabulary that projection costs more than the whole body.
+//!
+//! Generation (greedy) keeps a KV cache per sequence and feeds one token per step.
+
+pub mod config;
+mod gguf;
+mod load;
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use tokenizers::Tokenizer;
+
+use crate::error::{EngineError, Result};
+use crate::kernels::{exp_f32, layer_norm, matmul, matmul_transposed_b, View};
+pub use config::{DecoderConfig, DecoderFamily, FfnActivation, RopeLayout};
+use lmcompare_tune::multiversion;
+use lmcompare_tune::simd::fast_tanh;
+
+/// A linear layer stored transposed (`in × out`) for `x · W`.
+pub(crate) struct Linear {
+    w: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    input: usize,
+    output: usize,
+}
+
+impl Linear {
+    fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(rows * self.output, 0.0);
+        matmul(
+            out,
+            self.output,
+            View {
+                data: x,
+                rows,
+                cols: self.input,
+                row_stride: self.input,
+            },
+            View {
+                data: &self.w,
+                rows: self.input,
+                cols: self.output,
+                row_stride: self.output,
+            },
+            false,
+            true,
+        );
+        if let Some(b) = &self.bias {
+            crate::kernels::add_bias(out, b);
+        }
+    }
+}
+
+pub(crate) enum Norm {
+    /// RMSNorm with the effective per-channel scale (Gemma's `1 + w` already folded in).
+    Rms(Vec<f32>),
+    Layer(Vec<f32>, Vec<f32>),
+}
+
+impl Norm {
+    fn apply(&self, x: &mut [f32], eps: f32) {
+        match self {
+            Norm::Rms(w) => rms_norm(x, w, eps),
+            Norm::Layer(g, b) => layer_norm(x, g, b, eps),
+        }
+    }
+}
+
+pub(crate) struct Layer {
+    attn_norm: Norm,
+    /// Q, K and V side by side (one product instead of three).
+    qkv: Linear,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    o: Linear,
+    post_attn_norm: Option<Norm>,
+    ffn_norm: Norm,
+    /// Gate and up side by side for gated MLPs; the single up projection for GPT-2.
+    up: Linear,
+    gated: bool,
+    down: Linear,
+    post_ffn_norm: Option<Norm>,
+}
+
+pub(crate) struct Weights {
+    /// `vocab × hidden`.
+    embed: Vec<f32>,
+    positions: Option<Vec<f32>>,
+    layers: Vec<Layer>,
+    final_norm: Norm,
+    /// `vocab × hidden` when not tied to the embeddings.
+    lm_head: Option<Vec<f32>>,
+}
+
+/// Parameters and bytes on disk, by component (read while loading).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecoderSize {
+    pub parameters: u64,
+    pub embedding_parameters: u64,
+    pub file_bytes: u64,
+    /// Storage types of the weights as found (e.g. "Q4_K: 108, F32: 199" or "F32").
+    pub storage: String,
+}
+
+pub struct Decoder {
+    pub config: DecoderConfig,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    /// Tokens every sequence starts with (BOS where the model uses one).
+    prefix: Vec<u32>,
+    pub size: DecoderSize,
+    pub source: PathBuf,
+    /// "safetensors" or "gguf".
+    pub format: &'static str,
+    pub tokenizer_source: String,
+}
+
+/// What a scoring call did, for the efficiency report.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreStats {
+    /// Requests whose context lost tokens from the left to fit the model.
+    pub truncated: usize,
+    /// Tokens run through the body, and rows projected onto the vocabulary.
+    pub fed_tokens: usize,
+    pub lm_rows: usize,
+    pub flops: f64,
+}
+
+/// One prompt and the continuations whose log-likelihoods are wanted.
+#[derive(Debug, Clone)]
+pub struct ScoreRequest {
+    pub context: Vec<u32>,
+    pub continuations: Vec<Vec<u32>>,
+}
+
+/// The log-probability of each continuation token, and whether each was the greedy choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinuationScore {
+    pub logprobs: Vec<f64>,
+    pub greedy: bool,
+}
+
+impl ContinuationScore {
+    pub fn sum(&self) -> f64 {
+        self.logprobs.iter().sum()
+    }
+}
+
+/// A sequence in a packed forward pass: its new tokens with their positions and tree
+/// segments (0 = shared prefix, k = the k-th branch), and optionally the cache it extends.
+struct Packed<'a> {
+    tokens: &'a [u32],
+    positions: Vec<usize>,
+    segments: Vec<u32>,
+    cache: Option<&'a mut KvCache>,
+}
+
+/// Keys and values of every layer, for generation.
+#[derive(Default, Clone)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl Decoder {
+    /// Loads a `.gguf` file or an HF folder with `config.json`, a tokenizer and safetensors.
+    pub fn load(path: &Path) -> Result<Decoder> {
+        if path.is_file() {
+            return gguf::load_gguf(path);
+        }
+        load::load_folder(path)
+    }
+
+    /// Whether `path` holds a decoder lmcompare can run (a `.gguf` file, or a folder whose
+    /// `config.json` names a decoder family).
+    pub fn is_decoder(path: &Path) -> bool {
+        if path.is_file() {
+            return path.extension().and_then(|e| e.to_str()) == Some("gguf");
+        }
+        std::fs::read_to_string(path.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| DecoderConfig::family_of(&v).is_some())
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The tokens of `text` (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| EngineError::Runtime(format!("tokenizer: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| EngineError::Runtime(format!("tokenizer: {e}")))
+    }
+
+    /// The tokens a sequence starts with: BOS, or for models without one (GPT-2) the
+    /// end-of-text token, as lm-evaluation-harness does, so the first real token is scored.
+    pub fn prefix(&self) -> &[u32] {
+        &self.prefix
+    }
+
+    /// `context` and `continuation` as token ids, split the way lm-evaluation-harness does:
+    /// trailing spaces of the context move to the continuation, the pair is encoded whole,
+    /// and the continuation is what follows the context's own encoding.
+    pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let trimmed = context.trim_end_matches(' ');
+        let moved = &context[trimmed.len()..];
+        let cont_text = format!("{moved}{continuation}");
+        let mut ctx = self.prefix.clone();
+        ctx.extend(self.encode(trimmed)?);
+        let mut whole = self.prefix.clone();
+        whole.extend(self.encode(&format!("{trimmed}{cont_text}"))?);
+        let cont = if whole.starts_with(&ctx) && whole.len() > ctx.len() {
+            whole[ctx.len()..].to_vec()
+        } else {
+            self.encode(&cont_text)?
+        };
+        Ok((ctx, cont))
+    }
+
+    /// Each request as one tree-masked sequence: (tokens fed, positions, segments, context
+    /// length), and how many contexts were cut to fit.
+    #[allow(clippy::type_complexity)]
+    fn plan(&self, requests: &[ScoreRequest]) -> Result<(Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)>, usize)> {
+        let mut truncated = 0;
+        let mut trees: Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)> = Vec::new();
+        for r in requests {
+            let longest = r.continuations.iter().map(Vec::len).max().unwrap_or(0);
+            if r.continuations.iter().any(Vec::is_empty) {
+                return Err(EngineError::BadInput(
+                    "a continuation has no tokens; nothing to score".into(),
+                ));
+            }
+            let mut ctx = r.context.clone();
+            if ctx.is_empty() {
+                ctx = self.prefix.clone();
+            }
+            if ctx.is_empty() {
+                return Err(EngineError::BadInput(
+                    "empty context, and the model has no BOS or end-of-text token to start from".into(),
+                ));
+            }
+            if ctx.len() + longest > self.config.max_positions {
+                let keep = self.config.max_positions.saturating_sub(longest);
+                if keep == 0 {
+                    return Err(EngineError::BadInput(format!(
+                        "a continuation of {longest} tokens does not fit the model's {} positions",
+                        self.config.max_positions
+                    )));
+                }
+                ctx.drain(..ctx.len() - keep);
+                truncated += 1;
+            }
+            self.check_ids(&ctx)?;
+            let mut tokens = ctx.clone();
+            let mut positions: Vec<usize> = (0..ctx.len()).collect();
+            let mut segments = vec![0u32; ctx.len()];
+            // A continuation's last token is never an input: its probability comes from the
+            // row before it.
+            for (k, c) in r.continuations.iter().enumerate() {
+                self.check_ids(c)?;
+                let fed = &c[..c.len() - 1];
+                tokens.extend_from_slice(fed);
+                positions.extend(ctx.len()..ctx.len() + fed.len());
+                segments.extend(std::iter::repeat_n(k as u32 + 1, fed.len()));
+            }
+            trees.push((tokens, positions, segments, ctx.len()));
+        }
+        Ok((trees, truncated))
+    }
+
+    /// What scoring `requests` costs (tokens fed, LM-head rows, FLOPs) without running it.
+    pub fn cost(&self, requests: &[ScoreRequest]) -> Result<ScoreStats> {
+        let (trees, truncated) = self.plan(requests)?;
+        let mut stats = ScoreStats {
+            truncated,
+            ..ScoreStats::default()
+        };
+        for ((tokens, positions, _, _), r) in trees.iter().zip(requests) {
+            stats.fed_tokens += tokens.len();
+            stats.flops += positions
+                .iter()
+                .map(|&p| self.token_flops(p + 1))
+                .sum::<f64>();
+            stats.lm_rows += 1 + r.continuations.iter().map(|c| c.len() - 1).sum::<usize>();
+        }
+        stats.flops += stats.lm_rows as f64 * 2.0 * (self.config.hidden * self.config.vocab_size) as f64;
+        Ok(stats)
+    }
+
+    /// Log-likelihoods of every request's continuations. Contexts too long for the model
+    /// lose tokens from the left (after the prefix); the count of such requests is returned.
+    pub fn score(&self, requests: &[ScoreRequest]) -> Result<(Vec<Vec<ContinuationScore>>, ScoreStats)> {
+        let stats = self.cost(requests)?;
+        let (trees, _) = self.plan(requests)?;
+        let mut packed: Vec<Packed<'_>> = trees
+            .iter()
+            .map(|(t, p, s, _)| Packed {
+                tokens: t,
+                positions: p.clone(),
+                segments: s.clone(),
+                cache: None,
+            })
+            .collect();
+        let hidden = self.forward(&mut packed)?;
+        drop(packed);
+        // The rows whose next-token distribution is needed, and what each one scores: the
+        // prompt's last row gives every continuation's first token; a continuation's own
+        // rows give its later tokens.
+        let d = self.config.hidden;
+        let mut rows: Vec<usize> = Vec::new();
+        let mut owners: Vec<(usize, Vec<(usize, usize, u32)>)> = Vec::new();
+        let mut base = 0;
+        for (i, ((tokens, _, _, ctx_len), r)) in trees.iter().zip(requests).enumerate() {
+            rows.push(base + ctx_len - 1);
+            owners.push((
+                i,
+                r.continuations
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| (k, 0, c[0]))
+                    .collect(),
+            ));
+            let mut offset = base + ctx_len;
+            for (k, c) in r.continuations.iter().enumerate() {
+                for (t, &tok) in c.iter().enumerate().skip(1) {
+                    rows.push(offset + t - 1);
+                    owners.push((i, vec![(k, t, tok)]));
+                }
+                offset += c.len() - 1;
+            }
+            base += tokens.len();
+        }
+        let mut out: Vec<Vec<ContinuationScore>> = requests
+            .iter()
+            .map(|r| {
+                r.continuations
+                    .iter()
+                    .map(|c| ContinuationScore {
+                        logprobs: vec![0.0; c.len()],
+                        greedy: true,
+                    })
+                    .collect()
+            })
+            .collect();
+        for (chunk_rows, chunk_owners) in rows.chunks(LM_HEAD_ROWS).zip(owners.chunks(LM_HEAD_ROWS)) {
+            let mut x: Vec<f32> = Vec::with_capacity(chunk_rows.len() * d);
+            for &r in chunk_rows {
+                x.extend_from_slice(&hidden[r * d..(r + 1) * d]);
+            }
+            let logits = self.lm_head(&x, chunk_rows.len());
+            let v = self.config.vocab_size;
+            let stats: Vec<(f32, f64, u32)> = logits
+                .par_chunks_exact(v)
+                .map(|row| {
+                    let (max, arg) = row_argmax(row);
+                    let sum = sum_exp(row, max);
+                    (max, sum.ln(), arg)
+                })
+                .collect();
+            for ((row, (max, log_z, arg)), owner) in
+                logits.chunks_exact(v).zip(stats).zip(chunk_owners)
+            {
+                let (req, targets) = owner;
+                for &(k, t, token) in targets {
+                    let lp = (row[token as usize] - max) as f64 - log_z;
+                    let s = &mut out[*req][k];
+                    s.logprobs[t] = lp;
+                    s.greedy &= token == arg;
+                }
+            }
+        }
+        Ok((out, stats))
+    }
+
+    /// FLOPs (a multiply-add = 2) of one token through the body that attends `keys` keys
+    /// (fewer in sliding-window layers), as the design's cost model counts them.
+    pub fn token_flops(&self, keys: usize) -> f64 {
+        let c = &self.config;
+        let (d, qd, kvd) = (c.hidden as f64, (c.heads * c.head_dim) as f64, (c.kv_heads * c.head_dim) as f64);
+        let mlp = if c.family == DecoderFamily::Gpt2 { 4.0 } else { 6.0 } * d * c.ffn as f64;
+        let dense = 2.0 * d * qd + 4.0 * d * kvd + 2.0 * qd * d + mlp;
+        (0..c.layers)
+            .map(|l| {
+                let k = match c.sliding_window {
+                    Some(w) if c.sliding_layers[l] => keys.min(w),
+                    _ => keys,
+                };
+                dense + 4.0 * (c.heads * c.head_dim) as f64 * k as f64
+            })
+            .sum()
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            Some(t) => Err(EngineError::BadInput(format!(
+                "token id {t} is outside the model's vocabulary of {} (a tokenizer that does not fit the model?)",
+                self.config.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Greedy continuations of each prompt: at most `max_new` tokens, ending early at the
+    /// end-of-sequence token or when `stop` says the text so far is finished.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        max_new: usize,
+        stop: &(dyn Fn(usize, &[u32]) -> bool + Sync),
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut caches: Vec<KvCache> = vec![KvCache::default(); prompts.len()];
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+        let mut active: Vec<usize> = Vec::new();
+        let mut next: Vec<Vec<u32>> = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(EngineError::BadInput("an empty prompt".into()));
+            }
+            self.check_ids(p)?;
+            if p.len() + max_new > self.config.max_positions {
+                return Err(EngineError::BadInput(format!(
+                    "a prompt of {} tokens plus {max_new} new ones exceeds the model's {} positions",
+                    p.len(),
+                    self.config.max_positions
+                )));
+            }
+            active.push(i);
+            next.push(p.clone());
+        }
+        for _ in 0..max_new {
+            if active.is_empty() {
+                break;
+            }
+            let mut cache_refs: Vec<Option<&mut KvCache>> =
+                caches.iter_mut().map(Some).collect();
+            let mut packed: Vec<Packed<'_>> = Vec::new();
+            for (&i, toks) in active.iter().zip(&next) {
+                let cache = cache_refs[i].take().ok_or_else(|| {
+                    EngineError::Runtime("a sequence is packed twice".into())
+                })?;
+                let start = cache.len;
+                packed.push(Packed {
+                    tokens: toks,
+                    positions: (start..start + toks.len()).collect(),
+                    segments: vec![0; toks.len()],
+                    cache: Some(cache),
+                });
+            }
+            let hidden = self.forward(&mut packed)?;
+            drop(packed);
+            let d = self.config.hidden;
+            let mut x = Vec::with_capacity(active.len() * d);
+            let mut row = 0;
+            for toks in &next {
+                row += toks.len();
+                x.extend_from_slice(&hidden[(row - 1) * d..row * d]);
+            }
+            let logits = self.lm_head(&x, active.len());
+            let picks: Vec<u32> = logits
+                .chunks_exact(self.config.vocab_size)
+                .map(|r| row_argmax(r).1)
+                .collect();
+            let mut still = Vec::new();
+            let mut feed = Vec::new();
+            for (&i, t) in active.iter().zip(picks) {
+                out[i].push(t);
+                if Some(t) == self.config.eos_token_id || stop(i, &out[i]) {
+                    continue;
+                }
+                still.push(i);
+                feed.push(vec![t]);
+            }
+            active = still;
+            next = feed;
+        }
+        Ok(out)
+    }
+
+    /// Log-probabilities over the vocabulary at every position of `ids` (for tests and
+    /// per-token inspection).
+    pub fn log_softmax_all(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.check_ids(ids)?;
+        let mut packed = vec![Packed {
+            tokens: ids,
+            positions: (0..ids.len()).collect(),
+            segments: vec![0; ids.len()],
+            cache: None,
+        }];
+        let hidden = self.forward(&mut packed)?;
+        let logits = self.lm_head(&hidden, ids.len());
+        Ok(logits
+            .chunks_exact(self.config.vocab_size)
+            .map(|row| {
+                let (max, _) = row_argmax(row);
+                let log_z = sum_exp(row, max).ln() as f32;
+                row.iter().map(|&x| x - max - log_z).collect()
+            })
+            .collect())
+    }
+
+    /// Final-normed hidden rows → logits (`rows × vocab`), soft-capped where the model says.
+    fn lm_head(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let cfg = &self.config;
+        let table = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        let mut logits = vec![0.0f32; rows * cfg.vocab_size];
+        crate::kernels::matmul_transposed_b_parallel(
+            &mut logits,
+            cfg.vocab_size,
+            View {
+                data: x,
+                rows,
+                cols: cfg.hidden,
+                row_stride: cfg.hidden,
+            },
+            View {
+                data: table,
+                rows: cfg.vocab_size,
+                cols: cfg.hidden,
+                row_stride: cfg.hidden,
+            },
+        );
+        if let Some(cap) = cfg.final_softcap {
+            softcap(&mut logits, cap);
+        }
+        logits
+    }
+
+    /// The packed forward pass; returns the final-normed hidden state of every new token.
+    fn forward(&self, seqs: &mut [Packed<'_>]) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        let d = cfg.hidden;
+        let rows: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        let mut x = vec![0.0f32; rows * d];
+        let scale = if cfg.scale_embeddings {
+            // Gemma multiplies by √hidden rounded to the activation dtype (f32 here).
+            (d as f32).sqrt()
+        } else {
+            1.0
+        };
+        let mut r = 0;
+        for s in seqs.iter() {
+            for (&t, &p) in s.tokens.iter().zip(&s.positions) {
+                let dst = &mut x[r * d..(r + 1) * d];
+                let src = &self.weights.embed[t as usize * d..(t as usize + 1) * d];
+                for (o, e) in dst.iter_mut().zip(src) {
+                    *o = e * scale;
+                }
+                if let Some(pos) = &self.weights.positions {
+                    if p >= cfg.max_positions {
+                        return Err(EngineError::BadInput(format!(
+                            "position {p} is past the model's {} learned positions",
+                            cfg.max_positions
+                        )));
+                    }
+                    for (o, e) in dst.iter_mut().zip(&pos[p * d..(p + 1) * d]) {
+                        *o += e;
+                    }
+                }
+                r += 1;
+            }
+        }
+        let max_pos = seqs
+            .iter()
+            .flat_map(|s| s.positions.iter().copied())
+            .max()
+            .unwrap_or(0);
+        let tables: Vec<Option<RopeTable>> = [cfg.rope_global.as_ref(), cfg.rope_local.as_ref()]
+            .iter()
+            .map(|r| r.map(|r| RopeTable::new(r, max_pos + 1)))
+            .collect();
+        let (qd, kvd) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let mut h = vec![0.0f32; rows * d];
+        let mut qkv = Vec::new();
+        let mut proj = Vec::new();
+        let mut ff = Vec::new();
+        let mut act = Vec::new();
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            h.copy_from_slice(&x);
+            layer.attn_norm.apply(&mut h, cfg.norm_eps);
+            layer.qkv.forward(&h, rows, &mut qkv);
+            let width = qd + 2 * kvd;
+            if let Some(w) = &layer.q_norm {
+                for row in qkv.chunks_exact_mut(width) {
+                    rms_norm(&mut row[..qd], w, cfg.norm_eps);
+                }
+            }
+            if let Some(w) = &layer.k_norm {
+                for row in qkv.chunks_exact_mut(width) {
+                    rms_norm(&mut row[qd..qd + kvd], w, cfg.norm_eps);
+                }
+            }
+            let table = if cfg.sliding_layers[li] && tables[1].is_some() {
+                tables[1].as_ref()
+            } else {
+                tables[0].as_ref()
+            };
+            if let Some(table) = table {
+                let mut r = 0;
+                for s in seqs.iter() {
+                    for &p in &s.positions {
+                        let row = &mut qkv[r * width..r * width + qd + kvd];
+                        table.rotate(row, p, cfg.head_dim, cfg.rope_layout);
+                        r += 1;
+                    }
+                }
+            }
+            let window = cfg.sliding_window.filter(|_| cfg.sliding_layers[li]);
+            let attn = self.attention(seqs, &qkv, li, window);
+            layer.o.forward(&attn, rows, &mut proj);
+            if let Some(n) = &layer.post_attn_norm {
+                n.apply(&mut proj, cfg.norm_eps);
+            }
+            add_into(&mut x, &proj);
+            h.copy_from_slice(&x);
+            layer.ffn_norm.apply(&mut h, cfg.norm_eps);
+            layer.up.forward(&h, rows, &mut ff);
+            if layer.gated {
+                act.clear();
+                act.resize(rows * cfg.ffn, 0.0);
+                gated_activation(&ff, &mut act, cfg.ffn, cfg.activation == FfnActivation::Silu);
+                layer.down.forward(&act, rows, &mut proj);
+            } else {
+                gelu_tanh_inplace(&mut ff);
+                layer.down.forward(&ff, rows, &mut proj);
+            }
+            if let Some(n) = &layer.post_ffn_norm {
+                n.apply(&mut proj, cfg.norm_eps);
+            }
+            add_into(&mut x, &proj);
+        }
+        self.weights.final_norm.apply(&mut x, cfg.norm_eps);
+        Ok(x)
+    }
+
+    /// Attention of every sequence at its own length (tree mask, sliding window, GQA), with
+    /// cached keys first for sequences that extend a cache; returns `rows × heads·head_dim`.
+    fn attention(
+        &self,
+        seqs: &mut [Packed<'_>],
+        qkv: &[f32],
+        layer: usize,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let cfg = &self.config;
+        let hd = cfg.head_dim;
+        let (qd, kvd) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let width = qd + 2 * kvd;
+        // Append new keys/values to caches first, so attention reads them in one place.
+        let mut starts = Vec::with_capacity(seqs.len());
+        let mut r = 0;
+        for s in seqs.iter_mut() {
+            starts.push(r);
+            let n = s.tokens.len();
+            if let Some(cache) = s.cache.as_deref_mut() {
+                if cache.k.len() <= layer {
+                    cache.k.resize(cfg.layers, Vec::new());
+                    cache.v.resize(cfg.layers, Vec::new());
+                }
+                for i in r..r + n {
+                    let row = &qkv[i * width..(i + 1) * width];
+                    cache.k[layer].extend_from_slice(&row[qd..qd + kvd]);
+                    cache.v[layer].extend_from_slice(&row[qd + kvd..]);
+                }
+                if layer + 1 == cfg.layers {
+                    cache.len += n;
+                }
+            }
+            r += n;
+        }
+        let group = cfg.heads / cfg.kv_heads;
+        let parts: Vec<Vec<f32>> = seqs
+            .par_iter()
+            .zip(&starts)
+            .map(|(s, &start)| {
+                let n = s.tokens.len();
+                let q_rows = &qkv[start * width..(start + n) * width];
+                // Keys: the cache (which now ends with this call's tokens) or the new rows.
+                let (k_data, v_data, k_stride, past) = match s.cache.as_deref() {
+                    Some(c) => (&c.k[layer][..], &c.v[layer][..], kvd, c.k[layer].len() / kvd - n),
+                    None => (&q_rows[qd..], &q_rows[qd + kvd..], width, 0),
+                };
+                let nk = past + n;
+                let mut out = vec![0.0f32; n * qd];
+                let mut scores = vec![0.0f32; n * nk];
+                for head in 0..cfg.heads {
+                    let g = head / group;
+                    matmul_transposed_b(
+                        &mut scores,
+                        nk,
+                        View {
+                            data: &q_rows[head * hd..],
+                            rows: n,
+                            cols: hd,
+                            row_stride: width,
+                        },
+                        View {
+                            data: &k_data[g * hd..],
+                            rows: nk,
+                            cols: hd,
+                            row_stride: k_stride,
+                        },
+                    );
+                    for i in 0..n {
+                        let row = &mut scores[i * nk..(i + 1) * nk];
+                        let (pi, si) = (s.positions[i], s.segments[i]);
+                        for (j, v) in row.iter_mut().enumerate() {
+                            let (pj, ok) = if j < past {
+                                (j, true)
+                            } else {
+                                let jj = j - past;
+                                let sj = s.segments[jj];
+                                (s.positions[jj], jj <= i && (sj == 0 || sj == si))
+                            };
+                            let in_window = window.is_none_or(|w| pi - pj < w);
+                            *v = if ok && in_window && pj <= pi {
+                                let x = *v * cfg.attn_scale;
+                                match cfg.attn_softcap {
+                                    Some(c) => fast_tanh(x / c) * c,
+                                    None => x,
+                                }
+                            } else {
+                                f32::NEG_INFINITY
+                            };
+                        }
+                    }
+                    softmax_rows(&mut scores, nk);
+                    matmul(
+                        &mut out[head * hd..],
+                        qd,
+                        View {
+                            data: &scores,
+                            rows: n,
+                            cols: nk,
+                            row_stride: nk,
+                        },
+                        View {
+                            data: &v_data[g * hd..],
+                            rows: nk,
+                            cols: hd,
+                            row_stride: k_stride,
+                        },
+                        false,
+                        false,
+                    );
+                }
+                out
+            })
+            .collect();
+        parts.concat()
+    }
+}
+
+/// Rows per LM-head product: enough to amortise reading the vocabulary matrix, few enough
+/// that the logits stay small (64 × 262k × 4 bytes = 64 MiB).
+const LM_HEAD_ROWS: usize = 64;
+
+struct RopeTable {
+    /// Per position: cos then sin of each frequency.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl RopeTable {
+    fn new(rope: &config::Rope, positions: usize) -> Self {
+        let half = rope.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for &f in &rope.inv_freq {
+                // f32 product, as transformers computes it.
+                let a = p as f32 * f;
+                cos.push(a.cos() * rope.attention_factor);
+                sin.push(a.sin() * rope.attention_factor);
+            }
+        }
+        RopeTable { cos, sin, half }
+    }
+
+    /// Rotates every head vector in `row` (queries then keys, all `head_dim` wide).
+    fn rotate(&self, row: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout) {
+        let half = self.half;
+        let (c, s) = (
+            &self.cos[pos * half..(pos + 1) * half],
+            &self.sin[pos * half..(pos + 1) * half],
+        );
+        for v in row.chunks_exact_mut(head_dim) {
+            match layout {
+                RopeLayout::Halves => {
+                    let (a, b) = v.split_at_mut(half);
+                    for i in 0..half {
+                        let (x, y) = (a[i], b[i]);
+                        a[i] = x * c[i] - y * s[i];
+                        b[i] = y * c[i] + x * s[i];
+                    }
+                }
+                RopeLayout::Pairs => {
+                    for i in 0..half {
+                        let (x, y) = (v[2 * i], v[2 * i + 1]);
+                        v[2 * i] = x * c[i] - y * s[i];
+                        v[2 * i + 1] = y * c[i] + x * s[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn row_argmax(row: &[f32]) -> (f32, u32) {
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.0 {
+            best = (v, i as u32);
+        }
+    }
+    best
+}
+
+multiversion! {
+    /// Per row of width `w.len()`: x ← x / rms(x) · w.
+    fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+        let n = w.len();
+        for row in x.chunks_exact_mut(n) {
+            let mut acc = [0.0f32; 16];
+            let chunks = row.chunks_exact(16);
+            let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            for c in chunks {
+                for j in 0..16 {
+                    acc[j] += c[j] * c[j];
+                }
+            }
+            let ms = (acc.iter().sum::<f32>() + rest) / n as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for (v, g) in row.iter_mut().zip(w) {
+                *v = *v * inv * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Gated MLP activation: rows of `gate_up` hold gate then up (`ffn` each).
+    fn gated_activation(gate_up: &[f32], out: &mut [f32], ffn: usize, silu: bool) {
+        for (gu, o) in gate_up.chunks_exact(2 * ffn).zip(out.chunks_exact_mut(ffn)) {
+            let (g, u) = gu.split_at(ffn);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                let a = if silu {
+                    g / (1.0 + exp_f32(-g))
+                } else {
+                    gelu_tanh(g)
+                };
+                *o = a * u;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // √(2/π)
+    0.5 * x * (1.0 + fast_tanh(C * (x + 0.044_715 * x * x * x)))
+}
+
+multiversion! {
+    fn gelu_tanh_inplace(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = gelu_tanh(*v);
+        }
+    }
+}
+
+multiversion! {
+    fn add_into(x: &mut [f32], y: &[f32]) {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+}
+
+multiversion! {
+    fn softcap(x: &mut [f32], cap: f32) {
+        for v in x.iter_mut() {
+            *v = fast_tanh(*v / cap) * cap;
+        }
+    }
+}
+
+multiversion! {
+    /// Row-wise softmax; masked entries are -inf (each row has at least one finite entry).
+    fn softmax_rows(x: &mut [f32], width: usize) {
+        for row in x.chunks_exact_mut(width) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v = if *v == f32::NEG_INFINITY { 0.0 } else { exp_f32(*v - max) };
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+/// Σ exp(x − max) in f64 over 16 f32 lanes (the normaliser of a log-softmax).
+fn sum_exp(row: &[f32], max: f32) -> f64 {
+    sum_exp_lanes(row, max)
+}
+
+#[inline(always)]
+fn sum_exp_inner(row: &[f32], max: f32) -> f64 {
+    let mut acc = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let rest: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| exp_f32(v - max) as f64)
+        .sum();
+    let mut total = 0.0f64;
+    // Flush the f32 lanes every 4096 values, so the f32 partial sums stay exact enough.
+    for block in row[..row.len() / 16 * 16].chunks(4096) {
+        for c in block.chunks_exact(16) {
+            for j in 0..16 {
+                acc[j] += exp_f32(c[j] - max);
+            }
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+        acc = [0.0; 16];
+    }
+    total + rest
+}
+
+fn sum_exp_lanes(row: &[f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn v4(row: &[f32], max: f32) -> f64 {
+            sum_exp_inner(row, max)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features v4 was compiled for.
+            return unsafe { v4(row, max) };
+        }
+    }
+    sum_exp_inner(row, max)
+}
