@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lmcompare_engine::data::{load_dataset, Columns, Dataset, Example, Split};
+use lmcompare_engine::decoder::Decoder;
 use lmcompare_engine::encoder_model::weights_file;
 use lmcompare_engine::encoder_model::{identity_files, softmax64};
 use lmcompare_engine::probe::{Probe, ProbeOptions};
@@ -181,7 +182,7 @@ pub struct CompareArgs {
     pub shots: usize,
     /// Length normalisation of a label's log-likelihood.
     #[arg(long, value_enum, default_value = "none")]
-    pub length_norm: crate::remote_task::LengthNorm,
+    pub length_norm: crate::decoder_task::LengthNorm,
     /// Requests in flight at once per remote model.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -361,7 +362,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     }
     let cols = args.cols.columns();
     let (ds, choices) = if args.task == Task::MultipleChoice {
-        let (ds, choices) = crate::remote_task::choice_dataset(&args.data)?;
+        let (ds, choices) = crate::decoder_task::choice_dataset(&args.data)?;
         (ds, Some(choices))
     } else {
         (
@@ -410,22 +411,46 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     // The run key covers everything that changes results (batch size does not: inference is
     // per sequence, see --check-invariance).
     let mut hashes = Vec::new();
+    // Generative models (a server's, or a local GGUF/causal-LM folder) are scored by
+    // log-likelihood whatever the task says for encoders.
+    let mut local_decoders: HashMap<String, std::path::PathBuf> = HashMap::new();
     for (name, spec) in &models {
-        if let Some(remote) = RemoteSpec::parse(spec) {
-            remote.map_err(|e| BadInput(format!("model {name}: {e}")))?;
-            if !matches!(args.task, Task::Classify | Task::MultipleChoice) {
+        let remote = RemoteSpec::parse(spec);
+        let local = if remote.is_none() {
+            crate::decoder_task::local_decoder_path(spec)
+        } else {
+            None
+        };
+        if remote.is_some() || local.is_some() {
+            if let Some(r) = remote {
+                r.map_err(|e| BadInput(format!("model {name}: {e}")))?;
+            }
+            if !matches!(
+                args.task,
+                Task::Classify | Task::Probe | Task::ZeroShot | Task::MultipleChoice
+            ) {
                 return Err(BadInput(format!(
-                    "model {name}: a generative model is scored with --task classify (label log-likelihoods) or multiple-choice"
+                    "model {name}: a generative model is scored with --task classify, probe or zero-shot (label log-likelihoods beside the encoders), multiple-choice or perplexity"
                 ))
                 .into());
             }
-            // A server's model is identified by its URL and model id.
-            hashes.push(sha(spec));
+            match local {
+                Some(path) => {
+                    let mut h = Sha256::new();
+                    for f in crate::decoder_task::decoder_identity_files(&path) {
+                        h.update(store.file_sha256(&f).map_err(engine)?.as_bytes());
+                    }
+                    hashes.push(format!("{:x}", h.finalize()));
+                    local_decoders.insert(name.clone(), path);
+                }
+                // A server's model is identified by its URL and model id.
+                None => hashes.push(sha(spec)),
+            }
             continue;
         }
         if args.task == Task::MultipleChoice {
             return Err(BadInput(format!(
-                "model {name}: multiple-choice scores generative models (openai:URL#MODEL); {spec} is an encoder"
+                "model {name}: multiple-choice scores generative models (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is an encoder"
             ))
             .into());
         }
@@ -462,8 +487,11 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         })
         .map_err(engine)?;
 
-    let decoder = if models.iter().any(|(_, s)| RemoteSpec::parse(s).is_some()) {
-        Some(crate::remote_task::decoder_settings(
+    let decoder = if models
+        .iter()
+        .any(|(n, s)| RemoteSpec::parse(s).is_some() || local_decoders.contains_key(n))
+    {
+        Some(crate::decoder_task::decoder_settings(
             args, &ds.labels, &train, choices,
         )?)
     } else {
@@ -471,11 +499,23 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
     };
     let mut runs = Vec::new();
     for ((name, spec), hash) in models.iter().zip(&hashes) {
-        if let (Some(Ok(remote)), Some(settings)) = (RemoteSpec::parse(spec), &decoder) {
-            runs.push(crate::remote_task::run_remote_model(
-                args, &mut store, run_id, name, remote, &ds.labels, &test, settings,
-            )?);
-            continue;
+        if let Some(settings) = &decoder {
+            let model = match (RemoteSpec::parse(spec), local_decoders.get(name)) {
+                (Some(Ok(remote)), _) => Some(crate::decoder_task::DecoderModel::Remote(remote)),
+                (_, Some(path)) => Some(crate::decoder_task::DecoderModel::Local(Box::new(
+                    Decoder::load(path).map_err(|e| match e.is_bad_input() {
+                        true => anyhow::Error::from(BadInput(format!("model {name}: {e}"))),
+                        false => anyhow::anyhow!("model {name}: {e}"),
+                    })?,
+                ))),
+                _ => None,
+            };
+            if let Some(model) = model {
+                runs.push(crate::decoder_task::run_decoder_model(
+                    args, &mut store, run_id, name, &model, &ds.labels, &test, settings,
+                )?);
+                continue;
+            }
         }
         let r = run_model(
             args,
@@ -1113,7 +1153,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         template: "{text}\nAnswer:".into(),
         verbalizers: Vec::new(),
         shots: 0,
-        length_norm: crate::remote_task::LengthNorm::None,
+        length_norm: crate::decoder_task::LengthNorm::None,
         concurrency: 4,
         max_rps: None,
         timeout: 60.0,

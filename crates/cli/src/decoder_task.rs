@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lmcompare_engine::data::{load_multiple_choice, Dataset, Example, Split};
+use lmcompare_engine::decoder::{Decoder, ScoreRequest, ScoreStats};
 use lmcompare_engine::encoder_model::softmax64;
 use lmcompare_engine::profile::{peak_rss_bytes, percentile};
 use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec, RequestFailure};
@@ -204,34 +205,44 @@ pub(crate) fn decoder_settings(
     })
 }
 
+/// One (prompt, continuation) an example needs scored.
 struct Job {
     example: usize,
     /// The label (choice) this continuation stands for, in the original order.
     label: usize,
     /// Which rotation of the choices (0 unless circular).
     rotation: usize,
-    key: String,
-    body: Value,
-    start_char: usize,
-    /// Where the request text ends (a generated token after it is not scored).
-    end_char: usize,
-    /// The continuation's length in characters and UTF-8 bytes (acc_norm, acc_bytes).
-    chars: usize,
-    bytes: usize,
+    prompt: String,
+    continuation: String,
 }
 
+impl Job {
+    /// The continuation's length in characters and UTF-8 bytes (acc_norm, acc_bytes).
+    fn chars_bytes(&self) -> (usize, usize) {
+        let t = self.continuation.trim_start();
+        (t.chars().count(), t.len())
+    }
+}
+
+/// A continuation's log-likelihood: (sum, its tokens, tokens of prompt + continuation).
+type Scored = (f64, usize, usize);
+
 /// Every (prompt, continuation) an example needs: one per label, or per choice and rotation.
-fn example_requests(
-    settings: &DecoderSettings,
-    e: &Example,
-) -> Vec<(usize, usize, String, String)> {
+fn example_jobs(settings: &DecoderSettings, ei: usize, e: &Example) -> Vec<Job> {
+    let job = |label, rotation, prompt: &String, continuation| Job {
+        example: ei,
+        label,
+        rotation,
+        prompt: prompt.clone(),
+        continuation,
+    };
     let Some(choices) = settings.choices.as_ref().and_then(|c| c.get(&e.id)) else {
         let p = prompt(&settings.template, &settings.shots, &e.text);
         return settings
             .verbalizers
             .iter()
             .enumerate()
-            .map(|(l, v)| (l, 0, p.clone(), v.clone()))
+            .map(|(l, v)| job(l, 0, &p, v.clone()))
             .collect();
     };
     let k = choices.len();
@@ -248,100 +259,53 @@ fn example_requests(
             } else {
                 format!(" {c}")
             };
-            out.push(((j + r) % k, r, p.clone(), cont));
+            out.push(job((j + r) % k, r, &p, cont));
         }
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_remote_model(
-    args: &CompareArgs,
-    store: &mut Store,
-    run_id: i64,
-    name: &str,
-    spec: RemoteSpec,
-    labels: &[String],
-    test: &[&Example],
-    settings: &DecoderSettings,
-) -> Result<ModelRun> {
-    let client = client_for(args, &spec)?;
-    let existing = store.predictions(run_id, name).map_err(engine)?;
-    let todo: Vec<&Example> = test
-        .iter()
-        .copied()
-        .filter(|e| !existing.contains_key(&e.id))
-        .collect();
-    let url = format!("{}/completions", spec.base_url);
-    let mut jobs = Vec::new();
-    for (ei, e) in todo.iter().enumerate() {
-        for (label, rotation, p, cont) in example_requests(settings, e) {
-            let body = client.echo_request(&format!("{p}{cont}"));
-            jobs.push(Job {
-                example: ei,
-                label,
-                rotation,
-                key: sha(&format!("{url}\n{body}")),
-                body,
-                start_char: p.chars().count(),
-                end_char: p.chars().count() + cont.chars().count(),
-                chars: cont.trim_start().chars().count(),
-                bytes: cont.trim_start().len(),
-            });
-        }
-    }
-    let requests: Vec<(&str, &Value)> = jobs.iter().map(|j| (j.key.as_str(), &j.body)).collect();
-    let Fetched {
-        answers,
-        failures,
-        sent,
-    } = fetch_all(
-        &client,
-        store,
-        &requests,
-        args.concurrency,
-        args.quiet,
-        name,
-    )?;
-    let pending_len = sent;
+/// A generative model in a comparison: behind an OpenAI-compatible server, or local.
+pub(crate) enum DecoderModel {
+    Remote(RemoteSpec),
+    Local(Box<Decoder>),
+}
 
-    // Per example: each rotation's log-likelihood of every label, or why one is missing.
+/// Per-task tallies over the examples scored in this call: acc, acc_norm, acc_bytes,
+/// circular, as (right, scored).
+type Tallies = [(usize, usize); 4];
+
+/// Predictions from scored jobs. `results[j]` is job j's score or why it has none;
+/// `latency[i]` and `batch` describe example i's timing.
+#[allow(clippy::too_many_arguments)]
+fn predictions_from(
+    args: &CompareArgs,
+    settings: &DecoderSettings,
+    labels: &[String],
+    examples: &[&Example],
+    jobs: &[Job],
+    results: &[std::result::Result<Scored, String>],
+    latency: &[f64],
+    batch: usize,
+    tallies: &mut Tallies,
+    failed: &mut Vec<(String, String)>,
+) -> Vec<StoredPrediction> {
+    type Score = (f64, usize, usize, usize, usize); // sum, tokens, total tokens, chars, bytes
     let k = labels.len();
     let rotations = jobs.iter().map(|j| j.rotation + 1).max().unwrap_or(1);
-    type Score = (f64, usize, usize, usize, usize); // sum, tokens, echoed tokens, chars, bytes
-    let mut ll: Vec<Vec<Vec<Option<Score>>>> = vec![vec![vec![None; k]; rotations]; todo.len()];
-    let mut latency: Vec<f64> = vec![0.0; todo.len()];
-    let mut failed: Vec<(String, String)> = Vec::new();
-    let mut bad_answer: HashMap<usize, String> = HashMap::new();
-    for (j, job) in jobs.iter().enumerate() {
-        if let Some((v, ms)) = answers.get(&j) {
-            latency[job.example] += ms;
-            match RemoteClient::parse_echo(v).ok().and_then(|e| {
-                e.continuation(job.start_char, job.end_char)
-                    .map(|c| (c, e.tokens.len()))
-            }) {
-                Some(((sum, n), tokens)) => {
-                    ll[job.example][job.rotation][job.label] =
-                        Some((sum, n, tokens, job.chars, job.bytes))
-                }
-                None => {
-                    bad_answer.insert(
-                        job.example,
-                        "the answer has no log-probabilities for the continuation".into(),
-                    );
-                }
+    let mut ll: Vec<Vec<Vec<Option<Score>>>> = vec![vec![vec![None; k]; rotations]; examples.len()];
+    let mut bad: HashMap<usize, String> = HashMap::new();
+    for (job, r) in jobs.iter().zip(results) {
+        match r {
+            Ok((sum, n, total)) => {
+                let (chars, bytes) = job.chars_bytes();
+                ll[job.example][job.rotation][job.label] = Some((*sum, *n, *total, chars, bytes));
             }
-        } else if let Some(f) = failures.get(&j) {
-            bad_answer.insert(job.example, f.to_string());
+            Err(why) => {
+                bad.insert(job.example, why.clone());
+            }
         }
     }
-    let choice_count = |e: &Example| -> usize {
-        settings
-            .choices
-            .as_ref()
-            .and_then(|c| c.get(&e.id))
-            .map_or(k, Vec::len)
-    };
     let pick = |scores: &[Score], norm: LengthNorm| -> Vec<f32> {
         scores
             .iter()
@@ -354,14 +318,16 @@ pub(crate) fn run_remote_model(
             .collect()
     };
     let mut rows = Vec::new();
-    // acc, acc_norm, acc_bytes, circular: (right, scored) over this call's examples.
-    let mut tallies = [(0usize, 0usize); 4];
-    for (ei, e) in todo.iter().enumerate() {
-        if let Some(reason) = bad_answer.get(&ei) {
+    for (ei, e) in examples.iter().enumerate() {
+        if let Some(reason) = bad.get(&ei) {
             failed.push((e.id.clone(), reason.clone()));
             continue;
         }
-        let n_choices = choice_count(e);
+        let n_choices = settings
+            .choices
+            .as_ref()
+            .and_then(|c| c.get(&e.id))
+            .map_or(k, Vec::len);
         let Some(per_rotation) = ll[ei]
             .iter()
             .map(|r| {
@@ -400,39 +366,297 @@ pub(crate) fn run_remote_model(
             probabilities: p,
             tokens: scores.iter().map(|s| s.2).max().unwrap_or(0),
             batch_latency_ms: latency[ei],
-            batch_size: 1,
+            batch_size: batch,
         });
     }
-    store
-        .save_predictions(run_id, name, &rows)
-        .map_err(engine)?;
+    rows
+}
+
+/// Remote scoring: one echo request per job, answered from the store's cache where possible.
+fn score_remote(
+    args: &CompareArgs,
+    store: &mut Store,
+    name: &str,
+    spec: &RemoteSpec,
+    examples: usize,
+    jobs: &[Job],
+) -> Result<(Vec<std::result::Result<Scored, String>>, Vec<f64>, usize)> {
+    let client = client_for(args, spec)?;
+    let url = format!("{}/completions", spec.base_url);
+    let bodies: Vec<(String, Value)> = jobs
+        .iter()
+        .map(|j| {
+            let body = client.echo_request(&format!("{}{}", j.prompt, j.continuation));
+            (sha(&format!("{url}\n{body}")), body)
+        })
+        .collect();
+    let requests: Vec<(&str, &Value)> = bodies.iter().map(|(k, b)| (k.as_str(), b)).collect();
+    let Fetched {
+        answers,
+        failures,
+        sent,
+    } = fetch_all(
+        &client,
+        store,
+        &requests,
+        args.concurrency,
+        args.quiet,
+        name,
+    )?;
+    let mut latency = vec![0.0; examples];
+    let results = jobs
+        .iter()
+        .enumerate()
+        .map(|(j, job)| {
+            if let Some((v, ms)) = answers.get(&j) {
+                latency[job.example] += ms;
+                let start = job.prompt.chars().count();
+                let end = start + job.continuation.chars().count();
+                RemoteClient::parse_echo(v)
+                    .ok()
+                    .and_then(|e| {
+                        e.continuation(start, end)
+                            .map(|c| (c.0, c.1, e.tokens.len()))
+                    })
+                    .ok_or_else(|| {
+                        "the answer has no log-probabilities for the continuation".to_owned()
+                    })
+            } else if let Some(f) = failures.get(&j) {
+                Err(f.to_string())
+            } else {
+                Err("missing answer".to_owned())
+            }
+        })
+        .collect();
+    Ok((results, latency, sent))
+}
+
+/// Local scoring of one batch of examples: each distinct prompt is one tree-masked pass that
+/// scores all its continuations.
+fn score_local(
+    decoder: &Decoder,
+    jobs: &[Job],
+) -> Result<Vec<std::result::Result<Scored, String>>> {
+    let (requests, place) = local_requests(decoder, jobs)?;
+    let (scores, _) = decoder.score(&requests).map_err(engine)?;
+    Ok(place
+        .iter()
+        .map(|&(r, c)| {
+            let sc = &scores[r][c];
+            Ok((
+                sc.sum(),
+                sc.logprobs.len(),
+                requests[r].context.len() + sc.logprobs.len(),
+            ))
+        })
+        .collect())
+}
+
+/// The jobs as tokenized score requests (one per distinct prompt), and where each job's
+/// continuation sits: (request, continuation).
+#[allow(clippy::type_complexity)]
+fn local_requests(
+    decoder: &Decoder,
+    jobs: &[Job],
+) -> Result<(Vec<ScoreRequest>, Vec<(usize, usize)>)> {
+    let mut requests: Vec<ScoreRequest> = Vec::new();
+    let mut index: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut place: Vec<(usize, usize)> = Vec::new();
+    for j in jobs {
+        let (ctx, cont) = decoder
+            .encode_pair(&j.prompt, &j.continuation)
+            .map_err(engine)?;
+        let r = *index.entry((j.example, j.rotation)).or_insert_with(|| {
+            requests.push(ScoreRequest {
+                context: ctx,
+                continuations: Vec::new(),
+            });
+            requests.len() - 1
+        });
+        place.push((r, requests[r].continuations.len()));
+        requests[r].continuations.push(cont);
+    }
+    Ok((requests, place))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_decoder_model(
+    args: &CompareArgs,
+    store: &mut Store,
+    run_id: i64,
+    name: &str,
+    model: &DecoderModel,
+    labels: &[String],
+    test: &[&Example],
+    settings: &DecoderSettings,
+) -> Result<ModelRun> {
+    let existing = store.predictions(run_id, name).map_err(engine)?;
+    let todo: Vec<&Example> = test
+        .iter()
+        .copied()
+        .filter(|e| !existing.contains_key(&e.id))
+        .collect();
+    let mut tallies: Tallies = [(0, 0); 4];
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut total_jobs = 0;
+    let mut sent = 0;
+    let mut stats = ScoreStats::default();
+    match model {
+        DecoderModel::Remote(spec) => {
+            let jobs: Vec<Job> = todo
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| example_jobs(settings, i, e))
+                .collect();
+            total_jobs = jobs.len();
+            let (results, latency, n) = score_remote(args, store, name, spec, todo.len(), &jobs)?;
+            sent = n;
+            let rows = predictions_from(
+                args,
+                settings,
+                labels,
+                &todo,
+                &jobs,
+                &results,
+                &latency,
+                1,
+                &mut tallies,
+                &mut failed,
+            );
+            store
+                .save_predictions(run_id, name, &rows)
+                .map_err(engine)?;
+        }
+        DecoderModel::Local(decoder) => {
+            // Batches of examples, each committed to the store when done, so an interrupted
+            // run resumes after the last finished batch.
+            let pb = bar(args.quiet, test.len(), name);
+            pb.set_position(existing.len() as u64);
+            for chunk in todo.chunks(args.batch_size) {
+                let jobs: Vec<Job> = chunk
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, e)| example_jobs(settings, i, e))
+                    .collect();
+                total_jobs += jobs.len();
+                let t0 = Instant::now();
+                let results = score_local(decoder, &jobs)?;
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                let rows = predictions_from(
+                    args,
+                    settings,
+                    labels,
+                    chunk,
+                    &jobs,
+                    &results,
+                    &vec![ms; chunk.len()],
+                    chunk.len(),
+                    &mut tallies,
+                    &mut failed,
+                );
+                store
+                    .save_predictions(run_id, name, &rows)
+                    .map_err(engine)?;
+                pb.inc(chunk.len() as u64);
+            }
+            pb.finish_and_clear();
+            // The cost of every scored example, from its real token counts (the same on a
+            // resumed run, which computes none of them now).
+            let done = store.predictions(run_id, name).map_err(engine)?;
+            let scored: Vec<&Example> = test
+                .iter()
+                .copied()
+                .filter(|e| done.contains_key(&e.id))
+                .collect();
+            let jobs: Vec<Job> = scored
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| example_jobs(settings, i, e))
+                .collect();
+            stats = decoder
+                .cost(&local_requests(decoder, &jobs)?.0)
+                .map_err(engine)?;
+        }
+    }
     let predictions: Vec<StoredPrediction> = store
         .predictions(run_id, name)
         .map_err(engine)?
         .into_values()
         .collect();
-    let lat: Vec<f64> = predictions.iter().map(|p| p.batch_latency_ms).collect();
-    let seconds: f64 = lat.iter().sum::<f64>() / 1e3;
-    let tokens: f64 = predictions.iter().map(|p| p.tokens as f64).sum::<f64>();
     let n = predictions.len().max(1) as f64;
-    let efficiency = json!({
-        "parameters": Value::Null, "size_bytes": Value::Null, "parameter_source": "not reported by the server",
-        "flops_per_example": Value::Null, "tokens_per_example": tokens / n,
-        "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p95": percentile(&lat, 0.95),
-        "latency_unit": "per example (all label requests, sequential sum)",
-        "throughput_per_s": if seconds > 0.0 { n / seconds } else { f64::NAN },
-        "tokens_per_s": if seconds > 0.0 { tokens * k as f64 / seconds } else { f64::NAN },
-        "peak_rss_bytes": peak_rss_bytes(), "requests": jobs.len(), "requests_sent": pending_len,
-    });
+    let tokens: f64 = predictions.iter().map(|p| p.tokens as f64).sum::<f64>();
+    let (efficiency, spec_text, backend) = match model {
+        DecoderModel::Remote(spec) => {
+            let lat: Vec<f64> = predictions.iter().map(|p| p.batch_latency_ms).collect();
+            let seconds: f64 = lat.iter().sum::<f64>() / 1e3;
+            (
+                json!({
+                    "parameters": Value::Null, "size_bytes": Value::Null, "parameter_source": "not reported by the server",
+                    "flops_per_example": Value::Null, "tokens_per_example": tokens / n,
+                    "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p95": percentile(&lat, 0.95),
+                    "latency_unit": "per example (all label requests, sequential sum)",
+                    "throughput_per_s": if seconds > 0.0 { n / seconds } else { f64::NAN },
+                    "tokens_per_s": if seconds > 0.0 { tokens * labels.len() as f64 / seconds } else { f64::NAN },
+                    "peak_rss_bytes": peak_rss_bytes(), "requests": total_jobs, "requests_sent": sent,
+                }),
+                format!("openai:{}#{}", spec.base_url, spec.model),
+                "openai-compatible HTTP (completions, echo + logprobs)".to_owned(),
+            )
+        }
+        DecoderModel::Local(d) => {
+            // Distinct batches: the examples of one batch share its latency.
+            let mut batches: Vec<(u64, usize)> = predictions
+                .iter()
+                .map(|p| (p.batch_latency_ms.to_bits(), p.batch_size))
+                .collect();
+            batches.sort_unstable();
+            batches.dedup();
+            let per_example: Vec<f64> = batches
+                .iter()
+                .map(|b| f64::from_bits(b.0) / b.1.max(1) as f64)
+                .collect();
+            let seconds: f64 = batches.iter().map(|b| f64::from_bits(b.0)).sum::<f64>() / 1e3;
+            (
+                json!({
+                    "parameters": d.size.parameters, "size_bytes": d.size.file_bytes,
+                    "parameter_source": format!("{} header ({})", d.format, d.size.storage),
+                    "embedding_parameters": d.size.embedding_parameters,
+                    "flops_per_example": stats.flops / n,
+                    "tokens_per_example": tokens / n,
+                    "latency_ms_p50": percentile(&per_example, 0.5), "latency_ms_p95": percentile(&per_example, 0.95),
+                    "latency_unit": "per example (batch time / batch size)",
+                    "throughput_per_s": if seconds > 0.0 { n / seconds } else { f64::NAN },
+                    "tokens_per_s": if seconds > 0.0 { tokens / seconds } else { f64::NAN },
+                    "peak_rss_bytes": peak_rss_bytes(),
+                    "truncated_contexts": stats.truncated,
+                }),
+                d.source.display().to_string(),
+                format!(
+                    "lmcompare decoder kernels ({} {}, f32; tokenizer {})",
+                    d.config.family.key(),
+                    d.format,
+                    d.tokenizer_source
+                ),
+            )
+        }
+    };
     failed.sort();
     Ok(ModelRun {
         name: name.to_owned(),
-        spec: format!("openai:{}#{}", spec.base_url, spec.model),
+        spec: spec_text,
         predictions,
-        computed: pending_len,
-        reused: jobs.len() - pending_len,
+        // Remote: requests sent vs answered from the cache; local: examples scored now vs
+        // found in the store.
+        computed: match model {
+            DecoderModel::Remote(_) => sent,
+            DecoderModel::Local(_) => todo.len(),
+        },
+        reused: match model {
+            DecoderModel::Remote(_) => total_jobs - sent.min(total_jobs),
+            DecoderModel::Local(_) => existing.len(),
+        },
         efficiency,
-        backend: "openai-compatible HTTP (completions, echo + logprobs)".into(),
+        backend,
         invariance: None,
         failed,
         extra: if settings.choices.is_some() {
@@ -579,4 +803,31 @@ pub(crate) fn client_for(args: &CompareArgs, spec: &RemoteSpec) -> Result<Remote
             backoff: Duration::from_millis(args.backoff_ms),
         },
     ))
+}
+
+/// The file or folder of a local generative model named by `spec` (a `.gguf` file, or a
+/// folder / `hf:` snapshot whose config.json names a decoder family), if it is one.
+pub(crate) fn local_decoder_path(spec: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(spec);
+    if path.is_file() && Decoder::is_decoder(path) {
+        return Some(path.to_owned());
+    }
+    let resolved = lmcompare_engine::spec::resolve(spec).ok()?;
+    Decoder::is_decoder(&resolved.dir).then_some(resolved.dir)
+}
+
+/// The files whose content identifies a local decoder (for the run key).
+pub(crate) fn decoder_identity_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    if path.is_file() {
+        return vec![path.to_owned()];
+    }
+    let mut v = vec![path.join("config.json")];
+    if let Some(w) = lmcompare_engine::encoder_model::weights_file(path) {
+        v.push(w);
+    }
+    let tok = path.join("tokenizer.json");
+    if tok.exists() {
+        v.push(tok);
+    }
+    v
 }

@@ -2,12 +2,12 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
 
 mod compare_cmd;
+mod decoder_task;
 mod encoder_cmds;
 mod metrics_cmd;
 mod perplexity_task;
 mod prediction_files;
 mod profile_cmd;
-mod remote_task;
 mod texts;
 mod tune_cmd;
 

@@ -4,10 +4,11 @@
 //! windows of whole words; each window after the first is scored after the end of the
 //! previous text as context (a sliding window), so every character is scored once.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use lmcompare_engine::decoder::{Decoder, ScoreRequest};
 use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
 use lmcompare_engine::store::{timestamp, NewRun, Store};
 use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
@@ -16,8 +17,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
 use crate::compare_cmd::{parse_models, sha, CompareArgs};
+use crate::decoder_task::{client_for, fetch_all, local_decoder_path, Fetched};
 use crate::encoder_cmds::engine;
-use crate::remote_task::{client_for, fetch_all, Fetched};
 use crate::BadInput;
 
 /// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
@@ -117,11 +118,15 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let models = parse_models(&args.models)?;
     let mut remotes = Vec::new();
     for (name, spec) in &models {
-        match RemoteSpec::parse(spec) {
-            Some(r) => remotes.push((name.clone(), r.map_err(|e| BadInput(format!("model {name}: {e}")))?)),
-            None => {
+        match (RemoteSpec::parse(spec), local_decoder_path(spec)) {
+            (Some(r), _) => remotes.push((
+                name.clone(),
+                PplModel::Remote(r.map_err(|e| BadInput(format!("model {name}: {e}")))?),
+            )),
+            (None, Some(path)) => remotes.push((name.clone(), PplModel::Local(path))),
+            (None, None) => {
                 return Err(BadInput(format!(
-                    "model {name}: perplexity scores generative models (openai:URL#MODEL); {spec} is an encoder"
+                    "model {name}: perplexity scores generative models (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is not one"
                 ))
                 .into())
             }
@@ -161,33 +166,48 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let mut per_model: Vec<Vec<Option<(f64, usize, usize)>>> = Vec::new();
     let mut failed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut model_docs = Vec::new();
-    for (name, spec) in &remotes {
-        let client = client_for(args, spec)?;
-        let url = format!("{}/completions", spec.base_url);
-        let bodies: Vec<Value> = windows_all
-            .iter()
-            .map(|w| client.echo_request(&w.2))
-            .collect();
-        let keys: Vec<String> = bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
-        let requests: Vec<(&str, &Value)> = keys.iter().map(String::as_str).zip(&bodies).collect();
-        let Fetched {
-            answers,
-            failures,
-            sent,
-        } = fetch_all(
-            &client,
-            &mut store,
-            &requests,
-            args.concurrency,
-            args.quiet,
-            name,
-        )?;
+    for (name, model) in &remotes {
+        let (answers, failures, sent) = match model {
+            PplModel::Remote(spec) => {
+                let client = client_for(args, spec)?;
+                let url = format!("{}/completions", spec.base_url);
+                let bodies: Vec<Value> = windows_all
+                    .iter()
+                    .map(|w| client.echo_request(&w.2))
+                    .collect();
+                let keys: Vec<String> =
+                    bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
+                let requests: Vec<(&str, &Value)> =
+                    keys.iter().map(String::as_str).zip(&bodies).collect();
+                let Fetched {
+                    answers,
+                    failures,
+                    sent,
+                } = fetch_all(
+                    &client,
+                    &mut store,
+                    &requests,
+                    args.concurrency,
+                    args.quiet,
+                    name,
+                )?;
+                (answers, failures, sent)
+            }
+            PplModel::Local(path) => {
+                let (answers, sent) =
+                    score_windows_locally(args, &mut store, name, path, &windows_all)?;
+                (answers, HashMap::new(), sent)
+            }
+        };
         let mut sums: Vec<Option<(f64, usize, usize)>> = vec![Some((0.0, 0, 0)); docs.len()];
         let mut latency = Vec::new();
         for (j, (d, ctx, text)) in windows_all.iter().enumerate() {
             let score = answers.get(&j).and_then(|(v, ms)| {
                 latency.push(*ms);
-                window_score(v, *ctx, text)
+                match model {
+                    PplModel::Remote(_) => window_score(v, *ctx, text),
+                    PplModel::Local(_) => local_window_score(v),
+                }
             });
             match (score, &mut sums[*d]) {
                 (Some((a, b, c)), Some(acc)) => *acc = (acc.0 + a, acc.1 + b, acc.2 + c),
@@ -253,7 +273,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
         .map(|m| resamples.iter().map(|r| stats(m, r)).collect())
         .collect();
     let mut out_models = Vec::new();
-    for (m, (name, spec)) in remotes.iter().enumerate() {
+    for (m, (name, model)) in remotes.iter().enumerate() {
         let (ppl, bpb) = stats(m, &kept);
         let (tok, bytes) = kept
             .iter()
@@ -262,7 +282,10 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
         let mut ppl_s: Vec<f64> = boot[m].iter().map(|x| x.0).collect();
         let mut bpb_s: Vec<f64> = boot[m].iter().map(|x| x.1).collect();
         out_models.push(json!({
-            "name": name, "spec": format!("openai:{}#{}", spec.base_url, spec.model),
+            "name": name, "spec": match model {
+                PplModel::Remote(spec) => format!("openai:{}#{}", spec.base_url, spec.model),
+                PplModel::Local(path) => path.display().to_string(),
+            },
             "perplexity": {"token_perplexity": ppl, "bits_per_byte": bpb, "tokens": tok, "bytes": bytes,
                 "ci": {"token_perplexity": ci(&mut ppl_s), "bits_per_byte": ci(&mut bpb_s)}},
             "efficiency": model_docs[m],
@@ -324,4 +347,89 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     });
     store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
     Ok(doc)
+}
+
+enum PplModel {
+    Remote(RemoteSpec),
+    Local(PathBuf),
+}
+
+/// A locally scored window as stored: `{"nll", "tokens", "bytes"}`.
+fn local_window_score(v: &Value) -> Option<(f64, usize, usize)> {
+    Some((
+        v["nll"].as_f64()?,
+        v["tokens"].as_u64()? as usize,
+        v["bytes"].as_u64()? as usize,
+    ))
+}
+
+/// Scores every window with a local decoder, the window's text as the continuation of its
+/// context. Results are kept in the store's answer cache under a key of the model's content,
+/// the context and the window, so a rerun or resumed run computes nothing twice. Returns
+/// the answers by window (with per-window milliseconds) and how many were computed now.
+#[allow(clippy::type_complexity)]
+fn score_windows_locally(
+    args: &CompareArgs,
+    store: &mut Store,
+    name: &str,
+    path: &Path,
+    windows: &[(usize, usize, String)],
+) -> Result<(HashMap<usize, (Value, f64)>, usize)> {
+    let mut identity = String::new();
+    for f in crate::decoder_task::decoder_identity_files(path) {
+        identity.push_str(&store.file_sha256(&f).map_err(engine)?);
+    }
+    let keys: Vec<String> = windows
+        .iter()
+        .map(|(_, ctx, text)| sha(&format!("local-decoder\n{identity}\n{ctx}\n{text}")))
+        .collect();
+    let mut answers = HashMap::new();
+    let mut todo = Vec::new();
+    for (j, key) in keys.iter().enumerate() {
+        match store.cached_response(key).map_err(engine)? {
+            Some((text, ms)) => {
+                answers.insert(j, (serde_json::from_str(&text)?, ms));
+            }
+            None => todo.push(j),
+        }
+    }
+    if todo.is_empty() {
+        return Ok((answers, 0));
+    }
+    let decoder = Decoder::load(path).map_err(|e| BadInput(format!("model {name}: {e}")))?;
+    let pb = crate::compare_cmd::bar(args.quiet, windows.len(), name);
+    pb.set_position((windows.len() - todo.len()) as u64);
+    for chunk in todo.chunks(args.batch_size) {
+        let mut requests = Vec::new();
+        let mut bytes = Vec::new();
+        for &j in chunk {
+            let (_, ctx_chars, text) = &windows[j];
+            let split = text
+                .char_indices()
+                .nth(*ctx_chars)
+                .map_or(text.len(), |(b, _)| b);
+            let (context, window) = text.split_at(split);
+            let (ctx, cont) = decoder.encode_pair(context, window).map_err(engine)?;
+            requests.push(ScoreRequest {
+                context: ctx,
+                continuations: vec![cont],
+            });
+            bytes.push(window.len());
+        }
+        let t0 = std::time::Instant::now();
+        let (scores, _) = decoder.score(&requests).map_err(engine)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
+        let mut rows = Vec::new();
+        for ((&j, s), b) in chunk.iter().zip(&scores).zip(&bytes) {
+            let text =
+                json!({"nll": -s[0].sum(), "tokens": s[0].logprobs.len(), "bytes": b}).to_string();
+            // Read back what is stored, so a rerun reports bit-identical numbers.
+            answers.insert(j, (serde_json::from_str(&text)?, ms));
+            rows.push((keys[j].clone(), text, ms));
+        }
+        store.save_responses(&rows).map_err(engine)?;
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok((answers, todo.len()))
 }

@@ -392,10 +392,6 @@ fn servers_without_prompt_logprobs_and_bad_decoder_settings_are_refused() {
         "--verbalizer is missing for dataset label(s) rotten",
     );
     bad(
-        &[&base[..], &["--task", "probe"]].concat(),
-        "a generative model is scored with --task classify",
-    );
-    bad(
         &[
             "compare",
             "--model",

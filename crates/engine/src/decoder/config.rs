@@ -256,10 +256,8 @@ impl DecoderConfig {
             .or(v.get("rope_scaling").filter(|s| !s.is_null()));
         let rope_global = scaled_rope(theta_of(global_p, theta), head_dim, global_scaling)?;
         let sliding_window = num("sliding_window");
-        let layer_types: Option<Vec<bool>> = v
-            .get("layer_types")
-            .and_then(Value::as_array)
-            .map(|a| {
+        let layer_types: Option<Vec<bool>> =
+            v.get("layer_types").and_then(Value::as_array).map(|a| {
                 a.iter()
                     .map(|t| t.as_str() == Some("sliding_attention"))
                     .collect()
@@ -319,7 +317,11 @@ impl DecoderConfig {
                 // forces it for `gelu` too.
                 FfnActivation::GeluTanh
             }
-            other => return Err(format!("activation {other:?} is not supported (silu, gelu_pytorch_tanh)")),
+            other => {
+                return Err(format!(
+                    "activation {other:?} is not supported (silu, gelu_pytorch_tanh)"
+                ))
+            }
         };
         let softcap = |k: &str| float(k).filter(|c| *c > 0.0).map(|c| c as f32);
         Ok(DecoderConfig {
@@ -438,7 +440,11 @@ impl DecoderConfig {
             sliding_layers,
             // llama.cpp scales Gemma 2/3 27B queries by the width per head, all others by
             // the head size (what query_pre_attn_scalar says in their HF configs).
-            attn_scale: if family.is_gemma() && matches!((family, layers), (DecoderFamily::Gemma2, 46) | (DecoderFamily::Gemma3, 62)) {
+            attn_scale: if family.is_gemma()
+                && matches!(
+                    (family, layers),
+                    (DecoderFamily::Gemma2, 46) | (DecoderFamily::Gemma3, 62)
+                ) {
                 1.0 / ((hidden / heads) as f32).sqrt()
             } else {
                 1.0 / (head_dim as f32).sqrt()

@@ -52,11 +52,10 @@ impl TensorSource for GgufTensors<'_> {
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| EngineError::file(self.path, format!("tensor `{name}` is missing")))?;
+        let info =
+            self.content.tensor_infos.get(name).ok_or_else(|| {
+                EngineError::file(self.path, format!("tensor `{name}` is missing"))
+            })?;
         if info.shape.dims() != shape {
             return Err(EngineError::file(
                 self.path,
@@ -152,10 +151,14 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
             _ => None,
         }
     };
-    let tokens = strings("tokenizer.ggml.tokens")
-        .ok_or_else(|| EngineError::file(path, "no tokenizer.ggml.tokens: the file has no embedded tokenizer"))?;
-    let mut cfg = DecoderConfig::from_gguf(&meta, tokens.len())
-        .map_err(|m| EngineError::file(path, m))?;
+    let tokens = strings("tokenizer.ggml.tokens").ok_or_else(|| {
+        EngineError::file(
+            path,
+            "no tokenizer.ggml.tokens: the file has no embedded tokenizer",
+        )
+    })?;
+    let mut cfg =
+        DecoderConfig::from_gguf(&meta, tokens.len()).map_err(|m| EngineError::file(path, m))?;
     let embd = content
         .tensor_infos
         .get("token_embd.weight")
@@ -177,7 +180,11 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
             EngineError::file(&tokenizer_json, format!("cannot load tokenizer: {e}"))
         })?;
         let specials = super::load::leading_specials(&t);
-        (t, "tokenizer.json beside the GGUF file".to_owned(), !specials.is_empty())
+        (
+            t,
+            "tokenizer.json beside the GGUF file".to_owned(),
+            !specials.is_empty(),
+        )
     } else {
         let model = meta
             .get("tokenizer.ggml.model")
@@ -205,7 +212,11 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
             .get("tokenizer.ggml.add_bos_token")
             .and_then(GgufScalar::as_bool)
             .unwrap_or(true);
-        (t, "embedded in the GGUF file (SentencePiece)".to_owned(), add_bos)
+        (
+            t,
+            "embedded in the GGUF file (SentencePiece)".to_owned(),
+            add_bos,
+        )
     };
     // Dequantise every tensor in parallel; the builder then only rearranges.
     let names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -311,7 +322,9 @@ pub(crate) fn spm_tokenizer(
         .map(|(s, _)| s.clone());
     let mut builder = BPE::builder()
         .vocab_and_merges(
-            vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(),
+            vocab
+                .into_iter()
+                .collect::<tokenizers::models::bpe::Vocab>(),
             merges.into_iter().map(|m| (m.3, m.4)).collect::<Vec<_>>(),
         )
         .byte_fallback(true)
@@ -347,6 +360,7 @@ pub(crate) fn spm_tokenizer(
         .filter(|(_, t)| **t as u32 == USER_DEFINED)
         .map(|(s, _)| AddedToken::from(s.clone(), false).normalized(false))
         .collect();
-    tok.add_tokens(user).map_err(|e| format!("tokenizer: {e}"))?;
+    tok.add_tokens(user)
+        .map_err(|e| format!("tokenizer: {e}"))?;
     Ok(tok)
 }

@@ -120,7 +120,11 @@ pub(crate) fn build_weights(
             _ => None,
         };
         let qkv = fused(vec![(q, qd), (k, kvd), (v, kvd)], d, bias);
-        let o = fused(vec![(src.get(&n(Part::O), &[d, qd])?, d)], qd, opt_bias(n(Part::O), d)?);
+        let o = fused(
+            vec![(src.get(&n(Part::O), &[d, qd])?, d)],
+            qd,
+            opt_bias(n(Part::O), d)?,
+        );
         let gate = src.get(&n(Part::Gate), &[cfg.ffn, d])?;
         let up = src.get(&n(Part::Up), &[cfg.ffn, d])?;
         let down = src.get(&n(Part::Down), &[d, cfg.ffn])?;
@@ -268,7 +272,10 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
         .map_err(|e| EngineError::file(&config_path, format!("not valid JSON: {e}")))?;
     let cfg = DecoderConfig::from_hf(&v).map_err(|m| EngineError::file(&config_path, m))?;
     let weights_path = crate::encoder_model::weights_file(dir).ok_or_else(|| {
-        EngineError::file(dir, "no model.safetensors or pytorch_model.bin in the folder")
+        EngineError::file(
+            dir,
+            "no model.safetensors or pytorch_model.bin in the folder",
+        )
     })?;
     let file = WeightFile::open(&weights_path)?;
     let tok_path = dir.join("tokenizer.json");
@@ -296,12 +303,20 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
         };
         build_gpt2(&cfg, &file, prefix)
     } else {
-        let prefix = ["model.", "model.language_model.", "language_model.model.", ""]
-            .into_iter()
-            .find(|p| file.contains(&format!("{p}embed_tokens.weight")))
-            .ok_or_else(|| {
-                EngineError::file(&weights_path, "no embed_tokens.weight under any known prefix")
-            })?;
+        let prefix = [
+            "model.",
+            "model.language_model.",
+            "language_model.model.",
+            "",
+        ]
+        .into_iter()
+        .find(|p| file.contains(&format!("{p}embed_tokens.weight")))
+        .ok_or_else(|| {
+            EngineError::file(
+                &weights_path,
+                "no embed_tokens.weight under any known prefix",
+            )
+        })?;
         build_weights(&cfg, &file, &hf_naming(cfg.family, prefix.to_owned()))
     };
     let weights = built.map_err(|e| match e {
@@ -315,7 +330,11 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
         .sum();
     let embedding_parameters: u64 = tensors
         .iter()
-        .filter(|t| t.name.contains("embed_tokens") || t.name.ends_with("wte.weight") || t.name.ends_with("wpe.weight"))
+        .filter(|t| {
+            t.name.contains("embed_tokens")
+                || t.name.ends_with("wte.weight")
+                || t.name.ends_with("wpe.weight")
+        })
         .map(|t| t.shape.iter().product::<usize>() as u64)
         .sum();
     let mut dtypes: Vec<String> = tensors.iter().map(|t| t.dtype.clone()).collect();
@@ -326,7 +345,9 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
         size: DecoderSize {
             parameters,
             embedding_parameters,
-            file_bytes: std::fs::metadata(&weights_path).map(|m| m.len()).unwrap_or(0),
+            file_bytes: std::fs::metadata(&weights_path)
+                .map(|m| m.len())
+                .unwrap_or(0),
             storage: dtypes.join(", "),
         },
         config: cfg,

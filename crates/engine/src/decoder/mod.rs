@@ -220,6 +220,20 @@ impl Decoder {
         &self.prefix
     }
 
+    /// What an empty context becomes: the prefix, or for models without one the
+    /// end-of-text token (lm-evaluation-harness's choice for GPT-2), so the first real token
+    /// has something to be predicted from.
+    pub fn start_tokens(&self) -> Vec<u32> {
+        if !self.prefix.is_empty() {
+            return self.prefix.clone();
+        }
+        self.config
+            .bos_token_id
+            .or(self.config.eos_token_id)
+            .into_iter()
+            .collect()
+    }
+
     /// `context` and `continuation` as token ids, split the way lm-evaluation-harness does:
     /// trailing spaces of the context move to the continuation, the pair is encoded whole,
     /// and the continuation is what follows the context's own encoding.
@@ -242,7 +256,10 @@ impl Decoder {
     /// Each request as one tree-masked sequence: (tokens fed, positions, segments, context
     /// length), and how many contexts were cut to fit.
     #[allow(clippy::type_complexity)]
-    fn plan(&self, requests: &[ScoreRequest]) -> Result<(Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)>, usize)> {
+    fn plan(
+        &self,
+        requests: &[ScoreRequest],
+    ) -> Result<(Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)>, usize)> {
         let mut truncated = 0;
         let mut trees: Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)> = Vec::new();
         for r in requests {
@@ -254,11 +271,12 @@ impl Decoder {
             }
             let mut ctx = r.context.clone();
             if ctx.is_empty() {
-                ctx = self.prefix.clone();
+                ctx = self.start_tokens();
             }
             if ctx.is_empty() {
                 return Err(EngineError::BadInput(
-                    "empty context, and the model has no BOS or end-of-text token to start from".into(),
+                    "empty context, and the model has no BOS or end-of-text token to start from"
+                        .into(),
                 ));
             }
             if ctx.len() + longest > self.config.max_positions {
@@ -305,13 +323,17 @@ impl Decoder {
                 .sum::<f64>();
             stats.lm_rows += 1 + r.continuations.iter().map(|c| c.len() - 1).sum::<usize>();
         }
-        stats.flops += stats.lm_rows as f64 * 2.0 * (self.config.hidden * self.config.vocab_size) as f64;
+        stats.flops +=
+            stats.lm_rows as f64 * 2.0 * (self.config.hidden * self.config.vocab_size) as f64;
         Ok(stats)
     }
 
     /// Log-likelihoods of every request's continuations. Contexts too long for the model
     /// lose tokens from the left (after the prefix); the count of such requests is returned.
-    pub fn score(&self, requests: &[ScoreRequest]) -> Result<(Vec<Vec<ContinuationScore>>, ScoreStats)> {
+    pub fn score(
+        &self,
+        requests: &[ScoreRequest],
+    ) -> Result<(Vec<Vec<ContinuationScore>>, ScoreStats)> {
         let stats = self.cost(requests)?;
         let (trees, _) = self.plan(requests)?;
         let mut packed: Vec<Packed<'_>> = trees
@@ -364,7 +386,8 @@ impl Decoder {
                     .collect()
             })
             .collect();
-        for (chunk_rows, chunk_owners) in rows.chunks(LM_HEAD_ROWS).zip(owners.chunks(LM_HEAD_ROWS)) {
+        for (chunk_rows, chunk_owners) in rows.chunks(LM_HEAD_ROWS).zip(owners.chunks(LM_HEAD_ROWS))
+        {
             let mut x: Vec<f32> = Vec::with_capacity(chunk_rows.len() * d);
             for &r in chunk_rows {
                 x.extend_from_slice(&hidden[r * d..(r + 1) * d]);
@@ -398,8 +421,17 @@ impl Decoder {
     /// (fewer in sliding-window layers), as the design's cost model counts them.
     pub fn token_flops(&self, keys: usize) -> f64 {
         let c = &self.config;
-        let (d, qd, kvd) = (c.hidden as f64, (c.heads * c.head_dim) as f64, (c.kv_heads * c.head_dim) as f64);
-        let mlp = if c.family == DecoderFamily::Gpt2 { 4.0 } else { 6.0 } * d * c.ffn as f64;
+        let (d, qd, kvd) = (
+            c.hidden as f64,
+            (c.heads * c.head_dim) as f64,
+            (c.kv_heads * c.head_dim) as f64,
+        );
+        let mlp = if c.family == DecoderFamily::Gpt2 {
+            4.0
+        } else {
+            6.0
+        } * d
+            * c.ffn as f64;
         let dense = 2.0 * d * qd + 4.0 * d * kvd + 2.0 * qd * d + mlp;
         (0..c.layers)
             .map(|l| {
@@ -453,13 +485,12 @@ impl Decoder {
             if active.is_empty() {
                 break;
             }
-            let mut cache_refs: Vec<Option<&mut KvCache>> =
-                caches.iter_mut().map(Some).collect();
+            let mut cache_refs: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Some).collect();
             let mut packed: Vec<Packed<'_>> = Vec::new();
             for (&i, toks) in active.iter().zip(&next) {
-                let cache = cache_refs[i].take().ok_or_else(|| {
-                    EngineError::Runtime("a sequence is packed twice".into())
-                })?;
+                let cache = cache_refs[i]
+                    .take()
+                    .ok_or_else(|| EngineError::Runtime("a sequence is packed twice".into()))?;
                 let start = cache.len;
                 packed.push(Packed {
                     tokens: toks,
@@ -639,7 +670,12 @@ impl Decoder {
             if layer.gated {
                 act.clear();
                 act.resize(rows * cfg.ffn, 0.0);
-                gated_activation(&ff, &mut act, cfg.ffn, cfg.activation == FfnActivation::Silu);
+                gated_activation(
+                    &ff,
+                    &mut act,
+                    cfg.ffn,
+                    cfg.activation == FfnActivation::Silu,
+                );
                 layer.down.forward(&act, rows, &mut proj);
             } else {
                 gelu_tanh_inplace(&mut ff);
@@ -698,7 +734,12 @@ impl Decoder {
                 let q_rows = &qkv[start * width..(start + n) * width];
                 // Keys: the cache (which now ends with this call's tokens) or the new rows.
                 let (k_data, v_data, k_stride, past) = match s.cache.as_deref() {
-                    Some(c) => (&c.k[layer][..], &c.v[layer][..], kvd, c.k[layer].len() / kvd - n),
+                    Some(c) => (
+                        &c.k[layer][..],
+                        &c.v[layer][..],
+                        kvd,
+                        c.k[layer].len() / kvd - n,
+                    ),
                     None => (&q_rows[qd..], &q_rows[qd + kvd..], width, 0),
                 };
                 let nk = past + n;
@@ -733,8 +774,8 @@ impl Decoder {
                                 let sj = s.segments[jj];
                                 (s.positions[jj], jj <= i && (sj == 0 || sj == si))
                             };
-                            let in_window = window.is_none_or(|w| pi - pj < w);
-                            *v = if ok && in_window && pj <= pi {
+                            let visible = ok && pj <= pi && window.is_none_or(|w| pi - pj < w);
+                            *v = if visible {
                                 let x = *v * cfg.attn_scale;
                                 match cfg.attn_softcap {
                                     Some(c) => fast_tanh(x / c) * c,

@@ -1,0 +1,292 @@
+//! Local generative models in `compare`: the real Gemma 3 270M GGUF beside an encoder probe
+//! on the Rotten Tomatoes reviews, the tiny transformers checkpoints on multiple choice and
+//! perplexity, resumption from the store, and the bad-input messages.
+
+mod common;
+
+use common::{bad, lmcompare, root, tiny};
+use serde_json::Value;
+
+fn run_json(args: &[&str]) -> Value {
+    let out = lmcompare().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn model<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no model {name} in {doc}"))
+}
+
+#[test]
+fn gemma_zero_shot_beside_an_encoder_probe_resumes_without_recomputing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db").display().to_string();
+    let gguf = root().join("assets/models/gemma-3-270m-q4_k_m.gguf");
+    assert!(gguf.exists(), "run `bash scripts/fetch-assets.sh` first");
+    let minilm = format!(
+        "minilm={}",
+        root().join("assets/models/all-MiniLM-L6-v2").display()
+    );
+    let gemma = format!("gemma={}", gguf.display());
+    let data = root()
+        .join("assets/data/rotten_tomatoes_binary.jsonl")
+        .display()
+        .to_string();
+    let args = [
+        "compare",
+        "--model",
+        &minilm,
+        "--model",
+        &gemma,
+        "--data",
+        &data,
+        "--task",
+        "probe",
+        "--template",
+        "Review: {text}\nSentiment:",
+        "--verbalizer",
+        "fresh= positive",
+        "--verbalizer",
+        "rotten= negative",
+        "--limit",
+        "24",
+        "--batch-size",
+        "8",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--quiet",
+    ];
+    let first = run_json(&args);
+    let g = model(&first, "gemma");
+    assert!(
+        g["backend"].as_str().unwrap().contains("gemma3 gguf"),
+        "{}",
+        g["backend"]
+    );
+    let eff = &g["efficiency"];
+    assert_eq!(eff["parameters"], 268_098_176u64);
+    assert_eq!(eff["size_bytes"], 253_113_024u64);
+    // Body FLOPs of ~20-token prompts plus one 262k-vocabulary projection per example.
+    let flops = eff["flops_per_example"].as_f64().unwrap();
+    assert!(flops > 2.0 * 640.0 * 262_144.0 && flops < 2e10, "{flops}");
+    assert_eq!(g["computed_examples"], 24);
+    assert_eq!(first["pairwise"].as_array().unwrap().len(), 1);
+    // Zero-shot Gemma is far from random on these reviews, with calibrated-looking output.
+    let acc = g["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.5, "accuracy {acc}");
+
+    let again = run_json(&args);
+    assert_eq!(again["run"]["resumed"], true);
+    let g2 = model(&again, "gemma");
+    assert_eq!(g2["computed_examples"], 0);
+    assert_eq!(g2["reused_examples"], 24);
+    assert_eq!(g2["metrics"], g["metrics"]);
+    assert_eq!(
+        g2["efficiency"]["flops_per_example"],
+        eff["flops_per_example"]
+    );
+}
+
+#[test]
+fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db").display().to_string();
+    let mc = dir.path().join("mc.jsonl");
+    std::fs::write(
+        &mc,
+        [
+            r#"{"id": "q1", "question": "The film is", "choices": ["great", "bad", "long"], "answer": 0}"#,
+            r#"{"id": "q2", "question": "The cast was", "choices": ["superb", "a waste"], "answer": 1}"#,
+            r#"{"id": "q3", "question": "A gripping", "choices": ["thriller", "bore", "film", "plot"], "answer": 2}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let llama = format!("llama={}", tiny("tiny-llama"));
+    let gpt2 = format!("gpt2={}", tiny("tiny-gpt2"));
+    let mcs = mc.display().to_string();
+    let doc = run_json(&[
+        "compare",
+        "--model",
+        &llama,
+        "--model",
+        &gpt2,
+        "--data",
+        &mcs,
+        "--task",
+        "multiple-choice",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--quiet",
+    ]);
+    for name in ["llama", "gpt2"] {
+        let m = &model(&doc, name)["multiple_choice"];
+        assert_eq!(m["questions"], 3);
+        for k in ["acc", "acc_norm", "acc_bytes"] {
+            let v = m[k].as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&v) && (v * 3.0).fract().abs() < 1e-9,
+                "{k} {v}"
+            );
+        }
+    }
+
+    // Perplexity: windows of 40 characters, so long documents take several; a rerun
+    // computes nothing and reports the same numbers.
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "A gorgeous, witty, seductive movie. The cast is superb and the plot never drags.\n\n\
+         Dull, lifeless and far too long.\n\n\
+         The film is great, and the cast shines in every scene of this gripping thriller.",
+    )
+    .unwrap();
+    let texts = text.display().to_string();
+    let qwen = format!("qwen={}", tiny("tiny-qwen2"));
+    let gemma3 = format!("gemma3={}", tiny("tiny-gemma3"));
+    let args = [
+        "compare",
+        "--model",
+        &qwen,
+        "--model",
+        &gemma3,
+        "--data",
+        &texts,
+        "--task",
+        "perplexity",
+        "--window-chars",
+        "40",
+        "--context-chars",
+        "20",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--quiet",
+    ];
+    let first = run_json(&args);
+    assert_eq!(first["dataset"]["documents"], 3);
+    assert!(first["dataset"]["windows"].as_u64().unwrap() > 3);
+    for m in first["models"].as_array().unwrap() {
+        let p = &m["perplexity"];
+        let bytes = p["bytes"].as_u64().unwrap();
+        // Every character is scored once: the bytes are the documents' bytes minus the
+        // blank lines between them.
+        assert_eq!(bytes, 80 + 32 + 80, "{}", m["name"]);
+        assert!(p["token_perplexity"].as_f64().unwrap() > 1.0);
+        assert!(m["efficiency"]["requests_sent"].as_u64().unwrap() > 0);
+    }
+    let again = run_json(&args);
+    for (a, b) in first["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(again["models"].as_array().unwrap())
+    {
+        assert_eq!(a["perplexity"], b["perplexity"]);
+        assert_eq!(b["efficiency"]["requests_sent"], 0);
+    }
+}
+
+/// A GGUF file with only a header and the given string metadata.
+fn gguf_with(path: &std::path::Path, kv: &[(&str, &str)]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        b.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        b.extend_from_slice(k.as_bytes());
+        b.extend_from_slice(&8u32.to_le_bytes()); // string
+        b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        b.extend_from_slice(v.as_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn unsupported_or_broken_decoders_get_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db").display().to_string();
+    let data = root()
+        .join("assets/data/rotten_tomatoes_binary.jsonl")
+        .display()
+        .to_string();
+    let llama = format!("llama={}", tiny("tiny-llama"));
+    let run = |other: &str, needle: &str| {
+        bad(
+            &[
+                "compare", "--model", &llama, "--model", other, "--data", &data, "--task",
+                "classify", "--limit", "4", "--db", &db, "--quiet",
+            ],
+            needle,
+        );
+    };
+    let falcon = dir.path().join("falcon.gguf");
+    gguf_with(
+        &falcon,
+        &[
+            ("general.architecture", "falcon"),
+            ("tokenizer.ggml.model", "gpt2"),
+        ],
+    );
+    // The tokenizer arrays are read first; give the architecture error its own file.
+    run(&format!("f={}", falcon.display()), "falcon.gguf");
+    let broken = dir.path().join("broken.gguf");
+    std::fs::write(&broken, b"GGUF\x03\x00\x00\x00trunc").unwrap();
+    run(
+        &format!("b={}", broken.display()),
+        "not a readable GGUF file",
+    );
+    // A tokenizer from another model (612 tokens) in a 320-token model's folder.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            root().join("tests/fixtures/models/tiny-llama").join(f),
+            mixed.join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        root().join("tests/fixtures/models/tiny-roberta-cls/tokenizer.json"),
+        mixed.join("tokenizer.json"),
+    )
+    .unwrap();
+    run(&format!("m={}", mixed.display()), "do not belong together");
+    // Encoders cannot answer multiple choice.
+    let mc = dir.path().join("mc.jsonl");
+    std::fs::write(
+        &mc,
+        r#"{"id": "q1", "question": "Q", "choices": ["a", "b"], "answer": 0}"#,
+    )
+    .unwrap();
+    bad(
+        &[
+            "compare",
+            "--model",
+            &llama,
+            "--model",
+            &format!("bert={}", tiny("tiny-bert-cls")),
+            "--data",
+            &mc.display().to_string(),
+            "--task",
+            "multiple-choice",
+            "--db",
+            &db,
+            "--quiet",
+        ],
+        "is an encoder",
+    );
+}
