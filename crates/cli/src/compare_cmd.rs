@@ -49,6 +49,9 @@ pub enum Task {
     /// Generative models on a text file (paragraphs) or JSONL: per-token perplexity and
     /// bits per byte, sliding windows over long texts.
     Perplexity,
+    /// Generative models answer JSONL {"id", "prompt", "answer"} greedily: exact match and
+    /// token F1 (SQuAD normalisation).
+    Generate,
 }
 
 impl Task {
@@ -59,6 +62,7 @@ impl Task {
             Task::ZeroShot => "zero-shot",
             Task::MultipleChoice => "multiple-choice",
             Task::Perplexity => "perplexity",
+            Task::Generate => "generate",
         }
     }
 }
@@ -205,6 +209,15 @@ pub struct CompareArgs {
     /// {choices}); a question counts only if all are right, which exposes position bias.
     #[arg(long)]
     pub circular: bool,
+    /// Generate: most new tokens per answer.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Generate: stop an answer at this text (repeatable; the default stops at a newline).
+    #[arg(long, default_values_t = vec!["\n".to_string()])]
+    pub stop: Vec<String>,
+    /// Generate: the server API a remote model answers through.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub generate_api: crate::generate_task::GenerateApi,
     /// Perplexity: characters per scored window (cut at whitespace).
     #[arg(long, default_value_t = 2000)]
     pub window_chars: usize,
@@ -354,6 +367,9 @@ fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
 pub fn compare(args: &CompareArgs) -> Result<Value> {
     if args.task == Task::Perplexity {
         return crate::perplexity_task::perplexity(args);
+    }
+    if args.task == Task::Generate {
+        return crate::generate_task::generate(args);
     }
     let started = Instant::now();
     let models = parse_models(&args.models)?;
@@ -870,7 +886,7 @@ fn run_model(
                 Some(model_labels.len()),
             )
         }
-        Task::MultipleChoice | Task::Perplexity => {
+        Task::MultipleChoice | Task::Perplexity | Task::Generate => {
             return Err(BadInput(format!(
                 "{spec}: multiple-choice scores generative models (openai:URL#MODEL)"
             ))
@@ -1071,13 +1087,18 @@ fn render(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()>
         )?;
         let md = if doc["task"] == "perplexity" {
             lmcompare_report::render_perplexity(doc, true)
+        } else if doc["task"] == "generate" {
+            lmcompare_report::render_generate(doc, true)
         } else {
             render_compare_markdown(doc)
         };
         std::fs::write(dir.join("report.md"), md)?;
     }
     let perplexity = doc["task"] == "perplexity";
+    let generate = doc["task"] == "generate";
     match resolve_format(format) {
+        Format::Table if generate => emit(&lmcompare_report::render_generate(doc, false)),
+        Format::Markdown if generate => emit(&lmcompare_report::render_generate(doc, true)),
         Format::Json => emit(&(serde_json::to_string_pretty(doc)? + "\n")),
         Format::Table if perplexity => emit(&lmcompare_report::render_perplexity(doc, false)),
         Format::Markdown if perplexity => emit(&lmcompare_report::render_perplexity(doc, true)),
@@ -1161,6 +1182,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         backoff_ms: 200,
         api_key_env: None,
         circular: false,
+        max_tokens: 32,
+        stop: vec!["\n".into()],
+        generate_api: crate::generate_task::GenerateApi::Chat,
         window_chars: 2000,
         context_chars: 500,
     };

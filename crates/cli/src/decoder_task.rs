@@ -402,6 +402,8 @@ fn score_remote(
         args.concurrency,
         args.quiet,
         name,
+        "completions",
+        true,
     )?;
     let mut latency = vec![0.0; examples];
     let results = jobs
@@ -710,6 +712,8 @@ pub(crate) fn fetch_all(
     concurrency: usize,
     quiet: bool,
     name: &str,
+    path: &str,
+    needs_prompt_logprobs: bool,
 ) -> Result<Fetched> {
     let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
     let mut pending = Vec::new();
@@ -721,7 +725,7 @@ pub(crate) fn fetch_all(
             None => pending.push(j),
         }
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() && needs_prompt_logprobs {
         client.probe_loglikelihood().map_err(engine)?;
     }
     let pb = bar(quiet, requests.len(), name);
@@ -737,7 +741,7 @@ pub(crate) fn fetch_all(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&j) = pending.get(i) else { break };
                 let t0 = Instant::now();
-                let r = client.post("completions", requests[j].1);
+                let r = client.post(path, requests[j].1);
                 if tx.send((j, r, t0.elapsed().as_secs_f64() * 1e3)).is_err() {
                     break;
                 }

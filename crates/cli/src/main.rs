@@ -4,6 +4,7 @@
 mod compare_cmd;
 mod decoder_task;
 mod encoder_cmds;
+mod generate_task;
 mod metrics_cmd;
 mod perplexity_task;
 mod prediction_files;

@@ -190,6 +190,8 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
                     args.concurrency,
                     args.quiet,
                     name,
+                    "completions",
+                    true,
                 )?;
                 (answers, failures, sent)
             }

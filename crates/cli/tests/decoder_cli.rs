@@ -290,3 +290,63 @@ fn unsupported_or_broken_decoders_get_one_clear_line() {
         "is an encoder",
     );
 }
+
+#[test]
+fn gemma_generates_answers_scored_by_exact_match_and_f1_and_reruns_generate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db").display().to_string();
+    let qa = dir.path().join("qa.jsonl");
+    std::fs::write(
+        &qa,
+        [
+            r#"{"id": "1", "prompt": "Q: What is the capital of France?\nA:", "answer": "Paris"}"#,
+            r#"{"id": "2", "prompt": "Q: What color is the sky on a clear day?\nA:", "answer": ["blue", "light blue"]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let gemma = format!(
+        "gemma={}",
+        root()
+            .join("assets/models/gemma-3-270m-q4_k_m.gguf")
+            .display()
+    );
+    let gpt2 = format!("gpt2={}", tiny("tiny-gpt2"));
+    let q = qa.display().to_string();
+    let args = [
+        "compare",
+        "--task",
+        "generate",
+        "--model",
+        &gemma,
+        "--model",
+        &gpt2,
+        "--data",
+        &q,
+        "--max-tokens",
+        "8",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--quiet",
+    ];
+    let doc = run_json(&args);
+    let g = model(&doc, "gemma");
+    // Greedy Gemma (llama.cpp's greedy tokens are checked in the engine tests) answers
+    // " Blue" to the second prompt: a normalised exact match.
+    assert_eq!(g["answers"][1]["answer"], " Blue");
+    let em = g["generate"]["exact_match"].as_f64().unwrap();
+    let f1 = g["generate"]["f1"].as_f64().unwrap();
+    assert!(em >= 0.5 && f1 >= em, "{em} {f1}");
+    assert_eq!(g["efficiency"]["generated_now"], 2);
+    let again = run_json(&args);
+    assert_eq!(model(&again, "gemma")["efficiency"]["generated_now"], 0);
+    assert_eq!(model(&again, "gemma")["generate"], g["generate"]);
+    // A prompt file with a line missing its answer is refused with file and line.
+    std::fs::write(&qa, "{\"id\": \"1\", \"prompt\": \"Q\", \"answer\": \"a\"}\n{\"id\": \"2\", \"prompt\": \"Q\"}\n").unwrap();
+    bad(
+        &args[..args.len() - 3],
+        "qa.jsonl:2: missing field \"answer\"",
+    );
+}

@@ -92,7 +92,28 @@ fn logprob(model: &str, prefix: &str, token: &str) -> f64 {
     }
 }
 
+/// Chat answers: toy-good names the bracketed word (then rambles on after a newline, which
+/// the stop sequence must cut); toy-weak guesses.
+fn chat_answer(body: &Value) -> Value {
+    let model = body["model"].as_str().unwrap_or("");
+    let prompt = body["messages"][0]["content"].as_str().unwrap_or("");
+    let word = prompt
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map_or("", |(w, _)| w);
+    let content = if model == "toy-good" {
+        format!("The {word}.\nAnd more text")
+    } else {
+        format!("a {} guess", word.len())
+    };
+    json!({"id": "chat-test", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]})
+}
+
 fn answer(state: &Behaviour, body: &Value) -> Value {
+    if body.get("messages").is_some() {
+        return chat_answer(body);
+    }
     let model = body["model"].as_str().unwrap_or("");
     let prompt = body["prompt"].as_str().unwrap_or("");
     let toks = tokens(prompt);
@@ -653,4 +674,79 @@ fn perplexity_scores_every_token_once_through_sliding_windows() {
         .as_str()
         .unwrap()
         .starts_with("good models the text better than weak"));
+}
+
+#[test]
+fn generation_through_chat_completions_survives_faults_and_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        Behaviour {
+            fault_rate: 0.2,
+            ..Default::default()
+        },
+        11,
+    );
+    let data = dir.path().join("qa.jsonl");
+    let words = [
+        "apple", "river", "candle", "orbit", "meadow", "copper", "lantern", "harbor",
+    ];
+    std::fs::write(
+        &data,
+        words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| json!({"id": format!("q{i}"), "prompt": format!("Which word is in brackets: [{w}]?"), "answer": format!("the {w}")}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let db = dir.path().join("runs.db");
+    let run = || {
+        let out = lmcompare()
+            .args([
+                "compare",
+                "--task",
+                "generate",
+                "--format",
+                "json",
+                "--quiet",
+                "--backoff-ms",
+                "20",
+            ])
+            .args(["--model", &format!("good=openai:{}#toy-good", server.url)])
+            .args(["--model", &format!("weak=openai:{}#toy-weak", server.url)])
+            .args([
+                "--data",
+                data.to_str().unwrap(),
+                "--db",
+                db.to_str().unwrap(),
+            ])
+            .args(["--timeout", "1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let doc = run();
+    let good = &doc["models"][0];
+    assert_eq!(good["generate"]["exact_match"], 1.0, "{doc}");
+    assert_eq!(good["answers"][0]["answer"], "The apple.");
+    assert_eq!(doc["models"][1]["generate"]["exact_match"], 0.0);
+    assert_eq!(doc["excluded_examples"]["count"], 0);
+    assert!(doc["pairwise"][0]["verdict"]
+        .as_str()
+        .unwrap()
+        .starts_with("good answers better"));
+    let sent = server.state.requests.load(Ordering::SeqCst);
+    let again = run();
+    assert_eq!(
+        server.state.requests.load(Ordering::SeqCst),
+        sent,
+        "a rerun sends nothing"
+    );
+    assert_eq!(again["models"][0]["generate"], good["generate"]);
 }

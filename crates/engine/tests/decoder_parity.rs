@@ -65,7 +65,11 @@ fn every_position_matches_transformers() {
                     worst = worst.max((*a as f64 - b.as_f64().unwrap()).abs());
                 }
             }
-            assert!(worst < TOL, "{name}: max |Δ log p| = {worst:e} on {:?}", case["text"]);
+            assert!(
+                worst < TOL,
+                "{name}: max |Δ log p| = {worst:e} on {:?}",
+                case["text"]
+            );
         }
     }
 }
@@ -151,7 +155,10 @@ fn tree_masked_continuations_match_one_pass_scores() {
 fn out_of_vocabulary_ids_and_oversized_requests_are_refused() {
     let dec = load("tiny-gpt2");
     let err = dec.log_softmax_all(&[1, 2, 5000]).unwrap_err().to_string();
-    assert!(err.contains("token id 5000") && err.contains("vocabulary of 320"), "{err}");
+    assert!(
+        err.contains("token id 5000") && err.contains("vocabulary of 320"),
+        "{err}"
+    );
     // GPT-2 has 64 learned positions: a longer context is cut from the left and counted.
     let (_, stats) = dec
         .score(&[ScoreRequest {

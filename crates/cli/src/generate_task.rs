@@ -1,0 +1,525 @@
+//! `compare --task generate`: generative models answer the prompts of a JSONL file
+//! (`{"id", "prompt", "answer"}`, the answer a string or a list of acceptable strings),
+//! greedily, up to `--max-tokens`, cut at the first `--stop` sequence; answers are scored by
+//! exact match and token-level F1 after SQuAD's normalisation (lower case, no punctuation,
+//! no articles, single spaces), the best over acceptable answers. Means get bootstrap
+//! intervals over prompts; model pairs get paired bootstrap tests with Holm's correction.
+//! Every answer is kept in the store, so a rerun or a resumed run generates nothing twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use lmcompare_engine::decoder::Decoder;
+use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
+use lmcompare_engine::store::{timestamp, NewRun, Store};
+use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde_json::{json, Value};
+
+use crate::compare_cmd::{bar, parse_models, sha, CompareArgs};
+use crate::decoder_task::{
+    client_for, decoder_identity_files, fetch_all, local_decoder_path, Fetched,
+};
+use crate::encoder_cmds::engine;
+use crate::BadInput;
+
+pub(crate) struct Prompt {
+    pub id: String,
+    pub prompt: String,
+    pub answers: Vec<String>,
+}
+
+/// The prompts of a JSONL file, each line checked (file and line in every message).
+pub(crate) fn load_prompts(path: &Path) -> Result<(Vec<Prompt>, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadInput(format!("{}: cannot read: {e}", path.display())))?;
+    let mut out: Vec<Prompt> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| BadInput(format!("{at}: not a JSON object: {e}")))?;
+        let field = |k: &str| -> Result<String> {
+            match &v[k] {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) if k == "id" => Ok(n.to_string()),
+                Value::Null => Err(BadInput(format!("{at}: missing field {k:?}")).into()),
+                _ => Err(BadInput(format!("{at}: field {k:?} must be a string")).into()),
+            }
+        };
+        let answers = match &v["answer"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            Value::Null => return Err(BadInput(format!("{at}: missing field \"answer\"")).into()),
+            _ => {
+                return Err(BadInput(format!(
+                    "{at}: \"answer\" must be a string or a non-empty list of strings"
+                ))
+                .into())
+            }
+        };
+        let id = field("id")?;
+        if out.iter().any(|p| p.id == id) {
+            return Err(BadInput(format!("{at}: duplicate id {id:?}")).into());
+        }
+        out.push(Prompt {
+            id,
+            prompt: field("prompt")?,
+            answers,
+        });
+    }
+    if out.is_empty() {
+        return Err(BadInput(format!("{}: no prompts", path.display())).into());
+    }
+    Ok((out, sha(&text)))
+}
+
+/// SQuAD's answer normalisation.
+pub(crate) fn normalize(s: &str) -> String {
+    let lower = s.to_lowercase();
+    let no_punct: String = lower
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    no_punct
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// SQuAD's token F1 between a prediction and one reference.
+pub(crate) fn token_f1(pred: &str, gold: &str) -> f64 {
+    let p: Vec<String> = normalize(pred)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let g: Vec<String> = normalize(gold)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if p.is_empty() || g.is_empty() {
+        return f64::from(u8::from(p == g));
+    }
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for w in &g {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut common = 0i64;
+    for w in &p {
+        if let Some(c) = counts.get_mut(w.as_str()) {
+            if *c > 0 {
+                *c -= 1;
+                common += 1;
+            }
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let precision = common as f64 / p.len() as f64;
+    let recall = common as f64 / g.len() as f64;
+    2.0 * precision * recall / (precision + recall)
+}
+
+/// `text` cut before the first stop sequence.
+pub(crate) fn cut_at_stop(text: &str, stops: &[String]) -> String {
+    let end = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+        .unwrap_or(text.len());
+    text[..end].to_owned()
+}
+
+enum GenModel {
+    Remote(RemoteSpec),
+    Local(PathBuf),
+}
+
+/// Greedy answers of a local decoder, cached in the store by model content, settings and
+/// prompt. Returns the answers and how many were generated now.
+fn generate_locally(
+    args: &CompareArgs,
+    store: &mut Store,
+    name: &str,
+    path: &Path,
+    prompts: &[Prompt],
+) -> Result<(Vec<String>, usize, Vec<f64>)> {
+    let mut identity = String::new();
+    for f in decoder_identity_files(path) {
+        identity.push_str(&store.file_sha256(&f).map_err(engine)?);
+    }
+    let settings = json!({"max_tokens": args.max_tokens, "stop": &args.stop}).to_string();
+    let keys: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            sha(&format!(
+                "local-generate\n{identity}\n{settings}\n{}",
+                p.prompt
+            ))
+        })
+        .collect();
+    let mut answers: Vec<Option<String>> = vec![None; prompts.len()];
+    let mut latency = vec![0.0; prompts.len()];
+    let mut todo = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match store.cached_response(k).map_err(engine)? {
+            Some((text, ms)) => {
+                answers[i] = Some(text);
+                latency[i] = ms;
+            }
+            None => todo.push(i),
+        }
+    }
+    if !todo.is_empty() {
+        let dec = Decoder::load(path).map_err(|e| BadInput(format!("model {name}: {e}")))?;
+        let pb = bar(args.quiet, prompts.len(), name);
+        pb.set_position((prompts.len() - todo.len()) as u64);
+        for chunk in todo.chunks(args.batch_size) {
+            let mut inputs = Vec::new();
+            for &i in chunk {
+                let mut ids = dec.start_tokens();
+                ids.extend(dec.encode(&prompts[i].prompt).map_err(engine)?);
+                inputs.push(ids);
+            }
+            let stops = &args.stop;
+            // Stop a sequence as soon as its decoded text holds a stop sequence.
+            let stop = |_: usize, ids: &[u32]| -> bool {
+                dec.decode(ids)
+                    .map(|t| {
+                        stops
+                            .iter()
+                            .any(|s| !s.is_empty() && t.contains(s.as_str()))
+                    })
+                    .unwrap_or(false)
+            };
+            let t0 = std::time::Instant::now();
+            let out = dec
+                .generate(&inputs, args.max_tokens, &stop)
+                .map_err(|e| BadInput(format!("model {name}: {e}")))?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
+            let mut rows = Vec::new();
+            for (&i, ids) in chunk.iter().zip(out) {
+                let text = cut_at_stop(&dec.decode(&ids).map_err(engine)?, stops);
+                rows.push((keys[i].clone(), text.clone(), ms));
+                answers[i] = Some(text);
+                latency[i] = ms;
+            }
+            store.save_responses(&rows).map_err(engine)?;
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+    }
+    Ok((
+        answers.into_iter().map(Option::unwrap_or_default).collect(),
+        todo.len(),
+        latency,
+    ))
+}
+
+/// Greedy answers from a server: chat completions (or plain completions with
+/// `--generate-api completions`), temperature 0, cached by request.
+#[allow(clippy::type_complexity)]
+fn generate_remotely(
+    args: &CompareArgs,
+    store: &mut Store,
+    name: &str,
+    spec: &RemoteSpec,
+    prompts: &[Prompt],
+) -> Result<(Vec<std::result::Result<String, String>>, usize, Vec<f64>)> {
+    let client: RemoteClient = client_for(args, spec)?;
+    let chat = args.generate_api == GenerateApi::Chat;
+    let path = if chat {
+        "chat/completions"
+    } else {
+        "completions"
+    };
+    let url = format!("{}/{path}", spec.base_url);
+    let bodies: Vec<Value> = prompts
+        .iter()
+        .map(|p| {
+            let mut b =
+                json!({"model": spec.model, "max_tokens": args.max_tokens, "temperature": 0.0});
+            if chat {
+                b["messages"] = json!([{"role": "user", "content": p.prompt}]);
+            } else {
+                b["prompt"] = json!(p.prompt);
+            }
+            if !args.stop.is_empty() {
+                b["stop"] = json!(args.stop);
+            }
+            b
+        })
+        .collect();
+    let keys: Vec<String> = bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
+    let requests: Vec<(&str, &Value)> = keys.iter().map(String::as_str).zip(&bodies).collect();
+    let Fetched {
+        answers,
+        failures,
+        sent,
+    } = fetch_all(
+        &client,
+        store,
+        &requests,
+        args.concurrency,
+        args.quiet,
+        name,
+        path,
+        false,
+    )?;
+    let mut latency = vec![0.0; prompts.len()];
+    let out = (0..prompts.len())
+        .map(|i| match answers.get(&i) {
+            Some((v, ms)) => {
+                latency[i] = *ms;
+                let c = &v["choices"][0];
+                let text = if chat {
+                    c["message"]["content"].as_str()
+                } else {
+                    c["text"].as_str()
+                };
+                text.map(|t| cut_at_stop(t, &args.stop))
+                    .ok_or_else(|| "the answer has no text".to_owned())
+            }
+            None => Err(failures
+                .get(&i)
+                .map_or("no answer".to_owned(), |f| f.to_string())),
+        })
+        .collect();
+    Ok((out, sent, latency))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateApi {
+    /// POST {base}/chat/completions with the prompt as one user message.
+    Chat,
+    /// POST {base}/completions with the prompt as is.
+    Completions,
+}
+
+pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
+    let started = std::time::Instant::now();
+    let models = parse_models(&args.models)?;
+    let mut gen_models = Vec::new();
+    for (name, spec) in &models {
+        match (RemoteSpec::parse(spec), local_decoder_path(spec)) {
+            (Some(r), _) => gen_models.push((
+                name.clone(),
+                GenModel::Remote(r.map_err(|e| BadInput(format!("model {name}: {e}")))?),
+            )),
+            (None, Some(p)) => gen_models.push((name.clone(), GenModel::Local(p))),
+            (None, None) => {
+                return Err(BadInput(format!(
+                    "model {name}: generate needs a generative model (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is not one"
+                ))
+                .into())
+            }
+        }
+    }
+    if args.max_tokens == 0 {
+        return Err(BadInput("--max-tokens must be at least 1".into()).into());
+    }
+    let (mut prompts, digest) = load_prompts(&args.data)?;
+    if let Some(n) = args.limit {
+        prompts.truncate(n);
+    }
+    let mut store = Store::open(&args.db).map_err(engine)?;
+    let settings = json!({"task": "generate", "models": &args.models, "data": digest, "limit": args.limit,
+        "max_tokens": args.max_tokens, "stop": &args.stop, "api": format!("{:?}", args.generate_api)});
+    let key = sha(&settings.to_string());
+    let (run_id, resumed) = store
+        .begin_run(&NewRun {
+            key: &key,
+            task: "generate",
+            dataset_sha: &digest,
+            dataset_path: &args.data.display().to_string(),
+            rows: prompts.len(),
+            models: &models
+                .iter()
+                .map(|m| m.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            settings: &settings.to_string(),
+        })
+        .map_err(engine)?;
+    let mut answers: Vec<Vec<std::result::Result<String, String>>> = Vec::new();
+    let mut effs = Vec::new();
+    for (name, m) in &gen_models {
+        let (a, sent, latency) = match m {
+            GenModel::Local(p) => {
+                let (a, n, l) = generate_locally(args, &mut store, name, p, &prompts)?;
+                (a.into_iter().map(Ok).collect(), n, l)
+            }
+            GenModel::Remote(spec) => generate_remotely(args, &mut store, name, spec, &prompts)?,
+        };
+        answers.push(a);
+        effs.push(json!({"generated_now": sent, "prompts": prompts.len(),
+            "latency_ms_p50": lmcompare_engine::profile::percentile(&latency, 0.5),
+            "latency_ms_p95": lmcompare_engine::profile::percentile(&latency, 0.95),
+            "latency_unit": "per prompt"}));
+    }
+    // A prompt some model has no answer for is left out for all, listed, retried on rerun.
+    let failed: Vec<(String, Vec<String>)> = prompts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let why: Vec<String> = gen_models
+                .iter()
+                .zip(&answers)
+                .filter_map(|((n, _), a)| a[i].as_ref().err().map(|e| format!("{n}: {e}")))
+                .collect();
+            (!why.is_empty()).then(|| (p.id.clone(), why))
+        })
+        .collect();
+    let kept: Vec<usize> = (0..prompts.len())
+        .filter(|&i| answers.iter().all(|a| a[i].is_ok()))
+        .collect();
+    if kept.is_empty() {
+        return Err(anyhow::anyhow!(
+            "every prompt failed for some model; nothing to score (rerun to retry)"
+        ));
+    }
+    // Per model, per kept prompt: (exact match, F1), best over acceptable answers.
+    let scores: Vec<Vec<(f64, f64)>> = answers
+        .iter()
+        .map(|a| {
+            kept.iter()
+                .map(|&i| {
+                    let pred = a[i].as_deref().unwrap_or("");
+                    prompts[i].answers.iter().fold((0.0f64, 0.0f64), |acc, g| {
+                        let em = f64::from(u8::from(normalize(pred) == normalize(g)));
+                        (acc.0.max(em), acc.1.max(token_f1(pred, g)))
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let n = kept.len();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
+    let resamples: Vec<Vec<usize>> = (0..args.stats.bootstrap)
+        .map(|_| (0..n).map(|_| rng.gen_range(0..n)).collect())
+        .collect();
+    let mean = |m: usize, idx: &mut dyn Iterator<Item = usize>| -> (f64, f64) {
+        let (mut em, mut f1, mut k) = (0.0, 0.0, 0.0);
+        for j in idx {
+            em += scores[m][j].0;
+            f1 += scores[m][j].1;
+            k += 1.0;
+        }
+        (em / k, f1 / k)
+    };
+    let boot: Vec<Vec<(f64, f64)>> = (0..gen_models.len())
+        .map(|m| {
+            resamples
+                .iter()
+                .map(|r| mean(m, &mut r.iter().copied()))
+                .collect()
+        })
+        .collect();
+    let ci = |xs: &mut Vec<f64>| -> Value {
+        xs.sort_by(f64::total_cmp);
+        if xs.is_empty() {
+            return Value::Null;
+        }
+        json!({"low": quantile_sorted(xs, 0.025), "high": quantile_sorted(xs, 0.975), "confidence": 0.95})
+    };
+    let mut out_models = Vec::new();
+    for (m, (name, model)) in gen_models.iter().enumerate() {
+        let (em, f1) = mean(m, &mut (0..n));
+        let mut em_s: Vec<f64> = boot[m].iter().map(|x| x.0).collect();
+        let mut f1_s: Vec<f64> = boot[m].iter().map(|x| x.1).collect();
+        out_models.push(json!({
+            "name": name,
+            "spec": match model {
+                GenModel::Remote(s) => format!("openai:{}#{}", s.base_url, s.model),
+                GenModel::Local(p) => p.display().to_string(),
+            },
+            "generate": {"exact_match": em, "f1": f1,
+                "ci": {"exact_match": ci(&mut em_s), "f1": ci(&mut f1_s)}},
+            "answers": kept.iter().take(20).map(|&i| json!({"id": prompts[i].id,
+                "answer": answers[m][i].as_deref().unwrap_or(""), "reference": prompts[i].answers})).collect::<Vec<_>>(),
+            "efficiency": effs[m],
+        }));
+    }
+    let mut pairs = Vec::new();
+    let mut raw = Vec::new();
+    for a in 0..gen_models.len() {
+        for b in a + 1..gen_models.len() {
+            let delta = mean(a, &mut (0..n)).1 - mean(b, &mut (0..n)).1;
+            let mut ds: Vec<f64> = boot[a]
+                .iter()
+                .zip(&boot[b])
+                .map(|(x, y)| x.1 - y.1)
+                .collect();
+            let k = ds.len().max(1) as f64;
+            let le = ds.iter().filter(|d| **d <= 0.0).count() as f64 / k;
+            let ge = ds.iter().filter(|d| **d >= 0.0).count() as f64 / k;
+            let p = (2.0 * le.min(ge)).min(1.0);
+            raw.push(p);
+            pairs.push(
+                json!({"a": gen_models[a].0, "b": gen_models[b].0, "delta_f1": delta,
+                "ci": ci(&mut ds), "p_bootstrap": p}),
+            );
+        }
+    }
+    let holm = adjust_p_values(&raw, lmcompare_metrics::Correction::Holm);
+    for (p, h) in pairs.iter_mut().zip(&holm) {
+        p["p_holm"] = json!(h);
+        let (a, b) = (
+            p["a"].as_str().unwrap_or("").to_owned(),
+            p["b"].as_str().unwrap_or("").to_owned(),
+        );
+        let d = p["delta_f1"].as_f64().unwrap_or(f64::NAN);
+        p["verdict"] = json!(if *h < 0.05 {
+            let (w, l) = if d > 0.0 { (&a, &b) } else { (&b, &a) };
+            format!(
+                "{w} answers better than {l}: token F1 higher by {:.4}, p_holm = {h:.4}",
+                d.abs()
+            )
+        } else {
+            format!("no significant difference between {a} and {b} in token F1 (delta {d:.4}, p_holm = {h:.4})")
+        });
+    }
+    let doc = json!({
+        "task": "generate", "models": out_models, "pairwise": pairs,
+        "method": {"decoding": "greedy", "max_tokens": args.max_tokens, "stop": &args.stop,
+            "normalisation": "SQuAD: lower case, punctuation and articles removed, whitespace collapsed",
+            "exact_match": "normalised answer equals a normalised reference (best over references)",
+            "f1": "token-level F1 against the best reference", "unit": "prompt",
+            "bootstrap": args.stats.bootstrap, "seed": args.seed, "p_value": "two-sided paired bootstrap over prompts, Holm-corrected"},
+        "excluded_examples": {"count": failed.len(), "examples": failed.iter().map(|(id, w)| json!({"id": id, "errors": w})).collect::<Vec<_>>()},
+        "dataset": {"path": args.data, "sha256": digest, "prompts": prompts.len(), "scored_prompts": n},
+        "run": {"id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+            "finished": timestamp(), "wall_seconds": started.elapsed().as_secs_f64(), "db": args.db},
+    });
+    store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
+    Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squad_normalisation_and_f1() {
+        assert_eq!(normalize("The  Eiffel Tower!"), "eiffel tower");
+        assert_eq!(token_f1("the Eiffel Tower", "Eiffel tower"), 1.0);
+        // 2 common of 3 predicted and 2 gold: P = 2/3, R = 1, F1 = 0.8.
+        assert!((token_f1("Paris France Europe", "paris, france") - 0.8).abs() < 1e-12);
+        assert_eq!(token_f1("London", "Paris"), 0.0);
+        assert_eq!(token_f1("", "the"), 1.0);
+        assert_eq!(cut_at_stop(" Paris\nQ: next", &["\n".into()]), " Paris");
+        assert_eq!(cut_at_stop("abc", &[]), "abc");
+    }
+}
