@@ -215,6 +215,11 @@ pub struct CompareArgs {
     /// Generate: stop an answer at this text (repeatable; the default stops at a newline).
     #[arg(long, default_values_t = vec!["\n".to_string()])]
     pub stop: Vec<String>,
+    /// How generative models classify: by the log-likelihood of each label's verbaliser, or
+    /// by generating an answer that must name one (answers naming none are counted as
+    /// `invalid`, in their own confusion-matrix column).
+    #[arg(long, value_enum, default_value = "loglik")]
+    pub decoder_scoring: crate::decoder_task::DecoderScoring,
     /// Generate: the server API a remote model answers through.
     #[arg(long, value_enum, default_value = "chat")]
     pub generate_api: crate::generate_task::GenerateApi,
@@ -225,6 +230,9 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 500)]
     pub context_chars: usize,
 }
+
+/// The predicted label of a generated answer that names no dataset label.
+pub(crate) const INVALID: &str = "invalid";
 
 pub(crate) struct ModelRun {
     pub name: String,
@@ -485,6 +493,7 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
         "label_map": args.label_map.as_ref().map(|_| &label_map), "label_desc": &args.label_desc,
         "template": &args.template, "verbalizers": &args.verbalizers, "shots": args.shots,
         "length_norm": format!("{:?}", args.length_norm), "circular": args.circular,
+        "decoder_scoring": format!("{:?}", args.decoder_scoring), "max_tokens": args.max_tokens, "stop": &args.stop,
     });
     let key = sha(&settings.to_string());
     let model_names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
@@ -599,6 +608,17 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
                 m[k] = v.clone();
             }
         }
+        if let Some(n) = r.extra["generation"]["invalid_answers"]
+            .as_u64()
+            .filter(|n| *n > 0)
+        {
+            if let Some(w) = m["warnings"].as_array_mut() {
+                w.push(json!(format!(
+                    "generation: {n} of {} answers named no label; they are counted as wrong, in the `invalid` column of the confusion matrix",
+                    r.predictions.len()
+                )));
+            }
+        }
     }
     let per_split = ds.rows_per_split();
     doc["dataset"] = json!({
@@ -693,9 +713,19 @@ pub(crate) fn comparison_doc(
     dataset_labels: &[String],
     s: &Scoring,
 ) -> Result<Value> {
-    // Score all models over the dataset's label set, on the same test examples.
-    let labels =
-        LabelSet::new(dataset_labels.to_vec()).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    // Score all models over the dataset's label set, on the same test examples. A model that
+    // classifies by generating text may answer something that is no label: such answers get
+    // their own `invalid` column (predicted, never gold), outside the macro averages.
+    let any_invalid = runs
+        .iter()
+        .any(|r| r.predictions.iter().any(|p| p.label == INVALID));
+    let mut names = dataset_labels.to_vec();
+    if any_invalid {
+        names.push(INVALID.to_owned());
+    }
+    let labels = LabelSet::new(names).map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let base = &labels;
+    let selected = dataset_labels.len();
     let k = labels.len();
     let gold: Vec<u32> = test
         .iter()
@@ -710,15 +740,25 @@ pub(crate) fn comparison_doc(
             .collect();
         let mut pred = Vec::with_capacity(test.len());
         let mut proba = Vec::with_capacity(test.len() * k);
+        // Generated answers come without probabilities: no calibration metrics for them.
+        let mut has_proba = true;
         for e in test {
             let p = by_id
                 .get(e.id.as_str())
                 .ok_or_else(|| anyhow::anyhow!("model {}: no prediction for {}", r.name, e.id))?;
             pred.push(labels.index_of(&p.label).unwrap_or(0));
+            has_proba &= p.probabilities.len() == selected;
             proba.extend(p.probabilities.iter().copied());
+            proba.extend(std::iter::repeat_n(0.0, k - selected));
         }
-        let preds = Predictions::from_indices(labels.clone(), k, gold.clone(), pred, Some(proba))
-            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let preds = Predictions::from_indices(
+            labels.clone(),
+            selected,
+            gold.clone(),
+            pred,
+            has_proba.then_some(proba),
+        )
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         scored.push((r.name.clone(), preds));
     }
     let opts = ScoreOptions {
@@ -736,6 +776,36 @@ pub(crate) fn comparison_doc(
     let mut doc = metrics_json(&card);
     let main = s.metric;
     for (m, r) in doc["models"].as_array_mut().into_iter().flatten().zip(runs) {
+        // The confusion matrix of a model with invalid answers gets their column: gold label
+        // by row, `invalid` as the last predicted column.
+        let invalid: Vec<&str> = r
+            .predictions
+            .iter()
+            .filter(|p| p.label == INVALID)
+            .map(|p| p.example_id.as_str())
+            .collect();
+        if !invalid.is_empty() {
+            let gold_of: HashMap<&str, usize> = test
+                .iter()
+                .map(|e| (e.id.as_str(), base.index_of(&e.label).unwrap_or(0) as usize))
+                .collect();
+            let mut col = vec![0u64; selected];
+            for id in &invalid {
+                if let Some(&g) = gold_of.get(id) {
+                    col[g] += 1;
+                }
+            }
+            let cm = &mut m["confusion_matrix"];
+            cm["predicted_labels"] = json!([dataset_labels, &[INVALID.to_owned()]].concat());
+            if let Some(rows) = cm["matrix"].as_array_mut() {
+                for (row, c) in rows.iter_mut().zip(&col) {
+                    if let Some(cells) = row.as_array_mut() {
+                        cells.truncate(selected);
+                        cells.push(json!(c));
+                    }
+                }
+            }
+        }
         m["spec"] = json!(r.spec);
         m["backend"] = json!(r.backend);
         m["efficiency"] = r.efficiency.clone();
@@ -1185,6 +1255,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         max_tokens: 32,
         stop: vec!["\n".into()],
         generate_api: crate::generate_task::GenerateApi::Chat,
+        decoder_scoring: crate::decoder_task::DecoderScoring::Loglik,
         window_chars: 2000,
         context_chars: 500,
     };

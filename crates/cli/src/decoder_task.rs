@@ -22,8 +22,9 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
-use crate::compare_cmd::{argmax, bar, sha, CompareArgs, ModelRun};
+use crate::compare_cmd::{argmax, bar, sha, CompareArgs, ModelRun, INVALID};
 use crate::encoder_cmds::engine;
+use crate::generate_task::{generate_locally, generate_remotely, normalize, Prompt};
 use crate::BadInput;
 
 /// The prompt for `text`, after `shots` solved examples.
@@ -227,6 +228,23 @@ impl Job {
 /// A continuation's log-likelihood: (sum, its tokens, tokens of prompt + continuation).
 type Scored = (f64, usize, usize);
 
+/// A job's score, or why it has none.
+type JobResult = std::result::Result<Scored, String>;
+
+/// Where requests go: the API path, and whether prompt log-probabilities must be checked
+/// first (log-likelihood tasks) or not (generation).
+#[derive(Clone, Copy)]
+pub(crate) struct Endpoint<'a> {
+    pub path: &'a str,
+    pub needs_prompt_logprobs: bool,
+}
+
+/// Completions with echo + logprobs, for every log-likelihood task.
+pub(crate) const ECHO: Endpoint<'static> = Endpoint {
+    path: "completions",
+    needs_prompt_logprobs: true,
+};
+
 /// Every (prompt, continuation) an example needs: one per label, or per choice and rotation.
 fn example_jobs(settings: &DecoderSettings, ei: usize, e: &Example) -> Vec<Job> {
     let job = |label, rotation, prompt: &String, continuation| Job {
@@ -284,7 +302,7 @@ fn predictions_from(
     labels: &[String],
     examples: &[&Example],
     jobs: &[Job],
-    results: &[std::result::Result<Scored, String>],
+    results: &[JobResult],
     latency: &[f64],
     batch: usize,
     tallies: &mut Tallies,
@@ -380,7 +398,7 @@ fn score_remote(
     spec: &RemoteSpec,
     examples: usize,
     jobs: &[Job],
-) -> Result<(Vec<std::result::Result<Scored, String>>, Vec<f64>, usize)> {
+) -> Result<(Vec<JobResult>, Vec<f64>, usize)> {
     let client = client_for(args, spec)?;
     let url = format!("{}/completions", spec.base_url);
     let bodies: Vec<(String, Value)> = jobs
@@ -402,8 +420,7 @@ fn score_remote(
         args.concurrency,
         args.quiet,
         name,
-        "completions",
-        true,
+        ECHO,
     )?;
     let mut latency = vec![0.0; examples];
     let results = jobs
@@ -435,10 +452,7 @@ fn score_remote(
 
 /// Local scoring of one batch of examples: each distinct prompt is one tree-masked pass that
 /// scores all its continuations.
-fn score_local(
-    decoder: &Decoder,
-    jobs: &[Job],
-) -> Result<Vec<std::result::Result<Scored, String>>> {
+fn score_local(decoder: &Decoder, jobs: &[Job]) -> Result<Vec<JobResult>> {
     let (requests, place) = local_requests(decoder, jobs)?;
     let (scores, _) = decoder.score(&requests).map_err(engine)?;
     Ok(place
@@ -481,6 +495,148 @@ fn local_requests(
     Ok((requests, place))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecoderScoring {
+    /// The label whose verbaliser is most likely after the prompt (probabilities included).
+    Loglik,
+    /// A greedy answer that must name a label (or its verbaliser); no probabilities.
+    Generate,
+}
+
+/// The label a generated answer names: its normalised text equals, or starts with as a whole
+/// word, exactly one label's verbaliser or name.
+pub(crate) fn label_of_answer(
+    answer: &str,
+    labels: &[String],
+    verbalizers: &[String],
+) -> Option<usize> {
+    let a = normalize(answer);
+    let hits: Vec<usize> = labels
+        .iter()
+        .zip(verbalizers)
+        .enumerate()
+        .filter(|(_, (l, v))| {
+            [normalize(v), normalize(l)]
+                .iter()
+                .any(|c| !c.is_empty() && (a == *c || a.starts_with(&format!("{c} "))))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (hits.len() == 1).then(|| hits[0])
+}
+
+/// Classification by generation: each example's greedy answer is mapped to the label it
+/// names, or to `invalid`, which is counted and listed, never dropped or guessed.
+#[allow(clippy::too_many_arguments)]
+fn classify_by_generation(
+    args: &CompareArgs,
+    store: &mut Store,
+    run_id: i64,
+    name: &str,
+    model: &DecoderModel,
+    labels: &[String],
+    test: &[&Example],
+    settings: &DecoderSettings,
+) -> Result<ModelRun> {
+    let prompts: Vec<Prompt> = test
+        .iter()
+        .map(|e| Prompt {
+            id: e.id.clone(),
+            prompt: prompt(&settings.template, &settings.shots, &e.text),
+            answers: Vec::new(),
+        })
+        .collect();
+    let (answers, sent, latency, spec, backend) = match model {
+        DecoderModel::Local(d) => {
+            let (a, n, l) = generate_locally(args, store, name, &d.source, &prompts, Some(d))?;
+            (
+                a.into_iter().map(Ok).collect::<Vec<_>>(),
+                n,
+                l,
+                d.source.display().to_string(),
+                format!(
+                    "lmcompare decoder kernels ({} {}, greedy generation)",
+                    d.config.family.key(),
+                    d.format
+                ),
+            )
+        }
+        DecoderModel::Remote(spec) => {
+            let (a, n, l) = generate_remotely(args, store, name, spec, &prompts)?;
+            (
+                a,
+                n,
+                l,
+                format!("openai:{}#{}", spec.base_url, spec.model),
+                format!(
+                    "openai-compatible HTTP ({:?} generation)",
+                    args.generate_api
+                )
+                .to_lowercase(),
+            )
+        }
+    };
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    let mut invalid = Vec::new();
+    for ((e, a), ms) in test.iter().zip(&answers).zip(&latency) {
+        match a {
+            Ok(text) => {
+                let label = match label_of_answer(text, labels, &settings.verbalizers) {
+                    Some(i) => labels[i].clone(),
+                    None => {
+                        invalid.push(json!({"id": e.id, "answer": text}));
+                        INVALID.to_owned()
+                    }
+                };
+                rows.push(StoredPrediction {
+                    example_id: e.id.clone(),
+                    label,
+                    probabilities: Vec::new(),
+                    tokens: 0,
+                    batch_latency_ms: *ms,
+                    batch_size: 1,
+                });
+            }
+            Err(why) => failed.push((e.id.clone(), why.clone())),
+        }
+    }
+    store
+        .save_predictions(run_id, name, &rows)
+        .map_err(engine)?;
+    let seconds: f64 = latency.iter().sum::<f64>() / 1e3;
+    let throughput = if seconds > 0.0 {
+        json!(test.len() as f64 / seconds)
+    } else {
+        Value::Null
+    };
+    Ok(ModelRun {
+        name: name.to_owned(),
+        spec,
+        efficiency: json!({
+            "parameters": match model { DecoderModel::Local(d) => json!(d.size.parameters), _ => Value::Null },
+            "size_bytes": match model { DecoderModel::Local(d) => json!(d.size.file_bytes), _ => Value::Null },
+            "flops_per_example": Value::Null,
+            "latency_ms_p50": percentile(&latency, 0.5), "latency_ms_p95": percentile(&latency, 0.95),
+            "latency_unit": "per example (one greedy answer)", "generated_now": sent,
+            "tokens_per_example": Value::Null,
+            "throughput_per_s": throughput,
+            "peak_rss_bytes": peak_rss_bytes(),
+        }),
+        predictions: rows,
+        computed: sent,
+        reused: test.len() - sent.min(test.len()),
+        backend,
+        invariance: None,
+        failed,
+        extra: json!({"generation": {
+            "invalid_answers": invalid.len(),
+            "rule": "an answer names a label when, normalised, it equals or starts with exactly one label's verbaliser or name; otherwise it is counted in the `invalid` column",
+            "invalid_examples": invalid.iter().take(20).collect::<Vec<_>>(),
+        }}),
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_decoder_model(
     args: &CompareArgs,
@@ -492,6 +648,9 @@ pub(crate) fn run_decoder_model(
     test: &[&Example],
     settings: &DecoderSettings,
 ) -> Result<ModelRun> {
+    if args.decoder_scoring == DecoderScoring::Generate && settings.choices.is_none() {
+        return classify_by_generation(args, store, run_id, name, model, labels, test, settings);
+    }
     let existing = store.predictions(run_id, name).map_err(engine)?;
     let todo: Vec<&Example> = test
         .iter()
@@ -712,8 +871,7 @@ pub(crate) fn fetch_all(
     concurrency: usize,
     quiet: bool,
     name: &str,
-    path: &str,
-    needs_prompt_logprobs: bool,
+    endpoint: Endpoint<'_>,
 ) -> Result<Fetched> {
     let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
     let mut pending = Vec::new();
@@ -725,7 +883,7 @@ pub(crate) fn fetch_all(
             None => pending.push(j),
         }
     }
-    if !pending.is_empty() && needs_prompt_logprobs {
+    if !pending.is_empty() && endpoint.needs_prompt_logprobs {
         client.probe_loglikelihood().map_err(engine)?;
     }
     let pb = bar(quiet, requests.len(), name);
@@ -741,7 +899,7 @@ pub(crate) fn fetch_all(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&j) = pending.get(i) else { break };
                 let t0 = Instant::now();
-                let r = client.post(path, requests[j].1);
+                let r = client.post(endpoint.path, requests[j].1);
                 if tx.send((j, r, t0.elapsed().as_secs_f64() * 1e3)).is_err() {
                     break;
                 }

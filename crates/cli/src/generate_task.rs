@@ -149,12 +149,13 @@ enum GenModel {
 
 /// Greedy answers of a local decoder, cached in the store by model content, settings and
 /// prompt. Returns the answers and how many were generated now.
-fn generate_locally(
+pub(crate) fn generate_locally(
     args: &CompareArgs,
     store: &mut Store,
     name: &str,
     path: &Path,
     prompts: &[Prompt],
+    loaded: Option<&Decoder>,
 ) -> Result<(Vec<String>, usize, Vec<f64>)> {
     let mut identity = String::new();
     for f in decoder_identity_files(path) {
@@ -182,8 +183,16 @@ fn generate_locally(
             None => todo.push(i),
         }
     }
+    let mut truncated = 0;
     if !todo.is_empty() {
-        let dec = Decoder::load(path).map_err(|e| BadInput(format!("model {name}: {e}")))?;
+        let owned;
+        let dec = match loaded {
+            Some(d) => d,
+            None => {
+                owned = Decoder::load(path).map_err(|e| BadInput(format!("model {name}: {e}")))?;
+                &owned
+            }
+        };
         let pb = bar(args.quiet, prompts.len(), name);
         pb.set_position((prompts.len() - todo.len()) as u64);
         for chunk in todo.chunks(args.batch_size) {
@@ -205,9 +214,10 @@ fn generate_locally(
                     .unwrap_or(false)
             };
             let t0 = std::time::Instant::now();
-            let out = dec
+            let (out, cut) = dec
                 .generate(&inputs, args.max_tokens, &stop)
                 .map_err(|e| BadInput(format!("model {name}: {e}")))?;
+            truncated += cut;
             let ms = t0.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
             let mut rows = Vec::new();
             for (&i, ids) in chunk.iter().zip(out) {
@@ -221,6 +231,12 @@ fn generate_locally(
         }
         pb.finish_and_clear();
     }
+    if truncated > 0 && !args.quiet {
+        eprintln!(
+            "note: model {name}: {truncated} prompt(s) were longer than the model's context allows with --max-tokens {} and lost tokens from the left",
+            args.max_tokens
+        );
+    }
     Ok((
         answers.into_iter().map(Option::unwrap_or_default).collect(),
         todo.len(),
@@ -231,7 +247,7 @@ fn generate_locally(
 /// Greedy answers from a server: chat completions (or plain completions with
 /// `--generate-api completions`), temperature 0, cached by request.
 #[allow(clippy::type_complexity)]
-fn generate_remotely(
+pub(crate) fn generate_remotely(
     args: &CompareArgs,
     store: &mut Store,
     name: &str,
@@ -275,8 +291,10 @@ fn generate_remotely(
         args.concurrency,
         args.quiet,
         name,
-        path,
-        false,
+        crate::decoder_task::Endpoint {
+            path,
+            needs_prompt_logprobs: false,
+        },
     )?;
     let mut latency = vec![0.0; prompts.len()];
     let out = (0..prompts.len())
@@ -358,7 +376,7 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
     for (name, m) in &gen_models {
         let (a, sent, latency) = match m {
             GenModel::Local(p) => {
-                let (a, n, l) = generate_locally(args, &mut store, name, p, &prompts)?;
+                let (a, n, l) = generate_locally(args, &mut store, name, p, &prompts, None)?;
                 (a.into_iter().map(Ok).collect(), n, l)
             }
             GenModel::Remote(spec) => generate_remotely(args, &mut store, name, spec, &prompts)?,

@@ -190,8 +190,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
                     args.concurrency,
                     args.quiet,
                     name,
-                    "completions",
-                    true,
+                    crate::decoder_task::ECHO,
                 )?;
                 (answers, failures, sent)
             }

@@ -350,3 +350,75 @@ fn gemma_generates_answers_scored_by_exact_match_and_f1_and_reruns_generate_noth
         "qa.jsonl:2: missing field \"answer\"",
     );
 }
+
+#[test]
+fn classification_by_generation_counts_answers_naming_no_label_as_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db").display().to_string();
+    let gemma = format!(
+        "gemma={}",
+        root()
+            .join("assets/models/gemma-3-270m-q4_k_m.gguf")
+            .display()
+    );
+    let llama = format!("llama={}", tiny("tiny-llama"));
+    let data = root()
+        .join("assets/data/rotten_tomatoes_binary.jsonl")
+        .display()
+        .to_string();
+    let doc = run_json(&[
+        "compare",
+        "--model",
+        &gemma,
+        "--model",
+        &llama,
+        "--data",
+        &data,
+        "--task",
+        "classify",
+        "--template",
+        "Review: {text}\nIs this review positive or negative? Answer:",
+        "--verbalizer",
+        "fresh= positive",
+        "--verbalizer",
+        "rotten= negative",
+        "--decoder-scoring",
+        "generate",
+        "--max-tokens",
+        "4",
+        "--limit",
+        "12",
+        "--db",
+        &db,
+        "--format",
+        "json",
+        "--quiet",
+    ]);
+    for name in ["gemma", "llama"] {
+        let m = model(&doc, name);
+        let invalid = m["generation"]["invalid_answers"].as_u64().unwrap();
+        let cm = &m["confusion_matrix"];
+        let rows = cm["matrix"].as_array().unwrap();
+        let total: u64 = rows
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|c| c.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            total, 12,
+            "{name}: every example is in the matrix, none dropped"
+        );
+        if invalid > 0 {
+            assert_eq!(cm["predicted_labels"][2], "invalid");
+            let col: u64 = rows.iter().map(|r| r[2].as_u64().unwrap()).sum();
+            assert_eq!(col, invalid, "{name}");
+            assert!(m["warnings"].to_string().contains("named no label"));
+        }
+        // No probabilities from generated answers: no calibration metrics.
+        assert!(m["metrics"]["log_loss"].is_null(), "{name}");
+        let right: u64 = (0..2).map(|i| rows[i][i].as_u64().unwrap()).sum();
+        assert!((m["metrics"]["accuracy"].as_f64().unwrap() - right as f64 / 12.0).abs() < 1e-12);
+    }
+    // The random tiny model answers gibberish: all invalid.
+    assert_eq!(model(&doc, "llama")["generation"]["invalid_answers"], 12);
+}

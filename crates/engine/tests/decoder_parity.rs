@@ -84,18 +84,21 @@ fn greedy_generation_matches_transformers() {
         let want = ids(&g["generated_ids"]);
         let got = dec
             .generate(std::slice::from_ref(&prompt), want.len(), &|_, _| false)
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(got[0], want, "{name}: greedy tokens");
         // Two prompts generated together (packed, each with its own cache) give the same.
         let short = prompt[..prompt.len() - 2].to_vec();
         let alone = dec
             .generate(std::slice::from_ref(&short), 4, &|_, _| false)
-            .unwrap();
+            .unwrap()
+            .0;
         let both = dec
             .generate(&[short.clone(), prompt.clone()], want.len(), &|i, t| {
                 i == 0 && t.len() == 4
             })
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(both[0], alone[0], "{name}: batched generation");
         assert_eq!(both[1], want, "{name}: batched generation");
     }

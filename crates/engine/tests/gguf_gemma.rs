@@ -141,7 +141,10 @@ fn greedy_generation_matches_llama_cpp() {
     for g in refs["greedy"].as_array().unwrap() {
         let prompt = ids(&g["prompt_ids"]);
         let want = ids(&g["generated_ids"]);
-        let got = dec.generate(&[prompt], want.len(), &|_, _| false).unwrap();
+        let got = dec
+            .generate(&[prompt], want.len(), &|_, _| false)
+            .unwrap()
+            .0;
         assert_eq!(got[0], want, "{}", g["prompt"]);
         assert_eq!(
             dec.decode(&got[0]).unwrap(),

@@ -151,9 +151,24 @@ impl Evaluator {
         // A one-label problem has nothing to rank or calibrate against (scikit-learn refuses
         // its log-loss and Brier too), so no probability metric is reported.
         let proba = p.proba().filter(|_| k >= 2);
+        // Labels past the selected ones are only ever predicted (such as a generative model's
+        // `invalid` answers): they carry no probability, so calibration and ranking metrics
+        // are over the selected labels' columns.
+        let k_all = k;
+        let compact: Option<Vec<f64>> = proba.filter(|_| p.selected() < k_all).map(|pr| {
+            pr.chunks_exact(k_all)
+                .flat_map(|row| row[..p.selected()].iter().copied())
+                .collect()
+        });
+        let proba = compact.as_deref().or(proba);
         let prob = match proba {
             None => None,
             Some(proba) => {
+                let k = if compact.is_some() {
+                    p.selected()
+                } else {
+                    k_all
+                };
                 let n = p.len();
                 let gold = p.gold();
                 let mut log_loss = Vec::with_capacity(n);
@@ -532,7 +547,7 @@ impl Evaluator {
             let absent: Vec<String> = if pk.binary {
                 Vec::new()
             } else {
-                (0..k)
+                (0..pk.rankings.len())
                     .filter(|&c| true_sum[c] == 0.0)
                     .map(|c| format!("{:?}", self.labels[c]))
                     .collect()

@@ -352,7 +352,7 @@ impl Decoder {
         // rows give its later tokens.
         let d = self.config.hidden;
         let mut rows: Vec<usize> = Vec::new();
-        let mut owners: Vec<(usize, Vec<(usize, usize, u32)>)> = Vec::new();
+        let mut owners: Vec<(usize, Vec<Target>)> = Vec::new();
         let mut base = 0;
         for (i, ((tokens, _, _, ctx_len), r)) in trees.iter().zip(requests).enumerate() {
             rows.push(base + ctx_len - 1);
@@ -455,13 +455,15 @@ impl Decoder {
     }
 
     /// Greedy continuations of each prompt: at most `max_new` tokens, ending early at the
-    /// end-of-sequence token or when `stop` says the text so far is finished.
+    /// end-of-sequence token or when `stop` says the text so far is finished. Also returns
+    /// how many prompts lost tokens from the left to leave room for the new ones.
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
         max_new: usize,
         stop: &(dyn Fn(usize, &[u32]) -> bool + Sync),
-    ) -> Result<Vec<Vec<u32>>> {
+    ) -> Result<(Vec<Vec<u32>>, usize)> {
+        let mut truncated = 0;
         let mut caches: Vec<KvCache> = vec![KvCache::default(); prompts.len()];
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
         let mut active: Vec<usize> = Vec::new();
@@ -471,15 +473,21 @@ impl Decoder {
                 return Err(EngineError::BadInput("an empty prompt".into()));
             }
             self.check_ids(p)?;
-            if p.len() + max_new > self.config.max_positions {
+            let keep = self.config.max_positions.saturating_sub(max_new);
+            if keep == 0 {
                 return Err(EngineError::BadInput(format!(
-                    "a prompt of {} tokens plus {max_new} new ones exceeds the model's {} positions",
-                    p.len(),
+                    "{max_new} new tokens do not fit the model's {} positions",
                     self.config.max_positions
                 )));
             }
+            // Too long a prompt loses tokens from the left, as in scoring.
+            let mut p = p.clone();
+            if p.len() > keep {
+                p.drain(..p.len() - keep);
+                truncated += 1;
+            }
             active.push(i);
-            next.push(p.clone());
+            next.push(p);
         }
         for _ in 0..max_new {
             if active.is_empty() {
@@ -526,7 +534,7 @@ impl Decoder {
             active = still;
             next = feed;
         }
-        Ok(out)
+        Ok((out, truncated))
     }
 
     /// Log-probabilities over the vocabulary at every position of `ids` (for tests and
@@ -812,6 +820,9 @@ impl Decoder {
         parts.concat()
     }
 }
+
+/// A token a row's distribution scores: (continuation, index in it, token id).
+type Target = (usize, usize, u32);
 
 /// Rows per LM-head product: enough to amortise reading the vocabulary matrix, few enough
 /// that the logits stay small (64 × 262k × 4 bytes = 64 MiB).
