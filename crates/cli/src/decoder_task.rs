@@ -993,3 +993,42 @@ pub(crate) fn decoder_identity_files(path: &std::path::Path) -> Vec<std::path::P
     }
     v
 }
+
+/// A generative model as a task that only takes those (perplexity, generate) names it.
+pub(crate) enum GenerativeSpec {
+    Remote(RemoteSpec),
+    Local(std::path::PathBuf),
+}
+
+impl GenerativeSpec {
+    /// How the report names it.
+    pub fn describe(&self) -> String {
+        match self {
+            GenerativeSpec::Remote(s) => format!("openai:{}#{}", s.base_url, s.model),
+            GenerativeSpec::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Every `--model` as a generative model, or a usage error naming the one that is not.
+pub(crate) fn generative_models(
+    models: &[(String, String)],
+    task: &str,
+) -> Result<Vec<(String, GenerativeSpec)>> {
+    models
+        .iter()
+        .map(|(name, spec)| {
+            let m = match (RemoteSpec::parse(spec), local_decoder_path(spec)) {
+                (Some(r), _) => GenerativeSpec::Remote(r.map_err(|e| BadInput(format!("model {name}: {e}")))?),
+                (None, Some(p)) => GenerativeSpec::Local(p),
+                (None, None) => {
+                    return Err(BadInput(format!(
+                        "model {name}: {task} scores generative models (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is not one"
+                    ))
+                    .into())
+                }
+            };
+            Ok((name.clone(), m))
+        })
+        .collect()
+}

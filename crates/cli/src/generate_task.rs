@@ -7,22 +7,22 @@
 //! Every answer is kept in the store, so a rerun or a resumed run generates nothing twice.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use lmcompare_engine::decoder::Decoder;
 use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
 use lmcompare_engine::store::{timestamp, NewRun, Store};
-use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
 use crate::compare_cmd::{bar, parse_models, sha, CompareArgs};
 use crate::decoder_task::{
-    client_for, decoder_identity_files, fetch_all, local_decoder_path, Fetched,
+    client_for, decoder_identity_files, fetch_all, generative_models, Fetched, GenerativeSpec,
 };
 use crate::encoder_cmds::engine;
+use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
 use crate::BadInput;
 
 pub(crate) struct Prompt {
@@ -140,11 +140,6 @@ pub(crate) fn cut_at_stop(text: &str, stops: &[String]) -> String {
         .min()
         .unwrap_or(text.len());
     text[..end].to_owned()
-}
-
-enum GenModel {
-    Remote(RemoteSpec),
-    Local(PathBuf),
 }
 
 /// Greedy answers of a local decoder, cached in the store by model content, settings and
@@ -329,22 +324,7 @@ pub enum GenerateApi {
 pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
     let started = std::time::Instant::now();
     let models = parse_models(&args.models)?;
-    let mut gen_models = Vec::new();
-    for (name, spec) in &models {
-        match (RemoteSpec::parse(spec), local_decoder_path(spec)) {
-            (Some(r), _) => gen_models.push((
-                name.clone(),
-                GenModel::Remote(r.map_err(|e| BadInput(format!("model {name}: {e}")))?),
-            )),
-            (None, Some(p)) => gen_models.push((name.clone(), GenModel::Local(p))),
-            (None, None) => {
-                return Err(BadInput(format!(
-                    "model {name}: generate needs a generative model (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is not one"
-                ))
-                .into())
-            }
-        }
-    }
+    let gen_models = generative_models(&models, "generate")?;
     if args.max_tokens == 0 {
         return Err(BadInput("--max-tokens must be at least 1".into()).into());
     }
@@ -375,11 +355,13 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
     let mut effs = Vec::new();
     for (name, m) in &gen_models {
         let (a, sent, latency) = match m {
-            GenModel::Local(p) => {
+            GenerativeSpec::Local(p) => {
                 let (a, n, l) = generate_locally(args, &mut store, name, p, &prompts, None)?;
                 (a.into_iter().map(Ok).collect(), n, l)
             }
-            GenModel::Remote(spec) => generate_remotely(args, &mut store, name, spec, &prompts)?,
+            GenerativeSpec::Remote(spec) => {
+                generate_remotely(args, &mut store, name, spec, &prompts)?
+            }
         };
         answers.push(a);
         effs.push(json!({"generated_now": sent, "prompts": prompts.len(),
@@ -445,13 +427,6 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
                 .collect()
         })
         .collect();
-    let ci = |xs: &mut Vec<f64>| -> Value {
-        xs.sort_by(f64::total_cmp);
-        if xs.is_empty() {
-            return Value::Null;
-        }
-        json!({"low": quantile_sorted(xs, 0.025), "high": quantile_sorted(xs, 0.975), "confidence": 0.95})
-    };
     let mut out_models = Vec::new();
     for (m, (name, model)) in gen_models.iter().enumerate() {
         let (em, f1) = mean(m, &mut (0..n));
@@ -459,56 +434,39 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
         let mut f1_s: Vec<f64> = boot[m].iter().map(|x| x.1).collect();
         out_models.push(json!({
             "name": name,
-            "spec": match model {
-                GenModel::Remote(s) => format!("openai:{}#{}", s.base_url, s.model),
-                GenModel::Local(p) => p.display().to_string(),
-            },
+            "spec": model.describe(),
             "generate": {"exact_match": em, "f1": f1,
-                "ci": {"exact_match": ci(&mut em_s), "f1": ci(&mut f1_s)}},
+                "ci": {"exact_match": percentile_ci(&mut em_s), "f1": percentile_ci(&mut f1_s)}},
             "answers": kept.iter().take(20).map(|&i| json!({"id": prompts[i].id,
                 "answer": answers[m][i].as_deref().unwrap_or(""), "reference": prompts[i].answers})).collect::<Vec<_>>(),
             "efficiency": effs[m],
         }));
     }
-    let mut pairs = Vec::new();
-    let mut raw = Vec::new();
-    for a in 0..gen_models.len() {
-        for b in a + 1..gen_models.len() {
-            let delta = mean(a, &mut (0..n)).1 - mean(b, &mut (0..n)).1;
-            let mut ds: Vec<f64> = boot[a]
-                .iter()
-                .zip(&boot[b])
-                .map(|(x, y)| x.1 - y.1)
-                .collect();
-            let k = ds.len().max(1) as f64;
-            let le = ds.iter().filter(|d| **d <= 0.0).count() as f64 / k;
-            let ge = ds.iter().filter(|d| **d >= 0.0).count() as f64 / k;
-            let p = (2.0 * le.min(ge)).min(1.0);
-            raw.push(p);
-            pairs.push(
-                json!({"a": gen_models[a].0, "b": gen_models[b].0, "delta_f1": delta,
-                "ci": ci(&mut ds), "p_bootstrap": p}),
-            );
-        }
-    }
-    let holm = adjust_p_values(&raw, lmcompare_metrics::Correction::Holm);
-    for (p, h) in pairs.iter_mut().zip(&holm) {
-        p["p_holm"] = json!(h);
-        let (a, b) = (
-            p["a"].as_str().unwrap_or("").to_owned(),
-            p["b"].as_str().unwrap_or("").to_owned(),
-        );
-        let d = p["delta_f1"].as_f64().unwrap_or(f64::NAN);
-        p["verdict"] = json!(if *h < 0.05 {
-            let (w, l) = if d > 0.0 { (&a, &b) } else { (&b, &a) };
-            format!(
-                "{w} answers better than {l}: token F1 higher by {:.4}, p_holm = {h:.4}",
-                d.abs()
-            )
-        } else {
-            format!("no significant difference between {a} and {b} in token F1 (delta {d:.4}, p_holm = {h:.4})")
-        });
-    }
+    let resampled: Vec<Resampled<'_>> = gen_models
+        .iter()
+        .enumerate()
+        .map(|(m, (name, _))| Resampled {
+            name,
+            point: mean(m, &mut (0..n)).1,
+            boot: boot[m].iter().map(|x| x.1).collect(),
+        })
+        .collect();
+    let pairs = bootstrap_pairs(
+        &resampled,
+        "delta_f1",
+        args.stats.correction,
+        |a, b, d, h| {
+            if h < 0.05 {
+                let (w, l) = if d > 0.0 { (a, b) } else { (b, a) };
+                format!(
+                    "{w} answers better than {l}: token F1 higher by {:.4}, p_holm = {h:.4}",
+                    d.abs()
+                )
+            } else {
+                format!("no significant difference between {a} and {b} in token F1 (delta {d:.4}, p_holm = {h:.4})")
+            }
+        },
+    );
     let doc = json!({
         "task": "generate", "models": out_models, "pairwise": pairs,
         "method": {"decoding": "greedy", "max_tokens": args.max_tokens, "stop": &args.stop,

@@ -6,6 +6,7 @@ mod decoder_task;
 mod encoder_cmds;
 mod generate_task;
 mod metrics_cmd;
+mod paired_means;
 mod perplexity_task;
 mod prediction_files;
 mod profile_cmd;

@@ -5,20 +5,20 @@
 //! previous text as context (a sliding window), so every character is scored once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use lmcompare_engine::decoder::{Decoder, ScoreRequest};
-use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
+use lmcompare_engine::remote::RemoteClient;
 use lmcompare_engine::store::{timestamp, NewRun, Store};
-use lmcompare_metrics::stats::{adjust_p_values, quantile_sorted};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
 use crate::compare_cmd::{parse_models, sha, CompareArgs};
-use crate::decoder_task::{client_for, fetch_all, local_decoder_path, Fetched};
+use crate::decoder_task::{client_for, fetch_all, generative_models, Fetched, GenerativeSpec};
 use crate::encoder_cmds::engine;
+use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
 use crate::BadInput;
 
 /// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
@@ -116,22 +116,7 @@ fn window_score(v: &Value, start: usize, full: &str) -> Option<(f64, usize, usiz
 pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let started = std::time::Instant::now();
     let models = parse_models(&args.models)?;
-    let mut remotes = Vec::new();
-    for (name, spec) in &models {
-        match (RemoteSpec::parse(spec), local_decoder_path(spec)) {
-            (Some(r), _) => remotes.push((
-                name.clone(),
-                PplModel::Remote(r.map_err(|e| BadInput(format!("model {name}: {e}")))?),
-            )),
-            (None, Some(path)) => remotes.push((name.clone(), PplModel::Local(path))),
-            (None, None) => {
-                return Err(BadInput(format!(
-                    "model {name}: perplexity scores generative models (a .gguf file, a causal-LM folder or openai:URL#MODEL); {spec} is not one"
-                ))
-                .into())
-            }
-        }
-    }
+    let remotes = generative_models(&models, "perplexity")?;
     if args.window_chars < 16 {
         return Err(BadInput("--window-chars must be at least 16".into()).into());
     }
@@ -168,7 +153,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let mut model_docs = Vec::new();
     for (name, model) in &remotes {
         let (answers, failures, sent) = match model {
-            PplModel::Remote(spec) => {
+            GenerativeSpec::Remote(spec) => {
                 let client = client_for(args, spec)?;
                 let url = format!("{}/completions", spec.base_url);
                 let bodies: Vec<Value> = windows_all
@@ -194,7 +179,7 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
                 )?;
                 (answers, failures, sent)
             }
-            PplModel::Local(path) => {
+            GenerativeSpec::Local(path) => {
                 let (answers, sent) =
                     score_windows_locally(args, &mut store, name, path, &windows_all)?;
                 (answers, HashMap::new(), sent)
@@ -206,8 +191,8 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
             let score = answers.get(&j).and_then(|(v, ms)| {
                 latency.push(*ms);
                 match model {
-                    PplModel::Remote(_) => window_score(v, *ctx, text),
-                    PplModel::Local(_) => local_window_score(v),
+                    GenerativeSpec::Remote(_) => window_score(v, *ctx, text),
+                    GenerativeSpec::Local(_) => local_window_score(v),
                 }
             });
             match (score, &mut sums[*d]) {
@@ -263,13 +248,6 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
                 .collect()
         })
         .collect();
-    let ci = |xs: &mut Vec<f64>| -> Value {
-        if xs.is_empty() {
-            return Value::Null;
-        }
-        xs.sort_by(f64::total_cmp);
-        json!({"low": quantile_sorted(xs, 0.025), "high": quantile_sorted(xs, 0.975), "confidence": 0.95})
-    };
     let boot: Vec<Vec<(f64, f64)>> = (0..remotes.len())
         .map(|m| resamples.iter().map(|r| stats(m, r)).collect())
         .collect();
@@ -283,56 +261,37 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
         let mut ppl_s: Vec<f64> = boot[m].iter().map(|x| x.0).collect();
         let mut bpb_s: Vec<f64> = boot[m].iter().map(|x| x.1).collect();
         out_models.push(json!({
-            "name": name, "spec": match model {
-                PplModel::Remote(spec) => format!("openai:{}#{}", spec.base_url, spec.model),
-                PplModel::Local(path) => path.display().to_string(),
-            },
+            "name": name, "spec": model.describe(),
             "perplexity": {"token_perplexity": ppl, "bits_per_byte": bpb, "tokens": tok, "bytes": bytes,
-                "ci": {"token_perplexity": ci(&mut ppl_s), "bits_per_byte": ci(&mut bpb_s)}},
+                "ci": {"token_perplexity": percentile_ci(&mut ppl_s), "bits_per_byte": percentile_ci(&mut bpb_s)}},
             "efficiency": model_docs[m],
         }));
     }
-    let mut pairs = Vec::new();
-    let mut raw_p = Vec::new();
-    for a in 0..remotes.len() {
-        for b in a + 1..remotes.len() {
-            let delta = stats(a, &kept).1 - stats(b, &kept).1;
-            let mut ds: Vec<f64> = boot[a]
-                .iter()
-                .zip(&boot[b])
-                .map(|(x, y)| x.1 - y.1)
-                .collect();
-            let n = ds.len().max(1) as f64;
-            let le = ds.iter().filter(|d| **d <= 0.0).count() as f64 / n;
-            let ge = ds.iter().filter(|d| **d >= 0.0).count() as f64 / n;
-            let p = (2.0 * le.min(ge)).min(1.0);
-            raw_p.push(p);
-            pairs.push(
-                json!({"a": remotes[a].0, "b": remotes[b].0, "delta_bits_per_byte": delta,
-                "ci": ci(&mut ds), "p_bootstrap": p}),
-            );
-        }
-    }
-    let adjusted = adjust_p_values(&raw_p, args.stats.correction);
-    let holm = adjust_p_values(&raw_p, lmcompare_metrics::Correction::Holm);
-    for ((p, adj), h) in pairs.iter_mut().zip(&adjusted).zip(&holm) {
-        p["p_adjusted"] = json!(adj);
-        p["p_holm"] = json!(h);
-        let (a, b) = (
-            p["a"].as_str().unwrap_or("").to_owned(),
-            p["b"].as_str().unwrap_or("").to_owned(),
-        );
-        let d = p["delta_bits_per_byte"].as_f64().unwrap_or(f64::NAN);
-        p["verdict"] = json!(if *h < 0.05 {
-            let (w, l) = if d < 0.0 { (&a, &b) } else { (&b, &a) };
-            format!(
-                "{w} models the text better than {l}: {:.4} fewer bits per byte, p_holm = {h:.4}",
-                d.abs()
-            )
-        } else {
-            format!("no significant difference between {a} and {b} in bits per byte (delta {d:.4}, p_holm = {h:.4})")
-        });
-    }
+    let resampled: Vec<Resampled<'_>> = remotes
+        .iter()
+        .enumerate()
+        .map(|(m, (name, _))| Resampled {
+            name,
+            point: stats(m, &kept).1,
+            boot: boot[m].iter().map(|x| x.1).collect(),
+        })
+        .collect();
+    let pairs = bootstrap_pairs(
+        &resampled,
+        "delta_bits_per_byte",
+        args.stats.correction,
+        |a, b, d, h| {
+            if h < 0.05 {
+                let (w, l) = if d < 0.0 { (a, b) } else { (b, a) };
+                format!(
+                    "{w} models the text better than {l}: {:.4} fewer bits per byte, p_holm = {h:.4}",
+                    d.abs()
+                )
+            } else {
+                format!("no significant difference between {a} and {b} in bits per byte (delta {d:.4}, p_holm = {h:.4})")
+            }
+        },
+    );
     let doc = json!({
         "task": "perplexity", "models": out_models, "pairwise": pairs,
         "method": {"unit": "document", "bootstrap": args.stats.bootstrap, "seed": args.seed,
@@ -348,11 +307,6 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     });
     store.finish_run(run_id, &doc.to_string()).map_err(engine)?;
     Ok(doc)
-}
-
-enum PplModel {
-    Remote(RemoteSpec),
-    Local(PathBuf),
 }
 
 /// A locally scored window as stored: `{"nll", "tokens", "bytes"}`.

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::text::{aligned, interval, markdown_table, num, pval};
+use crate::text::{interval, num};
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
@@ -39,7 +39,7 @@ pub fn render_generate(doc: &Value, markdown: bool) -> String {
         })
         .collect();
     let d = &doc["dataset"];
-    let mut out = format!(
+    let intro = format!(
         "generate on {} ({} of {} prompts scored; greedy, at most {} tokens), run {}\n\n",
         d["path"].as_str().unwrap_or(""),
         d["scored_prompts"],
@@ -47,34 +47,14 @@ pub fn render_generate(doc: &Value, markdown: bool) -> String {
         doc["method"]["max_tokens"],
         doc["run"]["id"]
     );
-    if markdown {
-        out = format!("# lmcompare generate\n\n{out}");
-        out.push_str(&markdown_table(&header, &rows));
-    } else {
-        let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
-        all.extend(rows);
-        out.push_str(&aligned(&all));
-    }
-    out.push('\n');
-    for p in doc["pairwise"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{} {} vs {}: Δ F1 {} {}, p_holm {} — {}\n",
-            if markdown { "-" } else { "*" },
-            p["a"].as_str().unwrap_or(""),
-            p["b"].as_str().unwrap_or(""),
-            num(f(&p["delta_f1"])),
-            interval(f(&p["ci"]["low"]), f(&p["ci"]["high"])),
-            pval(f(&p["p_holm"])),
-            p["verdict"].as_str().unwrap_or("")
-        ));
-    }
-    if let Some(n) = doc["excluded_examples"]["count"]
-        .as_u64()
-        .filter(|n| *n > 0)
-    {
-        out.push_str(&format!(
-            "{n} prompt(s) excluded: requests failed past their retries; rerun to retry them\n"
-        ));
-    }
-    out
+    crate::text::unit_task_body(
+        doc,
+        markdown,
+        "generate",
+        &intro,
+        &header,
+        &rows,
+        ("delta_f1", "Δ F1"),
+        "prompt(s)",
+    )
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::text::{aligned, interval, markdown_table, num, pval};
+use crate::text::{interval, num};
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
@@ -49,7 +49,7 @@ pub fn render_perplexity(doc: &Value, markdown: bool) -> String {
         })
         .collect();
     let d = &doc["dataset"];
-    let mut out = format!(
+    let intro = format!(
         "perplexity on {} ({} of {} documents scored, {} windows), run {}\n\n",
         d["path"].as_str().unwrap_or(""),
         d["scored_documents"],
@@ -57,34 +57,14 @@ pub fn render_perplexity(doc: &Value, markdown: bool) -> String {
         d["windows"],
         doc["run"]["id"]
     );
-    if markdown {
-        out = format!("# lmcompare perplexity\n\n{out}");
-        out.push_str(&markdown_table(&header, &rows));
-    } else {
-        let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
-        all.extend(rows);
-        out.push_str(&aligned(&all));
-    }
-    out.push('\n');
-    for p in doc["pairwise"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{} {} vs {}: Δ bits/byte {} {}, p_holm {} — {}\n",
-            if markdown { "-" } else { "*" },
-            p["a"].as_str().unwrap_or(""),
-            p["b"].as_str().unwrap_or(""),
-            num(f(&p["delta_bits_per_byte"])),
-            interval(f(&p["ci"]["low"]), f(&p["ci"]["high"])),
-            pval(f(&p["p_holm"])),
-            p["verdict"].as_str().unwrap_or("")
-        ));
-    }
-    if let Some(n) = doc["excluded_examples"]["count"]
-        .as_u64()
-        .filter(|n| *n > 0)
-    {
-        out.push_str(&format!(
-            "{n} document(s) excluded: requests failed past their retries; rerun to retry them\n"
-        ));
-    }
-    out
+    crate::text::unit_task_body(
+        doc,
+        markdown,
+        "perplexity",
+        &intro,
+        &header,
+        &rows,
+        ("delta_bits_per_byte", "Δ bits/byte"),
+        "document(s)",
+    )
 }

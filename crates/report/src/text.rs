@@ -82,3 +82,55 @@ pub(crate) fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// The body of a report on a task scored over units (documents, prompts): the table, one
+/// line per model pair (`delta` = (JSON key, heading)), and the excluded units, after the
+/// caller's `intro` line; Markdown gets a title above it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unit_task_body(
+    doc: &serde_json::Value,
+    markdown: bool,
+    task: &str,
+    intro: &str,
+    header: &[&str],
+    rows: &[Vec<String>],
+    delta: (&str, &str),
+    units: &str,
+) -> String {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let mut out = intro.to_owned();
+    if markdown {
+        out.push_str(&markdown_table(header, rows));
+    } else {
+        let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+        all.extend(rows.iter().cloned());
+        out.push_str(&aligned(&all));
+    }
+    out.push('\n');
+    for p in doc["pairwise"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{} {} vs {}: {} {} {}, p_holm {} — {}\n",
+            if markdown { "-" } else { "*" },
+            p["a"].as_str().unwrap_or(""),
+            p["b"].as_str().unwrap_or(""),
+            delta.1,
+            num(f(&p[delta.0])),
+            interval(f(&p["ci"]["low"]), f(&p["ci"]["high"])),
+            pval(f(&p["p_holm"])),
+            p["verdict"].as_str().unwrap_or("")
+        ));
+    }
+    if let Some(n) = doc["excluded_examples"]["count"]
+        .as_u64()
+        .filter(|n| *n > 0)
+    {
+        out.push_str(&format!(
+            "{n} {units} excluded: requests failed past their retries; rerun to retry them\n"
+        ));
+    }
+    if markdown {
+        format!("# lmcompare {task}\n\n{out}")
+    } else {
+        out
+    }
+}
