@@ -1032,3 +1032,30 @@ pub(crate) fn generative_models(
         })
         .collect()
 }
+
+/// Starts (or resumes) the stored run of a task scored over units (perplexity, generate):
+/// its key is the hash of `settings`. Returns the run id, whether it resumed, and the key.
+pub(crate) fn begin_task_run(
+    store: &mut Store,
+    args: &CompareArgs,
+    task: &str,
+    settings: &Value,
+    digest: &str,
+    rows: usize,
+    models: &[(String, String)],
+) -> Result<(i64, bool, String)> {
+    let key = sha(&settings.to_string());
+    let names: Vec<&str> = models.iter().map(|m| m.0.as_str()).collect();
+    let (run_id, resumed) = store
+        .begin_run(&lmcompare_engine::store::NewRun {
+            key: &key,
+            task,
+            dataset_sha: digest,
+            dataset_path: &args.data.display().to_string(),
+            rows,
+            models: &names.join(","),
+            settings: &settings.to_string(),
+        })
+        .map_err(engine)?;
+    Ok((run_id, resumed, key))
+}

@@ -12,14 +12,15 @@ use std::path::Path;
 use anyhow::Result;
 use lmcompare_engine::decoder::Decoder;
 use lmcompare_engine::remote::{RemoteClient, RemoteSpec};
-use lmcompare_engine::store::{timestamp, NewRun, Store};
+use lmcompare_engine::store::{timestamp, Store};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
 use crate::compare_cmd::{bar, parse_models, sha, CompareArgs};
 use crate::decoder_task::{
-    client_for, decoder_identity_files, fetch_all, generative_models, Fetched, GenerativeSpec,
+    begin_task_run, client_for, decoder_identity_files, fetch_all, generative_models, Fetched,
+    GenerativeSpec,
 };
 use crate::encoder_cmds::engine;
 use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
@@ -335,22 +336,15 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
     let mut store = Store::open(&args.db).map_err(engine)?;
     let settings = json!({"task": "generate", "models": &args.models, "data": digest, "limit": args.limit,
         "max_tokens": args.max_tokens, "stop": &args.stop, "api": format!("{:?}", args.generate_api)});
-    let key = sha(&settings.to_string());
-    let (run_id, resumed) = store
-        .begin_run(&NewRun {
-            key: &key,
-            task: "generate",
-            dataset_sha: &digest,
-            dataset_path: &args.data.display().to_string(),
-            rows: prompts.len(),
-            models: &models
-                .iter()
-                .map(|m| m.0.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            settings: &settings.to_string(),
-        })
-        .map_err(engine)?;
+    let (run_id, resumed, key) = begin_task_run(
+        &mut store,
+        args,
+        "generate",
+        &settings,
+        &digest,
+        prompts.len(),
+        &models,
+    )?;
     let mut answers: Vec<Vec<std::result::Result<String, String>>> = Vec::new();
     let mut effs = Vec::new();
     for (name, m) in &gen_models {

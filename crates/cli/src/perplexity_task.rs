@@ -10,13 +10,15 @@ use std::path::Path;
 use anyhow::Result;
 use lmcompare_engine::decoder::{Decoder, ScoreRequest};
 use lmcompare_engine::remote::RemoteClient;
-use lmcompare_engine::store::{timestamp, NewRun, Store};
+use lmcompare_engine::store::{timestamp, Store};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value};
 
 use crate::compare_cmd::{parse_models, sha, CompareArgs};
-use crate::decoder_task::{client_for, fetch_all, generative_models, Fetched, GenerativeSpec};
+use crate::decoder_task::{
+    begin_task_run, client_for, fetch_all, generative_models, Fetched, GenerativeSpec,
+};
 use crate::encoder_cmds::engine;
 use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
 use crate::BadInput;
@@ -124,22 +126,15 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
     let mut store = Store::open(&args.db).map_err(engine)?;
     let settings = json!({"task": "perplexity", "models": &args.models, "data": digest,
         "window_chars": args.window_chars, "context_chars": args.context_chars});
-    let key = sha(&settings.to_string());
-    let (run_id, resumed) = store
-        .begin_run(&NewRun {
-            key: &key,
-            task: "perplexity",
-            dataset_sha: &digest,
-            dataset_path: &args.data.display().to_string(),
-            rows: docs.len(),
-            models: &models
-                .iter()
-                .map(|m| m.0.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            settings: &settings.to_string(),
-        })
-        .map_err(engine)?;
+    let (run_id, resumed, key) = begin_task_run(
+        &mut store,
+        args,
+        "perplexity",
+        &settings,
+        &digest,
+        docs.len(),
+        &models,
+    )?;
     // (doc, context chars, request text) per window, the same for every model.
     let mut windows_all: Vec<(usize, usize, String)> = Vec::new();
     for (d, (_, text)) in docs.iter().enumerate() {
