@@ -241,8 +241,10 @@ fn unsupported_or_broken_decoders_get_one_clear_line() {
             ("tokenizer.ggml.model", "gpt2"),
         ],
     );
-    // The tokenizer arrays are read first; give the architecture error its own file.
-    run(&format!("f={}", falcon.display()), "falcon.gguf");
+    run(
+        &format!("f={}", falcon.display()),
+        "GGUF architecture \"falcon\" is not supported",
+    );
     let broken = dir.path().join("broken.gguf");
     std::fs::write(&broken, b"GGUF\x03\x00\x00\x00trunc").unwrap();
     run(

@@ -369,7 +369,7 @@ impl RemoteClient {
 
     fn no_logprobs(&self, why: &str) -> EngineError {
         EngineError::BadInput(format!(
-            "model {} at {}: the server does not return prompt log-probabilities ({why}); log-likelihood tasks need them (completions with echo and logprobs) — use a server that supports them",
+            "model {} at {}: the server does not return prompt log-probabilities ({why}); log-likelihood tasks need them (completions with echo and logprobs) — use a server that supports them, or let the model answer instead (--task generate, or --decoder-scoring generate to classify)",
             self.spec.model, self.spec.base_url
         ))
     }

@@ -24,6 +24,7 @@ pub fn lmcompare() -> Command {
 }
 
 /// Runs and expects exit 2 with one stderr line containing `needle`, and no panic.
+#[allow(dead_code)]
 pub fn bad(args: &[&str], needle: &str) {
     let out = lmcompare().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -151,6 +151,22 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
             _ => None,
         }
     };
+    // The architecture first: an unsupported one is the error worth reporting.
+    let arch = meta
+        .get("general.architecture")
+        .and_then(GgufScalar::as_str)
+        .unwrap_or("");
+    if !matches!(
+        super::config::DecoderFamily::from_name(arch),
+        Some(f) if f != super::config::DecoderFamily::Gpt2
+    ) {
+        return Err(EngineError::file(
+            path,
+            format!(
+                "GGUF architecture {arch:?} is not supported (supported: llama, qwen2, qwen3, gemma, gemma2, gemma3)"
+            ),
+        ));
+    }
     let tokens = strings("tokenizer.ggml.tokens").ok_or_else(|| {
         EngineError::file(
             path,
