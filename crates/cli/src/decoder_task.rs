@@ -750,9 +750,11 @@ pub(crate) fn run_decoder_model(
         DecoderModel::Remote(spec) => {
             let lat: Vec<f64> = predictions.iter().map(|p| p.batch_latency_ms).collect();
             let seconds: f64 = lat.iter().sum::<f64>() / 1e3;
+            let (params, bytes) = client_for(args, spec)?.model_size();
             (
                 json!({
-                    "parameters": Value::Null, "size_bytes": Value::Null, "parameter_source": "not reported by the server",
+                    "parameters": params, "size_bytes": bytes,
+                    "parameter_source": if params.is_some() { "reported by the server (GET /models)" } else { "not reported by the server" },
                     "flops_per_example": Value::Null, "tokens_per_example": tokens / n,
                     "latency_ms_p50": percentile(&lat, 0.5), "latency_ms_p95": percentile(&lat, 0.95),
                     "latency_unit": "per example (all label requests, sequential sum)",

@@ -148,6 +148,19 @@ fn handle(mut stream: TcpStream, state: &Behaviour, rng: &Mutex<rand_xoshiro::Xo
             length = v.trim().parse().unwrap_or(0);
         }
     }
+    if line.starts_with("GET ") && line.contains("/models") {
+        // llama.cpp's server reports the parameter count of each model it serves.
+        let text = json!({"object": "list", "data": [
+            {"id": "toy-good", "object": "model", "meta": {"n_params": 1234567, "size": 2469134}},
+            {"id": "toy-weak", "object": "model"}]})
+        .to_string();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        );
+        return;
+    }
     let mut body = vec![0u8; length];
     if reader.read_exact(&mut body).is_err() {
         return;
@@ -337,6 +350,10 @@ fn faults_on_a_fifth_of_requests_change_nothing_and_reruns_send_nothing() {
     // The toy model that reads the cues is perfect on the cued reviews and the comparison
     // says it beats the guesser; probabilities are a softmax over label log-likelihoods.
     assert!(a["models"][0]["metrics"]["accuracy"].as_f64().unwrap() > 0.8);
+    // Parameters come from the server's GET /models where it reports them.
+    assert_eq!(a["models"][0]["efficiency"]["parameters"], 1234567);
+    assert_eq!(a["models"][0]["efficiency"]["size_bytes"], 2469134);
+    assert!(a["models"][1]["efficiency"]["parameters"].is_null());
     assert!(a["models"][0]["metrics"]["log_loss"].is_number());
     assert!(a["models"][0]["efficiency"]["latency_ms_p50"].is_number());
     // A rerun answers from the store: no request reaches the server.

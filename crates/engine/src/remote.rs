@@ -308,6 +308,33 @@ impl RemoteClient {
     /// The request body that scores `text` by echoing it with log-probabilities. One token
     /// is generated (and ignored): some servers (llama-cpp-python) read `max_tokens: 0` as
     /// "no limit".
+    /// What the server says about the model in `GET /models`, when it says anything: its
+    /// parameter count and size in bytes (llama.cpp's server reports `meta.n_params` and
+    /// `meta.size`; most servers report neither). One attempt, no retries: this is optional.
+    pub fn model_size(&self) -> (Option<u64>, Option<u64>) {
+        let url = format!("{}/models", self.spec.base_url);
+        let mut req = self.agent.get(&url);
+        if let Some(key) = &self.opts.api_key {
+            req = req.set("Authorization", &format!("Bearer {key}"));
+        }
+        let Some(v) = req
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
+            return (None, None);
+        };
+        let entry = v["data"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["id"] == self.spec.model.as_str()));
+        let meta = entry.map(|m| &m["meta"]);
+        (
+            meta.and_then(|m| m["n_params"].as_u64()),
+            meta.and_then(|m| m["size"].as_u64()),
+        )
+    }
+
     pub fn echo_request(&self, text: &str) -> Value {
         json!({
             "model": self.spec.model, "prompt": text, "max_tokens": 1, "echo": true,
