@@ -255,13 +255,9 @@ impl Decoder {
 
     /// Each request as one tree-masked sequence: (tokens fed, positions, segments, context
     /// length), and how many contexts were cut to fit.
-    #[allow(clippy::type_complexity)]
-    fn plan(
-        &self,
-        requests: &[ScoreRequest],
-    ) -> Result<(Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)>, usize)> {
+    fn plan(&self, requests: &[ScoreRequest]) -> Result<(Vec<Tree>, usize)> {
         let mut truncated = 0;
-        let mut trees: Vec<(Vec<u32>, Vec<usize>, Vec<u32>, usize)> = Vec::new();
+        let mut trees: Vec<Tree> = Vec::new();
         for r in requests {
             let longest = r.continuations.iter().map(Vec::len).max().unwrap_or(0);
             if r.continuations.iter().any(Vec::is_empty) {
@@ -311,6 +307,11 @@ impl Decoder {
     /// What scoring `requests` costs (tokens fed, LM-head rows, FLOPs) without running it.
     pub fn cost(&self, requests: &[ScoreRequest]) -> Result<ScoreStats> {
         let (trees, truncated) = self.plan(requests)?;
+        Ok(self.cost_of(&trees, truncated, requests))
+    }
+
+    /// The cost of planned trees (see [`Decoder::cost`]).
+    fn cost_of(&self, trees: &[Tree], truncated: usize, requests: &[ScoreRequest]) -> ScoreStats {
         let mut stats = ScoreStats {
             truncated,
             ..ScoreStats::default()
@@ -325,7 +326,7 @@ impl Decoder {
         }
         stats.flops +=
             stats.lm_rows as f64 * 2.0 * (self.config.hidden * self.config.vocab_size) as f64;
-        Ok(stats)
+        stats
     }
 
     /// Log-likelihoods of every request's continuations. Contexts too long for the model
@@ -334,8 +335,8 @@ impl Decoder {
         &self,
         requests: &[ScoreRequest],
     ) -> Result<(Vec<Vec<ContinuationScore>>, ScoreStats)> {
-        let stats = self.cost(requests)?;
-        let (trees, _) = self.plan(requests)?;
+        let (trees, truncated) = self.plan(requests)?;
+        let stats = self.cost_of(&trees, truncated, requests);
         let mut packed: Vec<Packed<'_>> = trees
             .iter()
             .map(|(t, p, s, _)| Packed {
@@ -820,6 +821,10 @@ impl Decoder {
         parts.concat()
     }
 }
+
+/// One request as a tree-masked sequence: tokens fed, their positions, their segments
+/// (0 = the prompt, k = the k-th continuation), and the prompt's length.
+type Tree = (Vec<u32>, Vec<usize>, Vec<u32>, usize);
 
 /// A token a row's distribution scores: (continuation, index in it, token id).
 type Target = (usize, usize, u32);
