@@ -400,28 +400,15 @@ fn score_remote(
     jobs: &[Job],
 ) -> Result<(Vec<JobResult>, Vec<f64>, usize)> {
     let client = client_for(args, spec)?;
-    let url = format!("{}/completions", spec.base_url);
-    let bodies: Vec<(String, Value)> = jobs
+    let bodies: Vec<Value> = jobs
         .iter()
-        .map(|j| {
-            let body = client.echo_request(&format!("{}{}", j.prompt, j.continuation));
-            (sha(&format!("{url}\n{body}")), body)
-        })
+        .map(|j| client.echo_request(&format!("{}{}", j.prompt, j.continuation)))
         .collect();
-    let requests: Vec<(&str, &Value)> = bodies.iter().map(|(k, b)| (k.as_str(), b)).collect();
     let Fetched {
         answers,
         failures,
         sent,
-    } = fetch_all(
-        &client,
-        store,
-        &requests,
-        args.concurrency,
-        args.quiet,
-        name,
-        ECHO,
-    )?;
+    } = fetch_all(&client, store, &bodies, args, name, ECHO)?;
     let mut latency = vec![0.0; examples];
     let results = jobs
         .iter()
@@ -863,18 +850,23 @@ pub(crate) struct Fetched {
     pub sent: usize,
 }
 
-/// Answers from the store where cached; the rest sent `concurrency` at a time (after a
-/// capability probe), cached as they come back. An unreachable server stops everything with
-/// an error naming it; other failures are returned per request.
+/// Answers to `bodies` posted to `endpoint`: from the store where cached (keyed by a hash
+/// of URL and body); the rest sent `--concurrency` at a time (after a capability probe
+/// where the endpoint needs one), cached as they come back. An unreachable server stops
+/// everything with an error naming it; other failures are returned per request.
 pub(crate) fn fetch_all(
     client: &RemoteClient,
     store: &mut Store,
-    requests: &[(&str, &Value)],
-    concurrency: usize,
-    quiet: bool,
+    bodies: &[Value],
+    args: &CompareArgs,
     name: &str,
     endpoint: Endpoint<'_>,
 ) -> Result<Fetched> {
+    let url = format!("{}/{}", client.spec.base_url, endpoint.path);
+    let keys: Vec<String> = bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
+    let requests: Vec<(&str, &Value)> = keys.iter().map(String::as_str).zip(bodies).collect();
+    let requests = &requests[..];
+    let (concurrency, quiet) = (args.concurrency, args.quiet);
     let mut answers: HashMap<usize, (Value, f64)> = HashMap::new();
     let mut pending = Vec::new();
     for (j, (key, _)) in requests.iter().enumerate() {

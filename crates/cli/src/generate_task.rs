@@ -23,7 +23,7 @@ use crate::decoder_task::{
     GenerativeSpec,
 };
 use crate::encoder_cmds::engine;
-use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
+use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled, Wording};
 use crate::BadInput;
 
 pub(crate) struct Prompt {
@@ -257,7 +257,6 @@ pub(crate) fn generate_remotely(
     } else {
         "completions"
     };
-    let url = format!("{}/{path}", spec.base_url);
     let bodies: Vec<Value> = prompts
         .iter()
         .map(|p| {
@@ -274,8 +273,6 @@ pub(crate) fn generate_remotely(
             b
         })
         .collect();
-    let keys: Vec<String> = bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
-    let requests: Vec<(&str, &Value)> = keys.iter().map(String::as_str).zip(&bodies).collect();
     let Fetched {
         answers,
         failures,
@@ -283,9 +280,8 @@ pub(crate) fn generate_remotely(
     } = fetch_all(
         &client,
         store,
-        &requests,
-        args.concurrency,
-        args.quiet,
+        &bodies,
+        args,
         name,
         crate::decoder_task::Endpoint {
             path,
@@ -449,16 +445,10 @@ pub(crate) fn generate(args: &CompareArgs) -> Result<Value> {
         &resampled,
         "delta_f1",
         args.stats.correction,
-        |a, b, d, h| {
-            if h < 0.05 {
-                let (w, l) = if d > 0.0 { (a, b) } else { (b, a) };
-                format!(
-                    "{w} answers better than {l}: token F1 higher by {:.4}, p_holm = {h:.4}",
-                    d.abs()
-                )
-            } else {
-                format!("no significant difference between {a} and {b} in token F1 (delta {d:.4}, p_holm = {h:.4})")
-            }
+        &Wording {
+            better: "answers better than",
+            score: "token F1",
+            lower_is_better: false,
         },
     );
     let doc = json!({

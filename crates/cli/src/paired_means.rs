@@ -22,14 +22,48 @@ pub(crate) struct Resampled<'a> {
     pub boot: Vec<f64>,
 }
 
+/// How a pair's verdict reads: "{winner} {better} {loser}: {score} {lower|higher} by …".
+pub(crate) struct Wording<'a> {
+    /// e.g. "models the text better than".
+    pub better: &'a str,
+    /// e.g. "bits per byte".
+    pub score: &'a str,
+    pub lower_is_better: bool,
+}
+
+impl Wording<'_> {
+    fn verdict(&self, a: &str, b: &str, d: f64, h: f64) -> String {
+        if h < 0.05 {
+            let a_wins = (d < 0.0) == self.lower_is_better;
+            let (w, l) = if a_wins { (a, b) } else { (b, a) };
+            let side = if self.lower_is_better {
+                "lower"
+            } else {
+                "higher"
+            };
+            format!(
+                "{w} {} {l}: {} {side} by {:.4}, p_holm = {h:.4}",
+                self.better,
+                self.score,
+                d.abs()
+            )
+        } else {
+            format!(
+                "no significant difference between {a} and {b} in {} (delta {d:.4}, p_holm = {h:.4})",
+                self.score
+            )
+        }
+    }
+}
+
 /// Every pair (a, b): the difference a − b under `delta_key`, its bootstrap interval, the
 /// two-sided paired bootstrap p-value, the p-values adjusted by `correction` and by Holm,
-/// and `verdict(a, b, delta, p_holm)`.
+/// and a verdict in `wording`.
 pub(crate) fn bootstrap_pairs(
     models: &[Resampled<'_>],
     delta_key: &str,
     correction: Correction,
-    verdict: impl Fn(&str, &str, f64, f64) -> String,
+    wording: &Wording<'_>,
 ) -> Vec<Value> {
     let mut pairs = Vec::new();
     let mut raw = Vec::new();
@@ -53,7 +87,7 @@ pub(crate) fn bootstrap_pairs(
         p["p_adjusted"] = json!(adj);
         p["p_holm"] = json!(h);
         let d = p[delta_key].as_f64().unwrap_or(f64::NAN);
-        let text = verdict(
+        let text = wording.verdict(
             p["a"].as_str().unwrap_or(""),
             p["b"].as_str().unwrap_or(""),
             d,
@@ -87,9 +121,20 @@ mod tests {
                 boot: vec![0.6, 0.3, 0.55, 0.45],
             },
         ];
-        let pairs = bootstrap_pairs(&models, "delta", Correction::None, |a, b, d, h| {
-            format!("{a}{b}{d:.1}{h}")
-        });
+        let wording = Wording {
+            better: "beats",
+            score: "score",
+            lower_is_better: false,
+        };
+        let pairs = bootstrap_pairs(&models, "delta", Correction::None, &wording);
+        assert_eq!(
+            pairs[0]["verdict"],
+            "a beats b: score higher by 0.4000, p_holm = 0.0000"
+        );
+        assert!(pairs[2]["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("no significant difference between b and c in score"));
         assert_eq!(pairs.len(), 3);
         // a beats b on every resample: p = 0; b and c cross: p > 0.
         assert_eq!(pairs[0]["p_bootstrap"], 0.0);

@@ -20,7 +20,7 @@ use crate::decoder_task::{
     begin_task_run, client_for, fetch_all, generative_models, Fetched, GenerativeSpec,
 };
 use crate::encoder_cmds::engine;
-use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled};
+use crate::paired_means::{bootstrap_pairs, percentile_ci, Resampled, Wording};
 use crate::BadInput;
 
 /// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
@@ -150,15 +150,10 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
         let (answers, failures, sent) = match model {
             GenerativeSpec::Remote(spec) => {
                 let client = client_for(args, spec)?;
-                let url = format!("{}/completions", spec.base_url);
                 let bodies: Vec<Value> = windows_all
                     .iter()
                     .map(|w| client.echo_request(&w.2))
                     .collect();
-                let keys: Vec<String> =
-                    bodies.iter().map(|b| sha(&format!("{url}\n{b}"))).collect();
-                let requests: Vec<(&str, &Value)> =
-                    keys.iter().map(String::as_str).zip(&bodies).collect();
                 let Fetched {
                     answers,
                     failures,
@@ -166,9 +161,8 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
                 } = fetch_all(
                     &client,
                     &mut store,
-                    &requests,
-                    args.concurrency,
-                    args.quiet,
+                    &bodies,
+                    args,
                     name,
                     crate::decoder_task::ECHO,
                 )?;
@@ -275,16 +269,10 @@ pub(crate) fn perplexity(args: &CompareArgs) -> Result<Value> {
         &resampled,
         "delta_bits_per_byte",
         args.stats.correction,
-        |a, b, d, h| {
-            if h < 0.05 {
-                let (w, l) = if d < 0.0 { (a, b) } else { (b, a) };
-                format!(
-                    "{w} models the text better than {l}: {:.4} fewer bits per byte, p_holm = {h:.4}",
-                    d.abs()
-                )
-            } else {
-                format!("no significant difference between {a} and {b} in bits per byte (delta {d:.4}, p_holm = {h:.4})")
-            }
+        &Wording {
+            better: "models the text better than",
+            score: "bits per byte",
+            lower_is_better: true,
         },
     );
     let doc = json!({
