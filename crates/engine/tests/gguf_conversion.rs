@@ -3,7 +3,8 @@
 //! Llama's Q/K rows permuted for llama.cpp's adjacent-pair rotary layout, an untied
 //! `output.weight` only when the model has one), must give the same log-probabilities as the
 //! safetensors folders they came from. This pins the GGUF names, the metadata keys and the
-//! rotary layout of the families whose GGUFs lmcompare has no llama.cpp reference for.
+//! rotary layout of the families whose GGUFs lmcompare has no llama.cpp reference for, and
+//! the byte-level BPE tokenizer rebuilt from the GGUF's tokens and merges.
 
 use std::path::{Path, PathBuf};
 
@@ -66,8 +67,58 @@ fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{i}.{g}"))
 }
 
-/// Writes `dir/model.gguf` (F32 tensors) and copies the tokenizer beside it.
-fn convert(model: &str, dir: &Path) -> PathBuf {
+/// The tokenizer of a tiny checkpoint as llama.cpp's converter embeds a byte-level BPE one:
+/// tokens by id, "a b" merges, token types (3 = control), and the pre-tokenizer name.
+fn tokenizer_metadata(src: &Path, pre: &str) -> Vec<(String, G)> {
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = t["model"]["vocab"].as_object().unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (piece, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = piece.clone();
+    }
+    let special: Vec<u64> = t["added_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_u64().unwrap())
+        .collect();
+    let merges = t["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            G::String(format!(
+                "{} {}",
+                m[0].as_str().unwrap(),
+                m[1].as_str().unwrap()
+            ))
+        })
+        .collect();
+    vec![
+        ("tokenizer.ggml.model".into(), G::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), G::String(pre.into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            G::Array(tokens.into_iter().map(G::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            G::Array(
+                (0..vocab.len() as u64)
+                    .map(|i| G::I32(if special.contains(&i) { 3 } else { 1 }))
+                    .collect(),
+            ),
+        ),
+        ("tokenizer.ggml.merges".into(), G::Array(merges)),
+        ("tokenizer.ggml.add_bos_token".into(), G::Bool(true)),
+    ]
+}
+
+/// Writes `dir/model.gguf` (F32 tensors, the tokenizer embedded with pre-tokenizer `pre`)
+/// and copies the tokenizer.json beside it.
+fn convert(model: &str, dir: &Path, pre: &str) -> PathBuf {
     let src = root().join("tests/fixtures/models").join(model);
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
@@ -94,8 +145,7 @@ fn convert(model: &str, dir: &Path) -> PathBuf {
     }
     let num = |k: &str| G::U32(cfg[k].as_u64().unwrap() as u32);
     let theta = cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32;
-    let vocab = cfg["vocab_size"].as_u64().unwrap() as usize;
-    let meta: Vec<(String, G)> = vec![
+    let mut meta: Vec<(String, G)> = vec![
         ("general.architecture".into(), G::String(arch.clone())),
         (format!("{arch}.embedding_length"), num("hidden_size")),
         (format!("{arch}.block_count"), num("num_hidden_layers")),
@@ -120,14 +170,10 @@ fn convert(model: &str, dir: &Path) -> PathBuf {
             G::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
         ),
         (format!("{arch}.rope.freq_base"), G::F32(theta)),
-        ("tokenizer.ggml.model".into(), G::String("gpt2".into())),
-        (
-            "tokenizer.ggml.tokens".into(),
-            G::Array((0..vocab).map(|i| G::String(format!("t{i}"))).collect()),
-        ),
         ("tokenizer.ggml.bos_token_id".into(), G::U32(0)),
         ("tokenizer.ggml.eos_token_id".into(), G::U32(1)),
     ];
+    meta.extend(tokenizer_metadata(&src, pre));
     let path = dir.join("model.gguf");
     let mut f = std::fs::File::create(&path).unwrap();
     let meta_refs: Vec<(&str, &G)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -146,10 +192,15 @@ fn llama_and_qwen2_ggufs_match_their_safetensors() {
     .unwrap();
     for model in ["tiny-llama", "tiny-qwen2"] {
         let dir = tempfile::tempdir().unwrap();
-        let gguf = convert(model, dir.path());
+        let gguf = convert(model, dir.path(), "gpt2");
         let from_gguf = Decoder::load(&gguf).unwrap_or_else(|e| panic!("{model}: {e}"));
         assert_eq!(from_gguf.format, "gguf");
         assert!(from_gguf.tokenizer_source.contains("beside"));
+        // Without the tokenizer.json, the embedded byte-level vocabulary gives the same ids.
+        std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        let embedded = Decoder::load(&gguf).unwrap();
+        assert!(embedded.tokenizer_source.contains("byte-level BPE"));
+        assert_eq!(embedded.prefix(), &[0]);
         let from_st = Decoder::load(&root().join("tests/fixtures/models").join(model)).unwrap();
         for case in refs["models"][model]["cases"].as_array().unwrap() {
             let ids: Vec<u32> = case["input_ids"]
@@ -181,11 +232,12 @@ fn llama_and_qwen2_ggufs_match_their_safetensors() {
 #[test]
 fn a_gguf_whose_tokenizer_cannot_be_rebuilt_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let gguf = convert("tiny-qwen2", dir.path());
+    let gguf = convert("tiny-qwen2", dir.path(), "falcon");
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
     let err = Decoder::load(&gguf).err().expect("refused").to_string();
     assert!(
-        err.contains("\"gpt2\" is not supported") && err.contains("tokenizer.json next to"),
+        err.contains("pre-tokenizer \"falcon\" is not supported")
+            && err.contains("tokenizer.json next to"),
         "{err}"
     );
 }

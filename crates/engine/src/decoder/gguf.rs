@@ -206,33 +206,44 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
             .get("tokenizer.ggml.model")
             .and_then(GgufScalar::as_str)
             .unwrap_or("");
-        if model != "llama" {
-            return Err(EngineError::file(
-                path,
-                format!(
-                    "embedded tokenizer type {model:?} is not supported (only SentencePiece, \"llama\"); put the model's tokenizer.json next to the .gguf file"
-                ),
-            ));
-        }
-        let scores = numbers("tokenizer.ggml.scores")
-            .ok_or_else(|| EngineError::file(path, "no tokenizer.ggml.scores"))?;
         let types = numbers("tokenizer.ggml.token_type")
-            .ok_or_else(|| EngineError::file(path, "no tokenizer.ggml.token_type"))?;
-        let add_space_prefix = meta
-            .get("tokenizer.ggml.add_space_prefix")
-            .and_then(GgufScalar::as_bool)
-            .unwrap_or(true);
-        let t = spm_tokenizer(&tokens, &scores, &types, add_space_prefix)
-            .map_err(|m| EngineError::file(path, m))?;
-        let add_bos = meta
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(GgufScalar::as_bool)
-            .unwrap_or(true);
-        (
-            t,
-            "embedded in the GGUF file (SentencePiece)".to_owned(),
-            add_bos,
-        )
+            .unwrap_or_else(|| vec![NORMAL as f64; tokens.len()]);
+        let flag = |k: &str, default: bool| {
+            meta.get(&format!("tokenizer.ggml.{k}"))
+                .and_then(GgufScalar::as_bool)
+                .unwrap_or(default)
+        };
+        let (t, kind) = match model {
+            "llama" => {
+                let scores = numbers("tokenizer.ggml.scores")
+                    .ok_or_else(|| EngineError::file(path, "no tokenizer.ggml.scores"))?;
+                let t = spm_tokenizer(&tokens, &scores, &types, flag("add_space_prefix", true))
+                    .map_err(|m| EngineError::file(path, m))?;
+                (t, "SentencePiece")
+            }
+            "gpt2" => {
+                let merges = strings("tokenizer.ggml.merges")
+                    .ok_or_else(|| EngineError::file(path, "no tokenizer.ggml.merges"))?;
+                let pre = meta
+                    .get("tokenizer.ggml.pre")
+                    .and_then(GgufScalar::as_str)
+                    .unwrap_or("default");
+                let t = byte_level_tokenizer(&tokens, &merges, &types, pre)
+                    .map_err(|m| EngineError::file(path, m))?;
+                (t, "byte-level BPE")
+            }
+            other => {
+                return Err(EngineError::file(
+                    path,
+                    format!(
+                        "embedded tokenizer type {other:?} is not supported (SentencePiece \"llama\", byte-level BPE \"gpt2\"); put the model's tokenizer.json next to the .gguf file"
+                    ),
+                ))
+            }
+        };
+        // SentencePiece models add BOS unless told not to; byte-level ones (Qwen) do not.
+        let add_bos = flag("add_bos_token", model == "llama");
+        (t, format!("embedded in the GGUF file ({kind})"), add_bos)
     };
     // Dequantise every tensor in parallel; the builder then only rearranges.
     let names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -286,6 +297,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
 
 /// llama.cpp's token types.
 const NORMAL: u32 = 1;
+const CONTROL: u32 = 3;
 const UNKNOWN: u32 = 2;
 const USER_DEFINED: u32 = 4;
 
@@ -377,6 +389,84 @@ pub(crate) fn spm_tokenizer(
         .map(|(s, _)| AddedToken::from(s.clone(), false).normalized(false))
         .collect();
     tok.add_tokens(user)
+        .map_err(|e| format!("tokenizer: {e}"))?;
+    Ok(tok)
+}
+
+/// llama.cpp's pre-tokenizer patterns (`llama-vocab.cpp`) for the byte-level vocabularies
+/// it names in `tokenizer.ggml.pre`.
+fn pre_tokenizer_pattern(pre: &str) -> Option<&'static str> {
+    Some(match pre {
+        "default" | "gpt2" | "gpt-2" => {
+            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+        }
+        "llama3" | "llama-bpe" | "llama-v3" => {
+            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+        }
+        "qwen2" => {
+            r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+        }
+        _ => return None,
+    })
+}
+
+/// A byte-level BPE vocabulary (GPT-2 style: tokens in byte-to-unicode form, merges as
+/// "a b") as a `tokenizers` model, split first by the pattern llama.cpp uses for `pre`.
+/// Control tokens are special (never read from text, skipped when decoding).
+pub(crate) fn byte_level_tokenizer(
+    tokens: &[String],
+    merges: &[String],
+    types: &[f64],
+    pre: &str,
+) -> std::result::Result<Tokenizer, String> {
+    use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+    use tokenizers::SplitDelimiterBehavior;
+
+    let pattern = pre_tokenizer_pattern(pre).ok_or_else(|| {
+        format!(
+            "byte-level pre-tokenizer {pre:?} is not supported (default/gpt2, llama3/llama-bpe, qwen2); put the model's tokenizer.json next to the .gguf file"
+        )
+    })?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let pairs: Vec<(String, String)> = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| format!("tokenizer merge {m:?} is not two pieces"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, pairs)
+        .build()
+        .map_err(|e| format!("tokenizer: {e}"))?;
+    let mut tok = Tokenizer::new(bpe);
+    let split = Split::new(
+        SplitPattern::Regex(pattern.to_owned()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| format!("tokenizer: {e}"))?;
+    tok.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+        PreTokenizerWrapper::Split(split),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+    ]))));
+    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, t)| **t as u32 == CONTROL)
+        .map(|(s, _)| AddedToken::from(s.clone(), true))
+        .collect();
+    tok.add_special_tokens(special)
         .map_err(|e| format!("tokenizer: {e}"))?;
     Ok(tok)
 }
