@@ -651,19 +651,21 @@ pub(crate) fn run_decoder_model(
     let mut stats = ScoreStats::default();
     match model {
         DecoderModel::Remote(spec) => {
-            let jobs: Vec<Job> = todo
+            // Every example's requests, so the task's tallies cover all of them; those of
+            // examples already predicted are answered from the store's cache.
+            let jobs: Vec<Job> = test
                 .iter()
                 .enumerate()
                 .flat_map(|(i, e)| example_jobs(settings, i, e))
                 .collect();
             total_jobs = jobs.len();
-            let (results, latency, n) = score_remote(args, store, name, spec, todo.len(), &jobs)?;
+            let (results, latency, n) = score_remote(args, store, name, spec, test.len(), &jobs)?;
             sent = n;
             let rows = predictions_from(
                 args,
                 settings,
                 labels,
-                &todo,
+                test,
                 &jobs,
                 &results,
                 &latency,
@@ -671,25 +673,75 @@ pub(crate) fn run_decoder_model(
                 &mut tallies,
                 &mut failed,
             );
-            store
-                .save_predictions(run_id, name, &rows)
-                .map_err(engine)?;
+            let new: Vec<StoredPrediction> = rows
+                .into_iter()
+                .filter(|r| !existing.contains_key(&r.example_id))
+                .collect();
+            store.save_predictions(run_id, name, &new).map_err(engine)?;
         }
         DecoderModel::Local(decoder) => {
-            // Batches of examples, each committed to the store when done, so an interrupted
-            // run resumes after the last finished batch.
+            // Batches of examples, each committed to the store when done (predictions, and
+            // every continuation's score in the answer cache), so an interrupted run resumes
+            // after the last finished batch and still reports the task's tallies over all.
+            let mut identity = String::new();
+            for f in decoder_identity_files(&decoder.source) {
+                identity.push_str(&store.file_sha256(&f).map_err(engine)?);
+            }
             let pb = bar(args.quiet, test.len(), name);
             pb.set_position(existing.len() as u64);
-            for chunk in todo.chunks(args.batch_size) {
+            for chunk in test.chunks(args.batch_size) {
                 let jobs: Vec<Job> = chunk
                     .iter()
                     .enumerate()
                     .flat_map(|(i, e)| example_jobs(settings, i, e))
                     .collect();
-                total_jobs += jobs.len();
-                let t0 = Instant::now();
-                let results = score_local(decoder, &jobs)?;
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                let keys: Vec<String> = jobs
+                    .iter()
+                    .map(|j| {
+                        sha(&format!(
+                            "local-score\n{identity}\n{}\n{}",
+                            j.prompt, j.continuation
+                        ))
+                    })
+                    .collect();
+                let cached: Option<Vec<JobResult>> =
+                    if chunk.iter().all(|e| existing.contains_key(&e.id)) {
+                        keys.iter()
+                            .map(|k| {
+                                store
+                                    .cached_response(k)
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|(text, _)| {
+                                        serde_json::from_str::<(f64, usize, usize)>(&text)
+                                            .ok()
+                                            .map(Ok)
+                                    })
+                            })
+                            .collect()
+                    } else {
+                        None
+                    };
+                let (results, ms) = match cached {
+                    Some(r) => (r, 0.0),
+                    None => {
+                        total_jobs += jobs.len();
+                        let t0 = Instant::now();
+                        let r = score_local(decoder, &jobs)?;
+                        let ms = t0.elapsed().as_secs_f64() * 1e3;
+                        let rows: Vec<(String, String, f64)> = keys
+                            .iter()
+                            .zip(&r)
+                            .filter_map(|(k, r)| {
+                                r.as_ref()
+                                    .ok()
+                                    .map(|v| (k.clone(), json!(v).to_string(), 0.0))
+                            })
+                            .collect();
+                        store.save_responses(&rows).map_err(engine)?;
+                        (r, ms)
+                    }
+                };
                 let rows = predictions_from(
                     args,
                     settings,
@@ -702,10 +754,12 @@ pub(crate) fn run_decoder_model(
                     &mut tallies,
                     &mut failed,
                 );
-                store
-                    .save_predictions(run_id, name, &rows)
-                    .map_err(engine)?;
-                pb.inc(chunk.len() as u64);
+                let new: Vec<StoredPrediction> = rows
+                    .into_iter()
+                    .filter(|r| !existing.contains_key(&r.example_id))
+                    .collect();
+                store.save_predictions(run_id, name, &new).map_err(engine)?;
+                pb.inc(new.len() as u64);
             }
             pb.finish_and_clear();
             // The cost of every scored example, from its real token counts (the same on a
@@ -810,8 +864,8 @@ pub(crate) fn run_decoder_model(
         invariance: None,
         failed,
         extra: if settings.choices.is_some() {
-            // lm-evaluation-harness's definitions, over the questions answered in this call
-            // (a resumed run reports them for the newly answered ones only).
+            // lm-evaluation-harness's definitions, over every answered question (a resumed
+            // run takes the earlier ones' scores from the store).
             let rate = |t: (usize, usize)| {
                 if t.1 == 0 {
                     Value::Null

@@ -113,7 +113,7 @@ fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
     let llama = format!("llama={}", tiny("tiny-llama"));
     let gpt2 = format!("gpt2={}", tiny("tiny-gpt2"));
     let mcs = mc.display().to_string();
-    let doc = run_json(&[
+    let mc_args = [
         "compare",
         "--model",
         &llama,
@@ -123,12 +123,25 @@ fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
         &mcs,
         "--task",
         "multiple-choice",
+        "--batch-size",
+        "2",
         "--db",
         &db,
         "--format",
         "json",
         "--quiet",
-    ]);
+    ];
+    let doc = run_json(&mc_args);
+    // A rerun computes nothing and reports the same lm-evaluation-harness numbers over all
+    // questions (the earlier scores come from the store).
+    let again = run_json(&mc_args);
+    for name in ["llama", "gpt2"] {
+        assert_eq!(model(&again, name)["computed_examples"], 0);
+        assert_eq!(
+            model(&again, name)["multiple_choice"],
+            model(&doc, name)["multiple_choice"]
+        );
+    }
     for name in ["llama", "gpt2"] {
         let m = &model(&doc, name)["multiple_choice"];
         assert_eq!(m["questions"], 3);
