@@ -1204,6 +1204,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         "models/all-MiniLM-L6-v2",
         "models/all-MiniLM-L6-v2-int8-onnx",
         "models/paraphrase-MiniLM-L3-v2-onnx",
+        "models/gemma-3-270m-q4_k_m.gguf",
         "data/rotten_tomatoes_binary.jsonl",
     ];
     if let Some(missing) = need.iter().find(|p| !assets.join(p).exists()) {
@@ -1214,6 +1215,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             "minilm-l6=assets/models/all-MiniLM-L6-v2".into(),
             "minilm-l6-int8=assets/models/all-MiniLM-L6-v2-int8-onnx".into(),
             "minilm-l3=assets/models/paraphrase-MiniLM-L3-v2-onnx".into(),
+            // A generative LLM beside the encoders: zero-shot, by label log-likelihood.
+            "gemma-270m=assets/models/gemma-3-270m-q4_k_m.gguf".into(),
         ],
         data: assets.join("data/rotten_tomatoes_binary.jsonl"),
         cols: ColumnArgs {
@@ -1241,8 +1244,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         metric: Metric::F1Macro,
         check_invariance: false,
         quiet: args.quiet,
-        template: "{text}\nAnswer:".into(),
-        verbalizers: Vec::new(),
+        template: "Review: {text}\nSentiment:".into(),
+        verbalizers: vec!["fresh= positive".into(), "rotten= negative".into()],
         shots: 0,
         length_norm: crate::decoder_task::LengthNorm::None,
         concurrency: 4,

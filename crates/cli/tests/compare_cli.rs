@@ -576,7 +576,7 @@ fn demo_runs_on_the_shipped_assets() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["minilm-l6", "minilm-l6-int8", "minilm-l3"] {
+    for name in ["minilm-l6", "minilm-l6-int8", "minilm-l3", "gemma-270m"] {
         assert!(text.contains(name), "{text}");
     }
     assert!(text.contains("on f1_macro"), "{text}");
