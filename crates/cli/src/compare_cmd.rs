@@ -460,11 +460,8 @@ pub fn compare(args: &CompareArgs) -> Result<Value> {
             }
             match local {
                 Some(path) => {
-                    let mut h = Sha256::new();
-                    for f in crate::decoder_task::decoder_identity_files(&path) {
-                        h.update(store.file_sha256(&f).map_err(engine)?.as_bytes());
-                    }
-                    hashes.push(format!("{:x}", h.finalize()));
+                    // The hash of the files' hashes, as for encoders below.
+                    hashes.push(sha(&crate::decoder_task::decoder_identity(&store, &path)?));
                     local_decoders.insert(name.clone(), path);
                 }
                 // A server's model is identified by its URL and model id.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use lmcompare_engine::data::{load_multiple_choice, Dataset, Example, Split};
-use lmcompare_engine::decoder::{Decoder, ScoreRequest, ScoreStats};
+use lmcompare_engine::decoder::{Decoder, ScoreRequest};
 use lmcompare_engine::encoder_model::softmax64;
 use lmcompare_engine::profile::{peak_rss_bytes, percentile};
 use lmcompare_engine::remote::{ClientOptions, RemoteClient, RemoteSpec, RequestFailure};
@@ -648,7 +648,6 @@ pub(crate) fn run_decoder_model(
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut total_jobs = 0;
     let mut sent = 0;
-    let mut stats = ScoreStats::default();
     match model {
         DecoderModel::Remote(spec) => {
             // Every example's requests, so the task's tallies cover all of them; those of
@@ -683,10 +682,7 @@ pub(crate) fn run_decoder_model(
             // Batches of examples, each committed to the store when done (predictions, and
             // every continuation's score in the answer cache), so an interrupted run resumes
             // after the last finished batch and still reports the task's tallies over all.
-            let mut identity = String::new();
-            for f in decoder_identity_files(&decoder.source) {
-                identity.push_str(&store.file_sha256(&f).map_err(engine)?);
-            }
+            let identity = decoder_identity(store, &decoder.source)?;
             let pb = bar(args.quiet, test.len(), name);
             pb.set_position(existing.len() as u64);
             for chunk in test.chunks(args.batch_size) {
@@ -762,22 +758,6 @@ pub(crate) fn run_decoder_model(
                 pb.inc(new.len() as u64);
             }
             pb.finish_and_clear();
-            // The cost of every scored example, from its real token counts (the same on a
-            // resumed run, which computes none of them now).
-            let done = store.predictions(run_id, name).map_err(engine)?;
-            let scored: Vec<&Example> = test
-                .iter()
-                .copied()
-                .filter(|e| done.contains_key(&e.id))
-                .collect();
-            let jobs: Vec<Job> = scored
-                .iter()
-                .enumerate()
-                .flat_map(|(i, e)| example_jobs(settings, i, e))
-                .collect();
-            stats = decoder
-                .cost(&local_requests(decoder, &jobs)?.0)
-                .map_err(engine)?;
         }
     }
     let predictions: Vec<StoredPrediction> = store
@@ -808,6 +788,18 @@ pub(crate) fn run_decoder_model(
             )
         }
         DecoderModel::Local(d) => {
+            // The cost of every scored example, from its real token counts (the same on a
+            // resumed run, which computes none of them now).
+            let done: std::collections::HashSet<&str> =
+                predictions.iter().map(|p| p.example_id.as_str()).collect();
+            let jobs: Vec<Job> = test
+                .iter()
+                .copied()
+                .filter(|e| done.contains(e.id.as_str()))
+                .enumerate()
+                .flat_map(|(i, e)| example_jobs(settings, i, e))
+                .collect();
+            let stats = d.cost(&local_requests(d, &jobs)?.0).map_err(engine)?;
             // Distinct batches: the examples of one batch share its latency.
             let mut batches: Vec<(u64, usize)> = predictions
                 .iter()
@@ -1026,8 +1018,18 @@ pub(crate) fn local_decoder_path(spec: &str) -> Option<std::path::PathBuf> {
     Decoder::is_decoder(&resolved.dir).then_some(resolved.dir)
 }
 
-/// The files whose content identifies a local decoder (for the run key).
-pub(crate) fn decoder_identity_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// What identifies a local decoder's content: the sha256 of its files (config, weights,
+/// tokenizer, or the GGUF file), concatenated; cached scores and run keys are keyed by it.
+pub(crate) fn decoder_identity(store: &Store, path: &std::path::Path) -> Result<String> {
+    let mut identity = String::new();
+    for f in decoder_identity_files(path) {
+        identity.push_str(&store.file_sha256(&f).map_err(engine)?);
+    }
+    Ok(identity)
+}
+
+/// The files whose content identifies a local decoder.
+fn decoder_identity_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
     if path.is_file() {
         return vec![path.to_owned()];
     }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::compare_cmd::{bar, parse_models, sha, CompareArgs};
 use crate::decoder_task::{
-    begin_task_run, client_for, decoder_identity_files, fetch_all, generative_models, Fetched,
+    begin_task_run, client_for, decoder_identity, fetch_all, generative_models, Fetched,
     GenerativeSpec,
 };
 use crate::encoder_cmds::engine;
@@ -153,10 +153,7 @@ pub(crate) fn generate_locally(
     prompts: &[Prompt],
     loaded: Option<&Decoder>,
 ) -> Result<(Vec<String>, usize, Vec<f64>)> {
-    let mut identity = String::new();
-    for f in decoder_identity_files(path) {
-        identity.push_str(&store.file_sha256(&f).map_err(engine)?);
-    }
+    let identity = decoder_identity(store, path)?;
     let settings = json!({"max_tokens": args.max_tokens, "stop": &args.stop}).to_string();
     let keys: Vec<String> = prompts
         .iter()

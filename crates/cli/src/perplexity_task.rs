@@ -313,10 +313,7 @@ fn score_windows_locally(
     path: &Path,
     windows: &[(usize, usize, String)],
 ) -> Result<(HashMap<usize, (Value, f64)>, usize)> {
-    let mut identity = String::new();
-    for f in crate::decoder_task::decoder_identity_files(path) {
-        identity.push_str(&store.file_sha256(&f).map_err(engine)?);
-    }
+    let identity = crate::decoder_task::decoder_identity(store, path)?;
     let keys: Vec<String> = windows
         .iter()
         .map(|(_, ctx, text)| sha(&format!("local-decoder\n{identity}\n{ctx}\n{text}")))
