@@ -33,3 +33,6 @@ pub fn bad(args: &[&str], needle: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(!err.contains("panicked"));
 }
+
+#[allow(dead_code)]
+pub mod toy_server;
