@@ -24,9 +24,11 @@ save() {
   out=$(mkdir -p "$1" && cd "$1" && pwd)
   bin=${2:-$root/target/debug/lmcompare}
   cargo build -q --example toy_openai_server -p lmcompare
-  work=$(mktemp -d)
+  # Fixed paths and port: they are part of the documents (data paths, remote specs, run keys).
+  work=/tmp/lmcompare-report-diff
+  rm -rf "$work"; mkdir -p "$work"
   trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' RETURN
-  "$root/target/debug/examples/toy_openai_server" --seconds 900 > "$work/url" &
+  "$root/target/debug/examples/toy_openai_server" --seconds 900 --port 47613 > "$work/url" &
   server=$!
   for _ in $(seq 50); do [ -s "$work/url" ] && break; sleep 0.1; done
   url=$(head -1 "$work/url")

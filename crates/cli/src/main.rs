@@ -1,19 +1,14 @@
-//! The `lmcompare` command line: argument parsing, output and exit codes only.
+//! The `lmcompare` command line: arguments → a config → the pipeline library → an exporter.
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
 
 mod compare_cmd;
-mod decoder_task;
 mod encoder_cmds;
-mod generate_task;
 mod metrics_cmd;
-mod paired_means;
-mod perplexity_task;
-mod prediction_files;
-mod profile_cmd;
-mod texts;
+mod output;
+mod shared_args;
+mod store_cmds;
 mod tune_cmd;
 
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +17,6 @@ use clap::{Parser, Subcommand};
 // faster than glibc malloc at this pattern.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use lmcompare_report::Format;
 
 #[derive(Parser)]
 #[command(
@@ -38,19 +32,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Compare two or more models on the same labelled data: the ten key metrics with
-    /// confidence intervals, efficiency, paired tests, verdicts; resumable from the store.
+    /// Evaluate one model, or compare several on the same labelled data: the ten key
+    /// metrics with confidence intervals, efficiency, paired tests, verdicts; resumable
+    /// from the store.
     Compare(compare_cmd::CompareArgs),
-    /// The shipped comparison: three MiniLM encoders on Rotten Tomatoes reviews (probe task).
+    /// The shipped comparison: three MiniLM encoders (probe task) and Gemma 3 270M
+    /// (zero-shot, by label log-likelihood) on Rotten Tomatoes reviews.
     Demo(compare_cmd::DemoArgs),
     /// Tune the fine-tuning hyperparameters of a classification head (optimiser, learning
     /// rate and schedule, batch size, epochs, ...) by grid, random, TPE or successive-halving
     /// search, then compare the tuned models with their untuned baselines on the test split.
     Tune(tune_cmd::TuneArgs),
     /// List the runs in the store.
-    Runs(compare_cmd::RunsArgs),
+    Runs(store_cmds::RunsArgs),
     /// Re-render a finished run from the store alone.
-    Report(compare_cmd::ReportArgs),
+    Report(store_cmds::ReportArgs),
     /// Score prediction files (JSONL/CSV/TSV) from any model: every metric with bootstrap
     /// confidence intervals, and paired significance tests between files.
     Metrics(metrics_cmd::MetricsArgs),
@@ -61,37 +57,7 @@ enum Command {
     /// Tokenize texts with one or more models' tokenizers and compare them side by side.
     Tokenize(encoder_cmds::TokenizeArgs),
     /// Parameters, size, FLOPs per example, latency, throughput and peak memory of a model.
-    Profile(profile_cmd::ProfileArgs),
-}
-
-/// An error the user can fix (exit 2), as opposed to a runtime failure (exit 1).
-#[derive(Debug)]
-pub struct BadInput(pub String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
-
-/// Where the rendered report goes and in which format.
-pub fn resolve_format(requested: Option<Format>) -> Format {
-    requested.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Json
-    })
-}
-
-pub fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        // A closed pipe (`| head`) is not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    Profile(encoder_cmds::ProfileArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,23 +67,21 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare_cmd::run(args),
         Command::Demo(args) => compare_cmd::demo(args),
         Command::Tune(args) => tune_cmd::run(args),
-        Command::Runs(args) => compare_cmd::runs(args),
-        Command::Report(args) => compare_cmd::report(args),
+        Command::Runs(args) => store_cmds::runs(args),
+        Command::Report(args) => store_cmds::report(args),
         Command::Embed(args) => encoder_cmds::embed(args),
         Command::Predict(args) => encoder_cmds::predict(args),
         Command::Tokenize(args) => encoder_cmds::tokenize(args),
-        Command::Profile(args) => profile_cmd::run(args),
+        Command::Profile(args) => encoder_cmds::profile(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = if e.downcast_ref::<BadInput>().is_some() {
-                2
-            } else {
-                1
-            };
+            let bad_input = e
+                .downcast_ref::<lmcompare_pipeline::Error>()
+                .is_some_and(lmcompare_pipeline::Error::is_bad_input);
             eprintln!("error: {e:#}");
-            ExitCode::from(code)
+            ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }

@@ -1,15 +1,14 @@
+//! `metrics`: arguments → [`MetricsConfig`] → the pipeline → an exporter.
+
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use lmcompare_metrics::{
-    score_models, BootstrapOptions, Correction, EceStrategy, Metric, MetricOptions, ScoreOptions,
-    ZeroDivision,
-};
+use lmcompare_metrics::{Correction, EceStrategy, Metric, ZeroDivision};
+use lmcompare_pipeline::score_files::{score_files, MetricsConfig};
 use lmcompare_report::{metrics_json, render_markdown, render_table, Format};
 
-use crate::prediction_files::{align, parse_prediction_file, read_text};
-use crate::{emit, resolve_format, BadInput};
+use crate::output::{emit, pretty, resolve_format};
 
 #[derive(Args)]
 pub struct MetricsArgs {
@@ -58,92 +57,24 @@ pub struct MetricsArgs {
 }
 
 pub fn run(args: MetricsArgs) -> Result<()> {
-    if !args.name.is_empty() && args.name.len() != args.pred.len() {
-        return Err(BadInput(format!(
-            "--name was given {} time(s) for {} --pred file(s); give one name per file or none",
-            args.name.len(),
-            args.pred.len()
-        ))
-        .into());
-    }
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(BadInput(format!(
-            "--confidence must be in (0, 1), not {}",
-            args.confidence
-        ))
-        .into());
-    }
-    if args.ece_bins == 0 {
-        return Err(BadInput("--ece-bins must be at least 1".into()).into());
-    }
-    let names: Vec<String> = if args.name.is_empty() {
-        args.pred
-            .iter()
-            .map(|p| {
-                p.file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| p.display().to_string())
-            })
-            .collect()
-    } else {
-        args.name.clone()
-    };
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(BadInput(format!(
-                "two prediction files are both named {n:?}; name them with --name"
-            ))
-            .into());
-        }
-    }
-    let texts = args
-        .pred
-        .iter()
-        .map(|p| read_text(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BadInput(e.to_string()))?;
-    let files = args
-        .pred
-        .iter()
-        .zip(&texts)
-        .map(|(p, t)| parse_prediction_file(p, t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BadInput(e.to_string()))?;
-    let predictions = align(&files, args.labels.as_deref()).map_err(|e| BadInput(e.to_string()))?;
-    let has_probs = predictions.iter().all(|p| p.proba().is_some());
-    if args.metric.needs_probabilities() && !has_probs && predictions.len() > 1 {
-        return Err(BadInput(format!(
-            "--metric {} needs probabilities in every prediction file",
-            args.metric
-        ))
-        .into());
-    }
-    let opts = ScoreOptions {
-        metric: MetricOptions {
-            zero_division: args.zero_division,
-            pos_label: args.pos_label.clone(),
-            ece_bins: args.ece_bins,
-            ece_strategy: args.ece_strategy,
-        },
-        bootstrap: BootstrapOptions {
-            resamples: args.bootstrap,
-            seed: args.seed,
-            confidence: args.confidence,
-        },
+    let card = score_files(&MetricsConfig {
+        pred: args.pred,
+        name: args.name,
+        labels: args.labels,
+        pos_label: args.pos_label,
+        zero_division: args.zero_division,
+        bootstrap: args.bootstrap,
         permutations: args.permutations,
-        main_metric: args.metric,
+        seed: args.seed,
+        confidence: args.confidence,
+        metric: args.metric,
         correction: args.correction,
-    };
-    let models: Vec<(String, _)> = names.into_iter().zip(predictions).collect();
-    let card = score_models(&models, &opts).map_err(|e| BadInput(e.to_string()))?;
-    let text = match resolve_format(args.format) {
-        Format::Json => {
-            let mut s = serde_json::to_string_pretty(&metrics_json(&card))?;
-            s.push('\n');
-            s
-        }
+        ece_bins: args.ece_bins,
+        ece_strategy: args.ece_strategy,
+    })?;
+    emit(&match resolve_format(args.format) {
+        Format::Json => pretty(&metrics_json(&card))?,
         Format::Table => render_table(&card),
         Format::Markdown => render_markdown(&card),
-    };
-    emit(&text)
+    })
 }

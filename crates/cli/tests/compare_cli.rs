@@ -267,10 +267,6 @@ fn bad_compare_inputs_give_one_clear_line() {
     let a = format!("a={}", tiny("tiny-roberta-cls"));
     let b = format!("b={}", tiny("tiny-distilbert-cls"));
     bad(
-        &["compare", "--model", &a, "--data", ds, "--db", dbs],
-        "at least two --model",
-    );
-    bad(
         &[
             "compare", "--model", &a, "--model", &a, "--data", ds, "--db", dbs,
         ],
@@ -580,4 +576,56 @@ fn demo_runs_on_the_shipped_assets() {
         assert!(text.contains(name), "{text}");
     }
     assert!(text.contains("on f1_macro"), "{text}");
+}
+
+#[test]
+fn one_model_is_evaluated_with_every_metric_and_no_pairwise_block() {
+    // Evaluating one model is the most common job: compare takes a single --model.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 60, true);
+    let db = dir.path().join("one.db");
+    let model = format!("roberta={}", tiny("tiny-roberta-cls"));
+    let v = run_json(&[
+        "compare",
+        "--model",
+        &model,
+        "--data",
+        data.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+        "--bootstrap",
+        "100",
+    ]);
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    let m = &models[0];
+    for key in ["accuracy", "f1_macro", "log_loss", "brier", "ece", "mcc"] {
+        assert!(m["metrics"].get(key).is_some(), "{key}");
+        assert!(m["ci"].get(key).is_some(), "{key} interval");
+    }
+    assert!(m["efficiency"]["flops_per_example"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["pairwise"].as_array().unwrap().len(), 0);
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 0);
+    assert_eq!(v["pareto"]["models"][0], "roberta");
+    // The table and Markdown views render one model too.
+    for format in ["table", "markdown"] {
+        let out = lmcompare()
+            .args([
+                "report",
+                "--db",
+                db.to_str().unwrap(),
+                "--run",
+                "1",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("roberta"));
+    }
 }

@@ -124,6 +124,22 @@ pub fn encoder_flops(cfg: &EncoderConfig, tokens: usize, labels: Option<usize>) 
     f
 }
 
+/// Resets the peak-RSS high-water mark to the current RSS (Linux: writing 5 to
+/// `/proc/self/clear_refs`), so the next [`peak_rss_bytes`] covers only what ran since.
+/// Returns whether it could.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What [`peak_rss_bytes`] measures after [`reset_peak_rss`]: said in every report.
+pub fn peak_rss_scope() -> &'static str {
+    if std::path::Path::new("/proc/self/clear_refs").exists() {
+        "peak RSS while this model ran (high-water mark reset before it; memory still held from earlier models counts)"
+    } else {
+        "peak RSS of the process so far (this system cannot reset the high-water mark)"
+    }
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

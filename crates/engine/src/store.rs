@@ -10,7 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{EngineError, Result};
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: the answer cache is `model_answers`, keyed by request kind, model identity and
+/// request (it was `http_cache`, keyed by server URL and request body).
+pub const SCHEMA_VERSION: i64 = 2;
 
 pub struct Store {
     conn: Connection,
@@ -146,8 +148,8 @@ impl Store {
                 config TEXT NOT NULL, status TEXT NOT NULL, metric REAL, best_epoch INTEGER NOT NULL,
                 epochs TEXT NOT NULL, wall_seconds REAL NOT NULL, finished TEXT NOT NULL,
                 PRIMARY KEY(search_key, trial));
-             CREATE TABLE IF NOT EXISTS http_cache(
-                key TEXT PRIMARY KEY, response TEXT NOT NULL, latency_ms REAL NOT NULL);",
+             CREATE TABLE IF NOT EXISTS model_answers(
+                key TEXT PRIMARY KEY, answer TEXT NOT NULL, latency_ms REAL NOT NULL);",
         )
         .map_err(|e| {
             let msg = e.to_string();
@@ -171,6 +173,20 @@ impl Store {
                     path,
                     format!("the store was written by a newer lmcompare (schema {v}, this one reads up to {SCHEMA_VERSION}); upgrade lmcompare or use another --db"),
                 ))
+            }
+            Some(v) if v < SCHEMA_VERSION => {
+                // Schema 1 kept server answers raw, under keys of URL and body; those keys are
+                // never asked again, so the old cache goes. Runs, predictions, embeddings,
+                // trials and file hashes are kept as they are.
+                conn.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS http_cache;
+                     UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version';"
+                ))
+                .map_err(err)?;
+                eprintln!(
+                    "note: {}: store schema {v} upgraded to {SCHEMA_VERSION} (runs and predictions kept; cached model answers from before are recomputed when asked)",
+                    path.display()
+                );
             }
             Some(_) => {}
             None => {
@@ -525,11 +541,11 @@ impl Store {
         Ok(())
     }
 
-    /// A cached server answer (and how long it took) by request hash.
-    pub fn cached_response(&self, key: &str) -> Result<Option<(String, f64)>> {
+    /// A cached model answer (and how long it took) by request key.
+    pub fn cached_answer(&self, key: &str) -> Result<Option<(String, f64)>> {
         self.conn
             .query_row(
-                "SELECT response, latency_ms FROM http_cache WHERE key=?1",
+                "SELECT answer, latency_ms FROM model_answers WHERE key=?1",
                 params![key],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -537,15 +553,18 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Caches server answers (one transaction).
-    pub fn save_responses(&mut self, rows: &[(String, String, f64)]) -> Result<()> {
+    /// Caches model answers: (key, answer, milliseconds), one transaction.
+    pub fn save_answers(&mut self, rows: &[(String, String, f64)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let tx = self
             .conn
             .transaction()
             .map_err(|e| EngineError::Runtime(e.to_string()))?;
         {
             let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO http_cache(key, response, latency_ms) VALUES(?1, ?2, ?3)")
+                .prepare_cached("INSERT OR REPLACE INTO model_answers(key, answer, latency_ms) VALUES(?1, ?2, ?3)")
                 .map_err(|e| EngineError::Runtime(e.to_string()))?;
             for (k, r, l) in rows {
                 stmt.execute(params![k, r, l])

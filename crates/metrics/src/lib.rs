@@ -7,14 +7,19 @@
 //! tests in seconds.
 
 mod bootstrap;
+pub mod choice;
 mod classification;
 mod error;
 mod evaluator;
+pub mod invalid;
 mod labels;
 mod metric;
 mod paired;
+pub mod pareto;
 mod probabilistic;
 pub mod stats;
+pub mod text_match;
+pub mod unit_bootstrap;
 
 pub use bootstrap::{bootstrap_intervals, BootstrapOptions, Interval};
 pub use classification::{ClassStats, ZeroDivision};

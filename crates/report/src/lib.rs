@@ -3,7 +3,9 @@
 //! JSON keys are a contract: snake_case, named after scikit-learn's metrics.
 
 mod compare_report;
+pub mod doc;
 mod generate_report;
+mod inspect_report;
 mod metrics_report;
 mod perplexity_report;
 mod text;
@@ -11,6 +13,9 @@ mod tune_report;
 
 pub use compare_report::{render_compare_markdown, render_compare_table};
 pub use generate_report::render_generate;
+pub use inspect_report::{
+    render_embed_table, render_predict_table, render_profile_table, render_tokenize_table,
+};
 pub use metrics_report::{metrics_json, render_markdown, render_table, verdict};
 pub use perplexity_report::render_perplexity;
 pub use tune_report::{render_tune_markdown, render_tune_table};

@@ -34,5 +34,4 @@ pub fn bad(args: &[&str], needle: &str) {
     assert!(!err.contains("panicked"));
 }
 
-#[allow(dead_code)]
 pub mod toy_server;

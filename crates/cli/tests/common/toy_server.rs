@@ -215,7 +215,12 @@ fn handle(mut stream: TcpStream, state: &Behaviour, rng: &Mutex<rand_xoshiro::Xo
 }
 
 pub fn serve(state: Behaviour, seed: u64) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(0, state, seed)
+}
+
+/// As [`serve`], on a given port of 127.0.0.1 (0: any free one).
+pub fn serve_on(port: u16, state: Behaviour, seed: u64) -> Server {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let state = Arc::new(state);
     let shared = state.clone();
@@ -230,4 +235,3 @@ pub fn serve(state: Behaviour, seed: u64) -> Server {
     });
     Server { url, state }
 }
-

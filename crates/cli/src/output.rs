@@ -1,0 +1,83 @@
+//! Where documents go: the format (a table on a terminal, JSON otherwise), stdout, and the
+//! report files of `--out`. Shared by every command; no command logic here.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::Result;
+use lmcompare_pipeline::bad;
+use lmcompare_report::Format;
+use serde_json::Value;
+
+/// The format asked for, else a table on a terminal and JSON otherwise.
+pub fn resolve_format(requested: Option<Format>) -> Format {
+    requested.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    })
+}
+
+pub fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+pub fn pretty(doc: &Value) -> Result<String> {
+    Ok(serde_json::to_string_pretty(doc)? + "\n")
+}
+
+/// Writes `files` (name, contents) into `dir`, creating it.
+pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| bad!("{}: cannot create: {e}", dir.display()))?;
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// A `compare` (or stored) report in `format`; with `out`, report.json and report.md too.
+pub fn render_comparison(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()> {
+    let markdown = || match doc["task"].as_str() {
+        Some("perplexity") => lmcompare_report::render_perplexity(doc, true),
+        Some("generate") => lmcompare_report::render_generate(doc, true),
+        _ => lmcompare_report::render_compare_markdown(doc),
+    };
+    if let Some(dir) = out {
+        write_files(
+            dir,
+            &[("report.json", pretty(doc)?), ("report.md", markdown())],
+        )?;
+    }
+    match resolve_format(format) {
+        Format::Json => emit(&pretty(doc)?),
+        Format::Markdown => emit(&markdown()),
+        Format::Table => emit(&match doc["task"].as_str() {
+            Some("perplexity") => lmcompare_report::render_perplexity(doc, false),
+            Some("generate") => lmcompare_report::render_generate(doc, false),
+            _ => lmcompare_report::render_compare_table(doc),
+        }),
+    }
+}
+
+/// A `tune` report in `format`; with `out`, tune.json and tune.md too.
+pub fn render_tune(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()> {
+    if let Some(dir) = out {
+        write_files(
+            dir,
+            &[
+                ("tune.json", pretty(doc)?),
+                ("tune.md", lmcompare_report::render_tune_markdown(doc)),
+            ],
+        )?;
+    }
+    match resolve_format(format) {
+        Format::Json => emit(&pretty(doc)?),
+        Format::Table => emit(&lmcompare_report::render_tune_table(doc)),
+        Format::Markdown => emit(&lmcompare_report::render_tune_markdown(doc)),
+    }
+}

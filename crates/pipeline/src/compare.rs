@@ -1,0 +1,340 @@
+//! `compare`: every model on the same data; the ten key metrics with intervals, efficiency
+//! measured on the run itself, paired tests, verdicts and the Pareto set. Every batch is
+//! committed to the store, so an interrupted run resumes where it stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use lmcompare_engine::data::{load_dataset, Example, Split};
+use lmcompare_engine::encoder_model::identity_files;
+use lmcompare_engine::store::{timestamp, NewRun, Store};
+use lmcompare_metrics::Metric;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::cache::sha;
+use crate::config::{CompareConfig, DecoderScoring, Task};
+use crate::models::{parse_named_specs, resolve, NamedSpec, ResolveOptions, Resolved};
+use crate::report::{comparison_doc, Scoring};
+use crate::runner::{limited, ModelRun, RunContext};
+use crate::tasks::encoder::{run_encoder, EncoderInputs};
+use crate::tasks::generation::{classify_by_generation, generate_options};
+use crate::tasks::loglik::run_loglik;
+use crate::tasks::prompts::{choice_dataset, prompt_settings};
+use crate::{bad, fail, Error, Result};
+
+fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
+    let Some(p) = path else {
+        return Ok(HashMap::new());
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| bad!("{}: cannot read: {e}", p.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        bad!(
+            "{}: expected a JSON object of model label -> dataset label: {e}",
+            p.display()
+        )
+    })
+}
+
+fn label_descriptions(cfg: &CompareConfig, labels: &[String]) -> Result<HashMap<String, String>> {
+    let mut descriptions = HashMap::new();
+    for d in &cfg.label_desc {
+        let (l, t) = d
+            .split_once('=')
+            .ok_or_else(|| bad!("--label-desc {d:?}: expected LABEL=TEXT"))?;
+        if !labels.iter().any(|x| x == l) {
+            return Err(bad!(
+                "--label-desc: {l:?} is not a dataset label ({})",
+                labels.join(", ")
+            ));
+        }
+        descriptions.insert(l.to_owned(), t.to_owned());
+    }
+    Ok(descriptions)
+}
+
+/// Content hash of an encoder's config and weights: two runs with the same content share
+/// cached work.
+fn encoder_hash(store: &Store, resolved: &lmcompare_engine::spec::ResolvedModel) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in identity_files(resolved) {
+        h.update(store.file_sha256(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// A resolved model and its content hash for the run key.
+struct Competitor {
+    spec: NamedSpec,
+    resolved: Resolved,
+    hash: String,
+}
+
+fn competitors(cfg: &CompareConfig, store: &Store) -> Result<Vec<Competitor>> {
+    let opts = ResolveOptions {
+        remote: &cfg.remote,
+        seed: cfg.seed,
+        quiet: cfg.quiet,
+        generate_api: cfg.prompt.generate_api,
+    };
+    let mut out = Vec::new();
+    for m in parse_named_specs(&cfg.models)? {
+        let resolved = resolve(&m, store, &opts)?;
+        let hash = match &resolved {
+            // A server's model is identified by its URL and model id as written; a local
+            // decoder by the hash of its files' hashes.
+            Resolved::Generative(g) if g.identity().starts_with("openai:") => sha(&m.spec),
+            Resolved::Generative(g) => sha(g.identity()),
+            Resolved::Encoder(r) => {
+                if cfg.task == Task::MultipleChoice {
+                    return Err(bad!(
+                        "model {}: multiple-choice scores generative models (a .gguf file, a causal-LM folder or openai:URL#MODEL); {} is an encoder",
+                        m.name,
+                        m.spec
+                    ));
+                }
+                encoder_hash(store, r)?
+            }
+        };
+        out.push(Competitor {
+            spec: m,
+            resolved,
+            hash,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `compare` and returns its report (also stored as the run's result).
+pub fn compare(cfg: &CompareConfig) -> Result<Value> {
+    let started = Instant::now();
+    match cfg.task {
+        Task::Perplexity => return crate::tasks::perplexity::perplexity(cfg, started),
+        Task::Generate => return crate::tasks::generation::generate(cfg, started),
+        _ => {}
+    }
+    if cfg.batch_size == 0 {
+        return Err(bad!("--batch-size must be at least 1"));
+    }
+    let (ds, choices) = if cfg.task == Task::MultipleChoice {
+        let (ds, choices) = choice_dataset(&cfg.data)?;
+        (ds, Some(choices))
+    } else {
+        (
+            load_dataset(&cfg.data, &cfg.cols.columns(), cfg.test_size, cfg.seed)?,
+            None,
+        )
+    };
+    let test = limited(&ds, Split::Test, cfg.limit);
+    let train = limited(&ds, Split::Train, cfg.limit);
+    if cfg.task == Task::Probe {
+        check_probe_train(&cfg.data, &train)?;
+    }
+    let label_map = load_label_map(cfg.label_map.as_deref())?;
+    let descriptions = label_descriptions(cfg, &ds.labels)?;
+    let mut store = Store::open(&cfg.db)?;
+    let models = competitors(cfg, &store)?;
+    // The run key covers everything that changes results (batch size does not: inference
+    // is per sequence, see --check-invariance).
+    let p = &cfg.prompt;
+    let settings = json!({
+        "task": cfg.task.key(), "models": models.iter().map(|m| json!([m.spec.name, m.hash])).collect::<Vec<_>>(),
+        "dataset": ds.sha256, "columns": cfg.cols.names(),
+        "limit": cfg.limit, "max_length": cfg.max_length, "seed": cfg.seed, "test_size": cfg.test_size,
+        "label_map": cfg.label_map.as_ref().map(|_| &label_map), "label_desc": &cfg.label_desc,
+        "template": &p.template, "verbalizers": &p.verbalizers, "shots": p.shots,
+        "length_norm": format!("{:?}", p.length_norm), "circular": p.circular,
+        "decoder_scoring": format!("{:?}", p.decoder_scoring), "max_tokens": p.max_tokens, "stop": &p.stop,
+    });
+    let key = sha(&settings.to_string());
+    let names: Vec<&str> = models.iter().map(|m| m.spec.name.as_str()).collect();
+    let (run_id, resumed) = store.begin_run(&NewRun {
+        key: &key,
+        task: cfg.task.key(),
+        dataset_sha: &ds.sha256,
+        dataset_path: &cfg.data.display().to_string(),
+        rows: ds.examples.len(),
+        models: &names.join(","),
+        settings: &settings.to_string(),
+    })?;
+    let prompts = if models
+        .iter()
+        .any(|m| matches!(m.resolved, Resolved::Generative(_)))
+    {
+        Some(prompt_settings(p, cfg.seed, &ds.labels, &train, choices)?)
+    } else {
+        None
+    };
+    let inputs = EncoderInputs {
+        task: cfg.task,
+        labels: &ds.labels,
+        test: &test,
+        train: &train,
+        label_map: &label_map,
+        descriptions: &descriptions,
+        max_length: cfg.max_length,
+        check_invariance: cfg.check_invariance,
+    };
+    let mut ctx = RunContext {
+        store: &mut store,
+        run_id,
+        batch_size: cfg.batch_size,
+        quiet: cfg.quiet,
+    };
+    let mut runs = Vec::new();
+    for m in models {
+        let name = &m.spec.name;
+        let r = match (m.resolved, &prompts) {
+            (Resolved::Generative(g), Some(s))
+                if p.decoder_scoring == DecoderScoring::Generate && s.choices.is_none() =>
+            {
+                let opts = generate_options(p);
+                classify_by_generation(&mut ctx, name, g.as_ref(), &ds.labels, &test, s, &opts)
+            }
+            (Resolved::Generative(g), Some(s)) => run_loglik(
+                &mut ctx,
+                name,
+                g.as_ref(),
+                &ds.labels,
+                &test,
+                s,
+                p.length_norm,
+            ),
+            (Resolved::Generative(_), None) => Err(fail!("no prompt settings")),
+            (Resolved::Encoder(r), _) => run_encoder(&mut ctx, name, &m.hash, r, &inputs),
+        };
+        runs.push(r.map_err(|e| with_model(e, name))?);
+    }
+    let scored = scored_examples(&runs, &test)?;
+    let mut doc = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg))?;
+    doc["task"] = json!(cfg.task.key());
+    doc["excluded_examples"] = scored.excluded_json();
+    for (m, r) in doc["models"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&runs)
+    {
+        m["failed_examples"] = json!(r.failed.len());
+        if let Value::Object(extra) = &r.extra {
+            for (k, v) in extra {
+                m[k] = v.clone();
+            }
+        }
+        if let Some(n) = r.extra["generation"]["invalid_answers"]
+            .as_u64()
+            .filter(|n| *n > 0)
+        {
+            if let Some(w) = m["warnings"].as_array_mut() {
+                w.push(json!(format!(
+                    "generation: {n} of {} answers named no label; they are counted as wrong, in the `invalid` column of the confusion matrix",
+                    r.predictions.len()
+                )));
+            }
+        }
+    }
+    doc["dataset"] = json!({
+        "path": cfg.data, "sha256": ds.sha256, "rows_per_split": ds.rows_per_split(), "labels": ds.labels,
+        "split": ds.split_source, "evaluated_test_examples": scored.examples.len(), "train_examples_used": train.len(),
+    });
+    doc["run"] = json!({
+        "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": rayon::current_num_threads(),
+        "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
+        "started": store.run_started(run_id)?, "finished": timestamp(),
+        "wall_seconds": started.elapsed().as_secs_f64(), "db": cfg.db,
+    });
+    store.finish_run(run_id, &doc.to_string())?;
+    Ok(doc)
+}
+
+/// The model's name in front of its error (same kind of error).
+fn with_model(e: Error, name: &str) -> Error {
+    let prefix = format!("model {name}");
+    match &e {
+        Error::BadInput(m) | Error::Failed(m) if m.starts_with(&prefix) => e,
+        _ => e.context(prefix),
+    }
+}
+
+fn check_probe_train(data: &Path, train: &[&Example]) -> Result<()> {
+    if train.is_empty() {
+        return Err(bad!(
+            "{}: the train split is empty; the probe task trains on it",
+            data.display()
+        ));
+    }
+    let mut present: Vec<&str> = train.iter().map(|e| e.label.as_str()).collect();
+    present.sort();
+    present.dedup();
+    if present.len() < 2 {
+        return Err(bad!(
+            "{}: the train split has a single label; a probe needs at least two",
+            data.display()
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn scoring(cfg: &CompareConfig) -> Scoring {
+    Scoring {
+        bootstrap: cfg.stats.bootstrap,
+        permutations: cfg.stats.permutations,
+        seed: cfg.seed,
+        metric: cfg.metric,
+        correction: cfg.stats.correction,
+    }
+}
+
+/// The test examples every model has a prediction for, and the rest with why.
+pub struct ScoredExamples<'a> {
+    pub examples: Vec<&'a Example>,
+    /// Example id → "model: why" per model that failed it.
+    pub excluded: BTreeMap<String, Vec<String>>,
+}
+
+impl ScoredExamples<'_> {
+    fn excluded_json(&self) -> Value {
+        json!({
+            "count": self.excluded.len(),
+            "reason": "requests failed past their retries; excluded for every model, retried on the next run",
+            "examples": self.excluded.iter().map(|(id, why)| json!({"id": id, "errors": why})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// An example a model has no prediction for (its requests failed past their retries) is
+/// left out for every model, so all are scored on the same examples; it is listed, and
+/// retried when the same command runs again.
+pub fn scored_examples<'a>(runs: &[ModelRun], test: &[&'a Example]) -> Result<ScoredExamples<'a>> {
+    let mut excluded: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in runs {
+        for (id, why) in &r.failed {
+            excluded
+                .entry(id.clone())
+                .or_default()
+                .push(format!("{}: {why}", r.name));
+        }
+    }
+    let examples: Vec<&Example> = test
+        .iter()
+        .copied()
+        .filter(|e| !excluded.contains_key(&e.id))
+        .collect();
+    if examples.is_empty() {
+        return Err(if test.is_empty() {
+            bad!("no test examples to score (check --limit and the data's split column)")
+        } else {
+            fail!(
+                "every test example failed for some model; nothing to score (rerun to retry them)"
+            )
+        });
+    }
+    Ok(ScoredExamples { examples, excluded })
+}
+
+/// The main metric of a comparison is a metric every model can be scored on.
+pub fn main_metric_key(m: Metric) -> &'static str {
+    m.key()
+}

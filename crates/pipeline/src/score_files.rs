@@ -1,0 +1,109 @@
+//! `metrics`: prediction files from any model (JSONL/CSV/TSV), aligned by example id and
+//! scored: every metric with bootstrap intervals, and paired tests between files.
+
+use std::path::PathBuf;
+
+use lmcompare_metrics::{
+    score_models, BootstrapOptions, Correction, EceStrategy, Metric, MetricOptions, ScoreOptions,
+    Scorecard, ZeroDivision,
+};
+
+use crate::prediction_files::{align, parse_prediction_file, read_text};
+use crate::{bad, Error, Result};
+
+/// Everything `metrics` needs.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub pred: Vec<PathBuf>,
+    /// Display names, one per file (default: the file stems).
+    pub name: Vec<String>,
+    pub labels: Option<Vec<String>>,
+    pub pos_label: Option<String>,
+    pub zero_division: ZeroDivision,
+    pub bootstrap: usize,
+    pub permutations: usize,
+    pub seed: u64,
+    pub confidence: f64,
+    pub metric: Metric,
+    pub correction: Correction,
+    pub ece_bins: usize,
+    pub ece_strategy: EceStrategy,
+}
+
+pub fn score_files(cfg: &MetricsConfig) -> Result<Scorecard> {
+    if !cfg.name.is_empty() && cfg.name.len() != cfg.pred.len() {
+        return Err(bad!(
+            "--name was given {} time(s) for {} --pred file(s); give one name per file or none",
+            cfg.name.len(),
+            cfg.pred.len()
+        ));
+    }
+    if !(cfg.confidence > 0.0 && cfg.confidence < 1.0) {
+        return Err(bad!(
+            "--confidence must be in (0, 1), not {}",
+            cfg.confidence
+        ));
+    }
+    if cfg.ece_bins == 0 {
+        return Err(bad!("--ece-bins must be at least 1"));
+    }
+    let names: Vec<String> = if cfg.name.is_empty() {
+        cfg.pred
+            .iter()
+            .map(|p| {
+                p.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| p.display().to_string())
+            })
+            .collect()
+    } else {
+        cfg.name.clone()
+    };
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(bad!(
+                "two prediction files are both named {n:?}; name them with --name"
+            ));
+        }
+    }
+    let bad_input = |e: crate::prediction_files::InputError| Error::BadInput(e.to_string());
+    let texts = cfg
+        .pred
+        .iter()
+        .map(|p| read_text(p))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(bad_input)?;
+    let files = cfg
+        .pred
+        .iter()
+        .zip(&texts)
+        .map(|(p, t)| parse_prediction_file(p, t))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(bad_input)?;
+    let predictions = align(&files, cfg.labels.as_deref()).map_err(bad_input)?;
+    let has_probs = predictions.iter().all(|p| p.proba().is_some());
+    if cfg.metric.needs_probabilities() && !has_probs && predictions.len() > 1 {
+        return Err(bad!(
+            "--metric {} needs probabilities in every prediction file",
+            cfg.metric
+        ));
+    }
+    let opts = ScoreOptions {
+        metric: MetricOptions {
+            zero_division: cfg.zero_division,
+            pos_label: cfg.pos_label.clone(),
+            ece_bins: cfg.ece_bins,
+            ece_strategy: cfg.ece_strategy,
+        },
+        bootstrap: BootstrapOptions {
+            resamples: cfg.bootstrap,
+            seed: cfg.seed,
+            confidence: cfg.confidence,
+        },
+        permutations: cfg.permutations,
+        main_metric: cfg.metric,
+        correction: cfg.correction,
+    };
+    let models: Vec<(String, _)> = names.into_iter().zip(predictions).collect();
+    score_models(&models, &opts).map_err(|e| bad!("{e}"))
+}

@@ -1,0 +1,283 @@
+//! Generative models scored by log-likelihood: each dataset label's verbaliser after the
+//! prompt (the softmax over labels gives the probabilities, so calibration metrics apply),
+//! or each choice of a multiple-choice question (lm-evaluation-harness's acc, acc_norm,
+//! acc_bytes, and circular accuracy over rotations of the listed choices).
+//!
+//! Examples go to the model in batches (local) or all at once (servers bound their own
+//! concurrency); every batch's predictions are committed as it finishes and every answer is
+//! cached, so an interrupted run resumes after the last finished batch and still reports
+//! the tallies over every example. An example whose requests fail past their retries is
+//! reported and retried on the next run.
+
+use std::collections::HashMap;
+
+use lmcompare_engine::data::Example;
+use lmcompare_engine::encoder_model::softmax64;
+use lmcompare_engine::store::StoredPrediction;
+use lmcompare_metrics::choice::{normalized, ChoiceScore, ChoiceTallies, Normalization};
+use serde_json::{json, Value};
+
+use super::prompts::{choice_prompt, letter, prompt, PromptSettings};
+use crate::cache::CachedModel;
+use crate::config::LengthNorm;
+use crate::models::{Answer, GenerativeModel, LoglikRequest, LoglikScore, RequestKind};
+use crate::runner::{
+    argmax, bar, label_index, loglik_efficiency, ModelRun, PeakMemory, RunContext,
+};
+use crate::Result;
+
+/// One (prompt, continuation) an example needs scored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub example: usize,
+    /// The label (choice) this continuation stands for, in the original order.
+    pub label: usize,
+    /// Which rotation of the choices (0 unless circular).
+    pub rotation: usize,
+    pub request: LoglikRequest,
+}
+
+impl Job {
+    /// The continuation's length in characters and UTF-8 bytes (acc_norm, acc_bytes).
+    fn chars_bytes(&self) -> (usize, usize) {
+        let t = self.request.continuation.trim_start();
+        (t.chars().count(), t.len())
+    }
+}
+
+/// Every (prompt, continuation) an example needs: one per label, or per choice and rotation.
+pub fn example_jobs(settings: &PromptSettings, ei: usize, e: &Example) -> Vec<Job> {
+    let job = |label, rotation, prompt: &String, continuation| Job {
+        example: ei,
+        label,
+        rotation,
+        request: LoglikRequest {
+            context: prompt.clone(),
+            continuation,
+        },
+    };
+    let Some(choices) = settings.choices.as_ref().and_then(|c| c.get(&e.id)) else {
+        let p = prompt(&settings.template, &settings.shots, &e.text);
+        return settings
+            .verbalizers
+            .iter()
+            .enumerate()
+            .map(|(l, v)| job(l, 0, &p, v.clone()))
+            .collect();
+    };
+    let k = choices.len();
+    let lists = settings.template.contains("{choices}");
+    let rotations = if settings.circular { k } else { 1 };
+    let mut out = Vec::new();
+    for r in 0..rotations {
+        let rotated: Vec<&String> = (0..k).map(|j| &choices[(j + r) % k]).collect();
+        let p = choice_prompt(&settings.template, &e.text, &rotated);
+        for (j, c) in rotated.iter().enumerate() {
+            // Listed choices are answered by letter; otherwise the choice text is scored.
+            let cont = if lists {
+                format!(" {}", letter(j))
+            } else {
+                format!(" {c}")
+            };
+            out.push(job((j + r) % k, r, &p, cont));
+        }
+    }
+    out
+}
+
+/// A choice's scores and the tokens of its whole request.
+type Scored = (ChoiceScore, usize);
+
+fn normalization(n: LengthNorm) -> Normalization {
+    match n {
+        LengthNorm::None => Normalization::None,
+        LengthNorm::Tokens => Normalization::Tokens,
+        LengthNorm::Chars => Normalization::Chars,
+        LengthNorm::Bytes => Normalization::Bytes,
+    }
+}
+
+/// Predictions of one batch of examples from their jobs' answers; `latency[i]` is example
+/// i's time. Examples with a failed request are listed in `failed`, not predicted.
+#[allow(clippy::too_many_arguments)]
+fn predictions_from(
+    norm: LengthNorm,
+    settings: &PromptSettings,
+    labels: &[String],
+    examples: &[&Example],
+    jobs: &[Job],
+    answers: &[Answer<LoglikScore>],
+    latency: &[f64],
+    tallies: &mut ChoiceTallies,
+    failed: &mut Vec<(String, String)>,
+) -> Result<Vec<StoredPrediction>> {
+    let k = labels.len();
+    // Per example: its rotations' scores by original choice, and the tokens of its
+    // longest request.
+    let mut rotations: Vec<usize> = vec![1; examples.len()];
+    for j in jobs {
+        rotations[j.example] = rotations[j.example].max(j.rotation + 1);
+    }
+    let mut scored: Vec<Vec<Vec<Option<Scored>>>> =
+        rotations.iter().map(|&r| vec![vec![None; k]; r]).collect();
+    let mut bad: HashMap<usize, String> = HashMap::new();
+    for (job, a) in jobs.iter().zip(answers) {
+        match a {
+            Ok(s) => {
+                let (chars, bytes) = job.chars_bytes();
+                let score = ChoiceScore {
+                    loglik: s.sum,
+                    tokens: s.tokens,
+                    chars,
+                    bytes,
+                };
+                scored[job.example][job.rotation][job.label] = Some((score, s.total_tokens));
+            }
+            Err(why) => {
+                bad.insert(job.example, why.clone());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (ei, e) in examples.iter().enumerate() {
+        if let Some(reason) = bad.get(&ei) {
+            failed.push((e.id.clone(), reason.clone()));
+            continue;
+        }
+        let n_choices = settings
+            .choices
+            .as_ref()
+            .and_then(|c| c.get(&e.id))
+            .map_or(k, Vec::len);
+        let Some(per_rotation) = scored[ei]
+            .iter()
+            .map(|r| r[..n_choices].iter().copied().collect::<Option<Vec<_>>>())
+            .collect::<Option<Vec<_>>>()
+        else {
+            failed.push((e.id.clone(), "missing answers".into()));
+            continue;
+        };
+        let choice_scores: Vec<Vec<ChoiceScore>> = per_rotation
+            .iter()
+            .map(|r| r.iter().map(|s| s.0).collect())
+            .collect();
+        let mut logits = normalized(&choice_scores[0], normalization(norm));
+        logits.resize(k, f32::NEG_INFINITY);
+        let p = softmax64(&logits);
+        let gold = label_index(labels, &e.label, &format!("example {}", e.id))?;
+        tallies.add(&choice_scores, gold);
+        rows.push(StoredPrediction {
+            example_id: e.id.clone(),
+            label: labels[argmax(&p)].clone(),
+            probabilities: p,
+            tokens: per_rotation[0].iter().map(|s| s.1).max().unwrap_or(0),
+            batch_latency_ms: latency[ei],
+            batch_size: 1,
+        });
+    }
+    Ok(rows)
+}
+
+/// Scores `test` with `model` by log-likelihood and stores the predictions of the run.
+#[allow(clippy::too_many_arguments)]
+pub fn run_loglik(
+    run: &mut RunContext<'_>,
+    name: &str,
+    model: &dyn GenerativeModel,
+    labels: &[String],
+    test: &[&Example],
+    settings: &PromptSettings,
+    norm: LengthNorm,
+) -> Result<ModelRun> {
+    let peak = PeakMemory::start();
+    let existing = run.store.predictions(run.run_id, name)?;
+    let per_call = model.examples_per_call(run.batch_size);
+    let cached = CachedModel::new(model);
+    let total: usize = test
+        .iter()
+        .enumerate()
+        .map(|(i, e)| example_jobs(settings, i, e).len())
+        .sum();
+    let pb = bar(run.quiet, total, name);
+    let mut tallies = ChoiceTallies::default();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut sent = 0;
+    for chunk in test.chunks(per_call) {
+        let jobs: Vec<Job> = chunk
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| example_jobs(settings, i, e))
+            .collect();
+        let requests: Vec<LoglikRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+        let answers = cached.loglikelihood(run.store, &requests, &pb)?;
+        sent += answers.computed;
+        let mut latency = vec![0.0; chunk.len()];
+        for (j, ms) in jobs.iter().zip(&answers.ms) {
+            latency[j.example] += ms;
+        }
+        let rows = predictions_from(
+            norm,
+            settings,
+            labels,
+            chunk,
+            &jobs,
+            &answers.answers,
+            &latency,
+            &mut tallies,
+            &mut failed,
+        )?;
+        let new: Vec<StoredPrediction> = rows
+            .into_iter()
+            .filter(|r| !existing.contains_key(&r.example_id))
+            .collect();
+        run.store.save_predictions(run.run_id, name, &new)?;
+    }
+    pb.finish_and_clear();
+    let predictions: Vec<StoredPrediction> = run
+        .store
+        .predictions(run.run_id, name)?
+        .into_values()
+        .collect();
+    // The cost of every scored example, from its real token counts (the same on a resumed
+    // run, which computes none of them now).
+    let done: std::collections::HashSet<&str> =
+        predictions.iter().map(|p| p.example_id.as_str()).collect();
+    let done_requests: Vec<LoglikRequest> = test
+        .iter()
+        .copied()
+        .filter(|e| done.contains(e.id.as_str()))
+        .enumerate()
+        .flat_map(|(i, e)| example_jobs(settings, i, e))
+        .map(|j| j.request)
+        .collect();
+    let cost = model.cost(&done_requests)?;
+    let efficiency = loglik_efficiency(model, &predictions, cost, (total, sent), &peak)?;
+    failed.sort();
+    let computed = test
+        .iter()
+        .filter(|e| !existing.contains_key(&e.id) && done.contains(e.id.as_str()))
+        .count();
+    Ok(ModelRun {
+        name: name.to_owned(),
+        spec: model.describe(),
+        predictions,
+        computed,
+        reused: existing.len(),
+        efficiency,
+        backend: model.backend(RequestKind::Loglikelihood),
+        invariance: None,
+        failed,
+        extra: if settings.choices.is_some() {
+            // lm-evaluation-harness's definitions, over every answered question (a resumed
+            // run takes the earlier ones' scores from the store).
+            let rate = |t| ChoiceTallies::rate(t).map_or(Value::Null, |r| json!(r));
+            json!({"multiple_choice": {
+                "questions": tallies.acc.1, "acc": rate(tallies.acc), "acc_norm": rate(tallies.acc_norm),
+                "acc_bytes": rate(tallies.acc_bytes),
+                "acc_circular": if settings.circular { rate(tallies.circular) } else { Value::Null },
+            }})
+        } else {
+            Value::Null
+        },
+    })
+}
