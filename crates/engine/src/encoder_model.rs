@@ -20,9 +20,65 @@ pub struct LoadOptions {
     pub normalize: Option<bool>,
 }
 
-enum Network {
-    Native(Box<Encoder>),
-    Onnx(Box<OnnxEncoder>),
+/// What runs an encoder's network: lmcompare's native kernels ([`Encoder`]) or an ONNX
+/// Runtime graph ([`OnnxEncoder`]). [`TextEncoder`] adds the tokenizer, pooling and labels.
+pub trait EncoderNetwork {
+    /// The software that runs it, for reports.
+    fn backend(&self) -> &'static str;
+    /// Token states of a batch: after the last layer, or after the first `layers`.
+    fn forward(&self, seqs: &[&[u32]], layers: Option<usize>) -> Result<Hidden>;
+    /// The classification head's logits of a batch's states, where there is a head.
+    fn head_logits(&self, hidden: &Hidden) -> Option<Vec<Vec<f32>>>;
+    /// Why `classify` cannot run on this network, when it cannot.
+    fn missing_head(&self, spec: &str) -> Option<String>;
+}
+
+impl EncoderNetwork for Encoder {
+    fn backend(&self) -> &'static str {
+        "lmcompare-native"
+    }
+
+    fn forward(&self, seqs: &[&[u32]], layers: Option<usize>) -> Result<Hidden> {
+        match layers {
+            None => Encoder::forward(self, seqs),
+            Some(n) => self.forward_layers(seqs, n),
+        }
+    }
+
+    fn head_logits(&self, hidden: &Hidden) -> Option<Vec<Vec<f32>>> {
+        self.logits(hidden)
+    }
+
+    fn missing_head(&self, spec: &str) -> Option<String> {
+        self.num_labels.is_none().then(|| format!(
+            "model {spec} has no classification head (no classifier weights in model.safetensors); use `embed`, or `compare --task probe` to train one"
+        ))
+    }
+}
+
+impl EncoderNetwork for OnnxEncoder {
+    fn backend(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn forward(&self, seqs: &[&[u32]], layers: Option<usize>) -> Result<Hidden> {
+        match layers {
+            None => OnnxEncoder::forward(self, seqs),
+            Some(_) => Err(EngineError::BadInput(
+                "an ONNX graph gives final states only; intermediate layers need the safetensors weights".into(),
+            )),
+        }
+    }
+
+    fn head_logits(&self, _hidden: &Hidden) -> Option<Vec<Vec<f32>>> {
+        None
+    }
+
+    fn missing_head(&self, spec: &str) -> Option<String> {
+        Some(format!(
+            "model {spec}: an ONNX encoder graph has no classification head; use `embed`, or `compare --task probe`"
+        ))
+    }
 }
 
 pub struct TextEncoder {
@@ -30,7 +86,7 @@ pub struct TextEncoder {
     pub config: Option<EncoderConfig>,
     pub tokenizer: TextTokenizer,
     pub pooling: Pooling,
-    network: Network,
+    network: Box<dyn EncoderNetwork>,
     labels: Option<Vec<String>>,
 }
 
@@ -83,8 +139,8 @@ impl TextEncoder {
         if let Some(n) = opts.normalize {
             pooling.normalize = n;
         }
-        let (network, labels) = match &resolved.onnx {
-            Some(path) => (Network::Onnx(Box::new(OnnxEncoder::load(path)?)), None),
+        let (network, labels): (Box<dyn EncoderNetwork>, _) = match &resolved.onnx {
+            Some(path) => (Box::new(OnnxEncoder::load(path)?), None),
             None => {
                 let cfg = config
                     .clone()
@@ -101,7 +157,7 @@ impl TextEncoder {
                     Some(names) if names.len() == n => names.clone(),
                     _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
                 });
-                (Network::Native(Box::new(enc)), labels)
+                (Box::new(enc), labels)
             }
         };
         if let Some(cfg) = &config {
@@ -126,10 +182,7 @@ impl TextEncoder {
     }
 
     pub fn backend(&self) -> &'static str {
-        match self.network {
-            Network::Native(_) => "lmcompare-native",
-            Network::Onnx(_) => "onnxruntime",
-        }
+        self.network.backend()
     }
 
     /// Class names of the classification head, if the model has one.
@@ -143,15 +196,12 @@ impl TextEncoder {
 
     fn forward(&self, batch: &[&Encoded], layers: Option<usize>) -> Result<Hidden> {
         let seqs: Vec<&[u32]> = batch.iter().map(|e| e.ids.as_slice()).collect();
-        match (&self.network, layers) {
-            (Network::Native(enc), None) => enc.forward(&seqs),
-            (Network::Native(enc), Some(n)) => enc.forward_layers(&seqs, n),
-            (Network::Onnx(o), None) => o.forward(&seqs),
-            (Network::Onnx(_), Some(_)) => Err(EngineError::BadInput(format!(
-                "model {}: an ONNX graph gives final states only; intermediate layers need the safetensors weights",
-                self.resolved.spec
-            ))),
-        }
+        self.network.forward(&seqs, layers).map_err(|e| match e {
+            EngineError::BadInput(m) => {
+                EngineError::BadInput(format!("model {}: {m}", self.resolved.spec))
+            }
+            other => other,
+        })
     }
 
     /// Runs `encoded` in batches of `batch_size`, shortest inputs together so batches waste
@@ -192,10 +242,7 @@ impl TextEncoder {
 
     /// Classification-head logits of a batch's states (native models with a head).
     pub fn head_logits(&self, hidden: &Hidden) -> Option<Vec<Vec<f32>>> {
-        match &self.network {
-            Network::Native(enc) => enc.logits(hidden),
-            Network::Onnx(_) => None,
-        }
+        self.network.head_logits(hidden)
     }
 
     /// Pooled sentence embeddings in input order.
@@ -212,21 +259,12 @@ impl TextEncoder {
 
     /// Class probabilities (softmax of the head's logits) in input order.
     pub fn classify(&self, encoded: &[Encoded], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let Network::Native(enc) = &self.network else {
-            return Err(EngineError::BadInput(format!(
-                "model {}: an ONNX encoder graph has no classification head; use `embed`, or `compare --task probe`",
-                self.resolved.spec
-            )));
-        };
-        if enc.num_labels.is_none() {
-            return Err(EngineError::BadInput(format!(
-                "model {} has no classification head (no classifier weights in model.safetensors); use `embed`, or `compare --task probe` to train one",
-                self.resolved.spec
-            )));
+        if let Some(why) = self.network.missing_head(&self.resolved.spec) {
+            return Err(EngineError::BadInput(why));
         }
         let mut out = vec![Vec::new(); encoded.len()];
         self.run_batches(encoded, batch_size, |idx, hidden, _| {
-            let logits = enc.logits(hidden).unwrap_or_default();
+            let logits = self.network.head_logits(hidden).unwrap_or_default();
             for (j, &i) in idx.iter().enumerate() {
                 out[i] = softmax(&logits[j]);
             }

@@ -8,7 +8,6 @@ pub mod decoder;
 pub mod encoder_model;
 pub mod error;
 pub mod finetune;
-pub mod kernels;
 pub mod model;
 pub mod onnx;
 pub mod pooling;
@@ -23,3 +22,5 @@ pub mod weights;
 
 pub use encoder_model::{LoadOptions, TextEncoder};
 pub use error::{EngineError, Result};
+/// The dense kernels, shared with training (`lmcompare-kernels`).
+pub use lmcompare_kernels::dense as kernels;

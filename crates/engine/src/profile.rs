@@ -160,6 +160,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_peak_after_a_reset_excludes_memory_freed_before_it() {
+        // 256 MiB touched and freed (large allocations go back to the system), then a
+        // reset: the next model's peak must not include them.
+        if !reset_peak_rss() {
+            return; // not Linux: the scope line says the peak is the process's
+        }
+        let big: Vec<u8> = vec![1u8; 256 << 20];
+        assert!(big.iter().step_by(4096).all(|&b| b == 1));
+        let with_big = peak_rss_bytes().unwrap();
+        drop(big);
+        assert!(reset_peak_rss());
+        let after = peak_rss_bytes().unwrap();
+        assert!(
+            after + (200 << 20) < with_big,
+            "peak {after} after the reset, {with_big} before it"
+        );
+        assert!(peak_rss_scope().contains("reset before it"));
+    }
+
+    #[test]
     fn bert_base_flops_match_the_design_check() {
         let v = serde_json::json!({
             "model_type": "bert", "vocab_size": 30522, "hidden_size": 768,

@@ -9,7 +9,6 @@ use std::time::Instant;
 use lmcompare_engine::data::{load_dataset, Example, Split};
 use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::store::{timestamp, NewRun, Store};
-use lmcompare_metrics::Metric;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -82,9 +81,8 @@ fn competitors(cfg: &CompareConfig, store: &Store) -> Result<Vec<Competitor>> {
     for m in parse_named_specs(&cfg.models)? {
         let resolved = resolve(&m, store, &opts)?;
         let hash = match &resolved {
-            // A server's model is identified by its URL and model id as written; a local
-            // decoder by the hash of its files' hashes.
-            Resolved::Generative(g) if g.identity().starts_with("openai:") => sha(&m.spec),
+            // A generative model by its identity (a server's URL and model id, a local
+            // decoder's file hashes), whatever the backend.
             Resolved::Generative(g) => sha(g.identity()),
             Resolved::Encoder(r) => {
                 if cfg.task == Task::MultipleChoice {
@@ -332,9 +330,4 @@ pub fn scored_examples<'a>(runs: &[ModelRun], test: &[&'a Example]) -> Result<Sc
         });
     }
     Ok(ScoredExamples { examples, excluded })
-}
-
-/// The main metric of a comparison is a metric every model can be scored on.
-pub fn main_metric_key(m: Metric) -> &'static str {
-    m.key()
 }

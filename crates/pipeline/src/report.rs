@@ -170,3 +170,102 @@ fn pareto_json(doc: &Value, runs: &[ModelRun], main: Metric) -> Value {
         .collect();
     json!({"quality": main.key(), "cost": "flops_per_example", "models": names})
 }
+
+#[cfg(test)]
+mod tests {
+    use lmcompare_engine::data::Split;
+    use lmcompare_report::doc::Efficiency;
+
+    use super::*;
+
+    fn run(name: &str, labels: &[&str]) -> ModelRun {
+        ModelRun {
+            name: name.into(),
+            spec: name.into(),
+            predictions: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| StoredPrediction {
+                    example_id: format!("e{i}"),
+                    label: (*l).into(),
+                    probabilities: Vec::new(),
+                    tokens: 3,
+                    batch_latency_ms: 1.0,
+                    batch_size: 1,
+                })
+                .collect(),
+            computed: labels.len(),
+            reused: 0,
+            efficiency: Efficiency::default(),
+            backend: "test".into(),
+            invariance: None,
+            failed: Vec::new(),
+            extra: Value::Null,
+        }
+    }
+
+    fn test_examples() -> Vec<Example> {
+        ["a", "b", "a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Example {
+                id: format!("e{i}"),
+                text: format!("t{i}"),
+                label: (*l).into(),
+                split: Split::Test,
+            })
+            .collect()
+    }
+
+    const SCORING: Scoring = Scoring {
+        bootstrap: 0,
+        permutations: 0,
+        seed: 0,
+        metric: Metric::Accuracy,
+        correction: Correction::Holm,
+    };
+
+    #[test]
+    fn a_label_outside_the_set_is_an_error_not_class_zero() {
+        let ex = test_examples();
+        let test: Vec<&Example> = ex.iter().collect();
+        let labels = vec!["a".to_owned(), "b".to_owned()];
+        let err = comparison_doc(
+            &[run("m", &["a", "b", "zebra", "b"])],
+            &test,
+            &labels,
+            &SCORING,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"zebra\"") && err.contains("e2"), "{err}");
+        let good =
+            comparison_doc(&[run("m", &["a", "b", "b", "b"])], &test, &labels, &SCORING).unwrap();
+        assert_eq!(good["models"][0]["metrics"]["accuracy"], 0.75);
+    }
+
+    #[test]
+    fn invalid_answers_get_their_own_column_and_stay_in_the_matrix() {
+        let ex = test_examples();
+        let test: Vec<&Example> = ex.iter().collect();
+        let labels = vec!["a".to_owned(), "b".to_owned()];
+        let doc = comparison_doc(
+            &[
+                run("gen", &["a", INVALID, INVALID, "b"]),
+                run("cls", &["a", "b", "a", "a"]),
+            ],
+            &test,
+            &labels,
+            &SCORING,
+        )
+        .unwrap();
+        let cm = &doc["models"][0]["confusion_matrix"];
+        assert_eq!(cm["predicted_labels"], json!(["a", "b", "invalid"]));
+        assert_eq!(cm["matrix"][0], json!([1, 0, 1]));
+        assert_eq!(cm["matrix"][1], json!([0, 1, 1]));
+        assert_eq!(doc["models"][0]["metrics"]["accuracy"], 0.5);
+        assert!(doc["models"][1]["confusion_matrix"]
+            .get("predicted_labels")
+            .is_none());
+    }
+}

@@ -23,8 +23,7 @@ use tokenizers::Tokenizer;
 use crate::error::{EngineError, Result};
 use crate::kernels::{exp_f32, layer_norm, matmul, matmul_transposed_b, View};
 pub use config::{DecoderConfig, DecoderFamily, FfnActivation, RopeLayout};
-use lmcompare_tune::multiversion;
-use lmcompare_tune::simd::fast_tanh;
+use lmcompare_kernels::{fast_tanh, multiversion};
 
 /// A linear layer stored transposed (`in × out`) for `x · W`.
 pub(crate) struct Linear {

@@ -10,6 +10,8 @@
 //! A model spec is parsed and resolved once, by [`resolve`]. Adding a backend is one file
 //! implementing [`GenerativeModel`] and one arm in [`resolve`].
 
+#[cfg(test)]
+pub(crate) mod fake;
 mod local_decoder;
 mod openai;
 

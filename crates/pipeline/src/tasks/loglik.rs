@@ -281,3 +281,261 @@ pub fn run_loglik(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The runner on an in-memory fake model: ordering, caching, resume after a crash,
+    //! exclusion of failed examples and retry, and circular multiple choice.
+
+    use std::collections::HashMap;
+
+    use lmcompare_engine::data::{Example, Split};
+    use lmcompare_engine::store::Store;
+
+    use super::*;
+    use crate::compare::scored_examples;
+    use crate::models::fake::FakeModel;
+
+    fn examples(n: usize) -> Vec<Example> {
+        (0..n)
+            .map(|i| {
+                let label = if i % 3 == 0 { "bad" } else { "good" };
+                Example {
+                    id: format!("e{i}"),
+                    text: format!("review {i} [{label}]"),
+                    label: label.into(),
+                    split: Split::Test,
+                }
+            })
+            .collect()
+    }
+
+    fn settings() -> PromptSettings {
+        PromptSettings {
+            template: "{text}\nSentiment:".into(),
+            verbalizers: vec![" bad".into(), " good".into()],
+            shots: Vec::new(),
+            choices: None,
+            circular: false,
+        }
+    }
+
+    fn labels() -> Vec<String> {
+        vec!["bad".into(), "good".into()]
+    }
+
+    fn run(
+        store: &mut Store,
+        run_id: i64,
+        model: &FakeModel,
+        test: &[&Example],
+    ) -> Result<ModelRun> {
+        let mut ctx = RunContext {
+            store,
+            run_id,
+            batch_size: 4,
+            quiet: true,
+        };
+        run_loglik(
+            &mut ctx,
+            "fake",
+            model,
+            &labels(),
+            test,
+            &settings(),
+            LengthNorm::None,
+        )
+    }
+
+    fn new_run(store: &Store, key: &str) -> i64 {
+        store
+            .begin_run(&lmcompare_engine::store::NewRun {
+                key,
+                task: "classify",
+                dataset_sha: "d",
+                dataset_path: "d.jsonl",
+                rows: 10,
+                models: "fake",
+                settings: "{}",
+            })
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn predictions_follow_the_scores_in_any_batching_and_reruns_ask_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ex = examples(10);
+        let test: Vec<&Example> = ex.iter().collect();
+        let run_id = new_run(&store, "k1");
+        let model = FakeModel::new("m", 0);
+        let r = run(&mut store, run_id, &model, &test).unwrap();
+        // 10 examples × 2 labels, in batches of 4 examples: 3 calls, 20 requests, in order.
+        assert_eq!((model.calls.get(), model.requests.get()), (3, 20));
+        let seen = model.seen.borrow();
+        assert!(seen[0].starts_with("review 0 ") && seen[19].starts_with("review 9 "));
+        assert_eq!((r.computed, r.reused), (10, 0));
+        let by_id: HashMap<&str, &str> = r
+            .predictions
+            .iter()
+            .map(|p| (p.example_id.as_str(), p.label.as_str()))
+            .collect();
+        for e in &ex {
+            assert_eq!(
+                by_id[e.id.as_str()],
+                e.label,
+                "the fake model reads the cue"
+            );
+        }
+        // All at once (a server's batching) gives the same predictions.
+        let other = FakeModel::new("m2", usize::MAX);
+        let run2 = new_run(&store, "k2");
+        let r2 = run(&mut store, run2, &other, &test).unwrap();
+        assert_eq!(other.calls.get(), 1);
+        let mut a: Vec<_> = r
+            .predictions
+            .iter()
+            .map(|p| (&p.example_id, &p.label, p.probabilities.clone()))
+            .collect();
+        let mut b: Vec<_> = r2
+            .predictions
+            .iter()
+            .map(|p| (&p.example_id, &p.label, p.probabilities.clone()))
+            .collect();
+        a.sort_by(|x, y| x.0.cmp(y.0));
+        b.sort_by(|x, y| x.0.cmp(y.0));
+        assert_eq!(a, b);
+        // The same run again: everything from the store, no request.
+        let again = FakeModel::new("m", 0);
+        let r3 = run(&mut store, run_id, &again, &test).unwrap();
+        assert_eq!(again.requests.get(), 0);
+        assert_eq!((r3.computed, r3.reused), (0, 10));
+        assert_eq!(r3.predictions.len(), 10);
+        // A new run of the same model on the same data reuses the answers too.
+        let run4 = new_run(&store, "k4");
+        let fresh = FakeModel::new("m", 0);
+        let r4 = run(&mut store, run4, &fresh, &test).unwrap();
+        assert_eq!(fresh.requests.get(), 0);
+        assert_eq!(r4.predictions.len(), 10);
+        assert_eq!(
+            r4.efficiency.requests_sent, None,
+            "local-style model: no request counts"
+        );
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_answered_and_the_resumed_run_computes_only_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ex = examples(10);
+        let test: Vec<&Example> = ex.iter().collect();
+        let run_id = new_run(&store, "k");
+        let model = FakeModel::new("m", 0);
+        // Crash in the second batch, after 11 answers: batch one (8 requests) is
+        // predicted, 3 answers of batch two are cached.
+        model.crash_after.set(Some(11));
+        assert!(run(&mut store, run_id, &model, &test).is_err());
+        assert_eq!(store.predictions(run_id, "fake").unwrap().len(), 4);
+        let resumed = FakeModel::new("m", 0);
+        let r = run(&mut store, run_id, &resumed, &test).unwrap();
+        assert_eq!(
+            resumed.requests.get(),
+            20 - 11,
+            "only the unanswered requests"
+        );
+        assert_eq!((r.computed, r.reused), (6, 4));
+        assert_eq!(r.predictions.len(), 10, "no duplicates");
+    }
+
+    #[test]
+    fn a_failed_example_is_excluded_for_every_model_and_retried_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ex = examples(6);
+        let test: Vec<&Example> = ex.iter().collect();
+        let run_id = new_run(&store, "k");
+        let flaky = FakeModel::new("flaky", 0);
+        *flaky.fail_context.borrow_mut() = Some("review 4 ".into());
+        let a = run(&mut store, run_id, &flaky, &test).unwrap();
+        assert_eq!(
+            a.failed,
+            vec![("e4".to_owned(), "HTTP 500 past 5 retries".to_owned())]
+        );
+        assert_eq!(a.predictions.len(), 5);
+        let scored = scored_examples(&[a], &test).unwrap();
+        assert_eq!(scored.examples.len(), 5);
+        assert_eq!(scored.excluded["e4"], vec!["fake: HTTP 500 past 5 retries"]);
+        // The failure was not cached: the rerun asks again for e4 only, and gets it.
+        let healed = FakeModel::new("flaky", 0);
+        let b = run(&mut store, run_id, &healed, &test).unwrap();
+        assert_eq!(healed.requests.get(), 2);
+        assert!(b.failed.is_empty());
+        assert_eq!(b.predictions.len(), 6);
+    }
+
+    #[test]
+    fn circular_multiple_choice_scores_every_question_whatever_its_neighbours_choices() {
+        // Questions with 2, 4 and 2 choices in one batch: each is rotated by its own count.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let specs = [
+            ("q1", vec!["yes", "no"], 0),
+            ("q2", vec!["red", "green", "blue", "pink"], 2),
+            ("q3", vec!["up", "down"], 1),
+        ];
+        let mut choices = HashMap::new();
+        let ex: Vec<Example> = specs
+            .iter()
+            .map(|(id, c, answer)| {
+                choices.insert(
+                    id.to_string(),
+                    c.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                );
+                Example {
+                    id: id.to_string(),
+                    text: format!("pick [{}]", c[*answer]),
+                    label: letter(*answer),
+                    split: Split::Test,
+                }
+            })
+            .collect();
+        let test: Vec<&Example> = ex.iter().collect();
+        let letters: Vec<String> = (0..4).map(letter).collect();
+        for batch_size in [1, 8] {
+            let run_id = new_run(&store, &format!("mc{batch_size}"));
+            let s = PromptSettings {
+                template: "Question: {question}\nAnswer:".into(),
+                verbalizers: Vec::new(),
+                shots: Vec::new(),
+                choices: Some(choices.clone()),
+                circular: true,
+            };
+            let model = FakeModel::new(&format!("mc{batch_size}"), 0);
+            let mut ctx = RunContext {
+                store: &mut store,
+                run_id,
+                batch_size,
+                quiet: true,
+            };
+            let r = run_loglik(
+                &mut ctx,
+                "fake",
+                &model,
+                &letters,
+                &test,
+                &s,
+                LengthNorm::None,
+            )
+            .unwrap();
+            assert!(r.failed.is_empty(), "batch {batch_size}: {:?}", r.failed);
+            let mc = &r.extra["multiple_choice"];
+            assert_eq!(mc["questions"], 3, "batch {batch_size}");
+            // The fake model scores the bracketed choice highest in every rotation.
+            assert_eq!(mc["acc"], 1.0);
+            assert_eq!(mc["acc_circular"], 1.0);
+            // 2 + 4 + 2 choices, each rotated by its own count: 4 + 16 + 4 requests.
+            assert_eq!(model.requests.get(), 24);
+        }
+    }
+}

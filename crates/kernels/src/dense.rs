@@ -100,7 +100,7 @@ fn gemm_checked(
 }
 
 // Run-time dispatch to AVX-512/AVX2 builds of plain loops (shared with head training).
-use lmcompare_tune::multiversion;
+use crate::multiversion;
 
 /// e^x for f32 in straight-line arithmetic (so loops over it vectorise): range reduction to
 /// x = n·ln2 + r, a degree-6 polynomial for e^r, and 2^n by exponent bits. Relative error
