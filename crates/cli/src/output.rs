@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use lmcompare_pipeline::bad;
+use lmcompare_pipeline::compare::Document;
 use lmcompare_report::Format;
 use serde_json::Value;
 
@@ -41,25 +42,30 @@ pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
 }
 
 /// A `compare` (or stored) report in `format`; with `out`, report.json and report.md too.
-pub fn render_comparison(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()> {
-    let markdown = || match doc["task"].as_str() {
-        Some("perplexity") => lmcompare_report::render_perplexity(doc, true),
-        Some("generate") => lmcompare_report::render_generate(doc, true),
-        _ => lmcompare_report::render_compare_markdown(doc),
+pub fn render_comparison(doc: &Document, format: Option<Format>, out: Option<&Path>) -> Result<()> {
+    let json = doc.to_json()?;
+    let markdown = || match doc {
+        Document::Compare(r) => lmcompare_report::render_compare_markdown(r),
+        Document::Units(v) if v["task"] == "perplexity" => {
+            lmcompare_report::render_perplexity(v, true)
+        }
+        Document::Units(v) => lmcompare_report::render_generate(v, true),
     };
     if let Some(dir) = out {
         write_files(
             dir,
-            &[("report.json", pretty(doc)?), ("report.md", markdown())],
+            &[("report.json", pretty(&json)?), ("report.md", markdown())],
         )?;
     }
     match resolve_format(format) {
-        Format::Json => emit(&pretty(doc)?),
+        Format::Json => emit(&pretty(&json)?),
         Format::Markdown => emit(&markdown()),
-        Format::Table => emit(&match doc["task"].as_str() {
-            Some("perplexity") => lmcompare_report::render_perplexity(doc, false),
-            Some("generate") => lmcompare_report::render_generate(doc, false),
-            _ => lmcompare_report::render_compare_table(doc),
+        Format::Table => emit(&match doc {
+            Document::Compare(r) => lmcompare_report::render_compare_table(r),
+            Document::Units(v) if v["task"] == "perplexity" => {
+                lmcompare_report::render_perplexity(v, false)
+            }
+            Document::Units(v) => lmcompare_report::render_generate(v, false),
         }),
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use lmcompare_pipeline::compare::Document;
 use lmcompare_pipeline::stored;
 use lmcompare_report::Format;
 use serde_json::json;
@@ -47,5 +48,5 @@ pub fn report(args: ReportArgs) -> Result<()> {
     if doc.get("trials").is_some() {
         return render_tune(&doc, args.format, None);
     }
-    render_comparison(&doc, args.format, None)
+    render_comparison(&Document::from_json(doc)?, args.format, None)
 }

@@ -15,13 +15,14 @@ use sha2::{Digest, Sha256};
 use crate::cache::sha;
 use crate::config::{CompareConfig, DecoderScoring, Task};
 use crate::models::{parse_named_specs, resolve, NamedSpec, ResolveOptions, Resolved};
-use crate::report::{comparison_doc, Scoring};
+use crate::report::{comparison_doc, ReportContext, Scoring};
 use crate::runner::{limited, ModelRun, RunContext};
 use crate::tasks::encoder::{run_encoder, EncoderInputs};
 use crate::tasks::generation::{classify_by_generation, generate_options};
 use crate::tasks::loglik::run_loglik;
 use crate::tasks::prompts::{choice_dataset, prompt_settings};
 use crate::{bad, fail, Error, Result};
+use lmcompare_report::doc::{CompareReport, DatasetInfo, Excluded, ExcludedExample};
 
 fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
     let Some(p) = path else {
@@ -104,12 +105,48 @@ fn competitors(cfg: &CompareConfig, store: &Store) -> Result<Vec<Competitor>> {
     Ok(out)
 }
 
+/// What `compare` reports: the typed comparison of classification-style tasks, or the
+/// document of a task scored over units (perplexity, generate).
+pub enum Document {
+    Compare(Box<CompareReport>),
+    Units(Value),
+}
+
+impl Document {
+    pub fn to_json(&self) -> Result<Value> {
+        Ok(match self {
+            Document::Compare(r) => serde_json::to_value(r)?,
+            Document::Units(v) => v.clone(),
+        })
+    }
+
+    /// A stored document, read back: typed when it is a comparison.
+    pub fn from_json(v: Value) -> Result<Document> {
+        match v["task"].as_str() {
+            Some("perplexity" | "generate") => Ok(Document::Units(v)),
+            _ => Ok(Document::Compare(Box::new(
+                serde_json::from_value(v).map_err(|e| {
+                    fail!("the stored report is not a comparison this lmcompare can read ({e})")
+                })?,
+            ))),
+        }
+    }
+}
+
 /// Runs `compare` and returns its report (also stored as the run's result).
-pub fn compare(cfg: &CompareConfig) -> Result<Value> {
+pub fn compare(cfg: &CompareConfig) -> Result<Document> {
     let started = Instant::now();
     match cfg.task {
-        Task::Perplexity => return crate::tasks::perplexity::perplexity(cfg, started),
-        Task::Generate => return crate::tasks::generation::generate(cfg, started),
+        Task::Perplexity => {
+            return Ok(Document::Units(crate::tasks::perplexity::perplexity(
+                cfg, started,
+            )?))
+        }
+        Task::Generate => {
+            return Ok(Document::Units(crate::tasks::generation::generate(
+                cfg, started,
+            )?))
+        }
         _ => {}
     }
     if cfg.batch_size == 0 {
@@ -205,46 +242,29 @@ pub fn compare(cfg: &CompareConfig) -> Result<Value> {
         runs.push(r.map_err(|e| with_model(e, name))?);
     }
     let scored = scored_examples(&runs, &test)?;
-    let mut doc = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg))?;
-    doc["task"] = json!(cfg.task.key());
-    doc["excluded_examples"] = scored.excluded_json();
-    for (m, r) in doc["models"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .zip(&runs)
-    {
-        m["failed_examples"] = json!(r.failed.len());
-        if let Value::Object(extra) = &r.extra {
-            for (k, v) in extra {
-                m[k] = v.clone();
-            }
-        }
-        if let Some(n) = r.extra["generation"]["invalid_answers"]
-            .as_u64()
-            .filter(|n| *n > 0)
-        {
-            if let Some(w) = m["warnings"].as_array_mut() {
-                w.push(json!(format!(
-                    "generation: {n} of {} answers named no label; they are counted as wrong, in the `invalid` column of the confusion matrix",
-                    r.predictions.len()
-                )));
-            }
-        }
-    }
-    doc["dataset"] = json!({
-        "path": cfg.data, "sha256": ds.sha256, "rows_per_split": ds.rows_per_split(), "labels": ds.labels,
-        "split": ds.split_source, "evaluated_test_examples": scored.examples.len(), "train_examples_used": train.len(),
-    });
-    doc["run"] = json!({
-        "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
-        "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": rayon::current_num_threads(),
-        "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
-        "started": store.run_started(run_id)?, "finished": timestamp(),
-        "wall_seconds": started.elapsed().as_secs_f64(), "db": cfg.db,
-    });
-    store.finish_run(run_id, &doc.to_string())?;
-    Ok(doc)
+    let ctx = ReportContext {
+        task: cfg.task.key().to_owned(),
+        dataset: DatasetInfo {
+            path: cfg.data.clone(),
+            sha256: ds.sha256.clone(),
+            rows_per_split: json!(ds.rows_per_split()),
+            labels: ds.labels.clone(),
+            split: ds.split_source.clone(),
+            evaluated_test_examples: scored.examples.len(),
+            train_examples_used: train.len(),
+        },
+        run: json!({
+            "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
+            "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": rayon::current_num_threads(),
+            "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
+            "started": store.run_started(run_id)?, "finished": timestamp(),
+            "wall_seconds": started.elapsed().as_secs_f64(), "db": cfg.db,
+        }),
+        excluded: Some(scored.excluded()),
+    };
+    let report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
+    store.finish_run(run_id, &serde_json::to_string(&report)?)?;
+    Ok(Document::Compare(Box::new(report)))
 }
 
 /// The model's name in front of its error (same kind of error).
@@ -293,12 +313,19 @@ pub struct ScoredExamples<'a> {
 }
 
 impl ScoredExamples<'_> {
-    fn excluded_json(&self) -> Value {
-        json!({
-            "count": self.excluded.len(),
-            "reason": "requests failed past their retries; excluded for every model, retried on the next run",
-            "examples": self.excluded.iter().map(|(id, why)| json!({"id": id, "errors": why})).collect::<Vec<_>>(),
-        })
+    fn excluded(&self) -> Excluded {
+        Excluded {
+            count: self.excluded.len(),
+            reason: "requests failed past their retries; excluded for every model, retried on the next run".into(),
+            examples: self
+                .excluded
+                .iter()
+                .map(|(id, why)| ExcludedExample {
+                    id: id.clone(),
+                    errors: why.clone(),
+                })
+                .collect(),
+        }
     }
 }
 

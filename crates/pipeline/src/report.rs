@@ -10,10 +10,13 @@ use lmcompare_metrics::invalid::with_invalid_column;
 use lmcompare_metrics::pareto::pareto_front;
 use lmcompare_metrics::{
     score_models, BootstrapOptions, Correction, LabelSet, Metric, MetricOptions, Predictions,
-    ScoreOptions,
+    ScoreOptions, Scorecard,
+};
+use lmcompare_report::doc::{
+    CompareReport, ConfusionMatrix, DatasetInfo, Excluded, ModelReport, Pareto,
 };
 use lmcompare_report::metrics_json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::runner::{label_index, ModelRun, INVALID};
 use crate::{bad, fail, Result};
@@ -27,17 +30,80 @@ pub struct Scoring {
     pub correction: Correction,
 }
 
+/// What the document says besides the models' scores.
+pub struct ReportContext {
+    pub task: String,
+    pub dataset: DatasetInfo,
+    pub run: Value,
+    /// `compare`: the examples left out for every model (and each model's failed count).
+    pub excluded: Option<Excluded>,
+}
+
 /// Every model's metrics with intervals on the same test examples, pairwise tests,
-/// verdicts and the Pareto set.
+/// verdicts and the Pareto set: the typed document `compare` and `tune` report.
 pub fn comparison_doc(
     runs: &[ModelRun],
     test: &[&Example],
     dataset_labels: &[String],
     s: &Scoring,
-) -> Result<Value> {
-    // Score all models over the dataset's label set, on the same test examples. A model that
-    // classifies by generating text may answer something that is no label: such answers get
-    // their own `invalid` column (predicted, never gold), outside the macro averages.
+    ctx: ReportContext,
+) -> Result<CompareReport> {
+    let (card, scored) = score(runs, test, dataset_labels, s)?;
+    let mut doc = metrics_json(&card);
+    let mut models: Vec<ModelReport> = serde_json::from_value(doc["models"].take())?;
+    for ((m, r), (_, preds)) in models.iter_mut().zip(runs).zip(&scored) {
+        if r.predictions.iter().any(|p| p.label == INVALID) {
+            add_invalid_column(&mut m.confusion_matrix, preds, dataset_labels);
+        }
+        m.spec = r.spec.clone();
+        m.backend = r.backend.clone();
+        m.efficiency = r.efficiency.clone();
+        m.computed_examples = r.computed;
+        m.reused_examples = r.reused;
+        m.batch_invariance_max_abs_change = r.invariance;
+        if ctx.excluded.is_some() {
+            m.failed_examples = Some(r.failed.len());
+        }
+        if let Value::Object(extra) = &r.extra {
+            m.extra = extra.clone();
+        }
+        if let Some(n) = r.extra["generation"]["invalid_answers"]
+            .as_u64()
+            .filter(|n| *n > 0)
+        {
+            m.warnings.push(format!(
+                "generation: {n} of {} answers named no label; they are counted as wrong, in the `invalid` column of the confusion matrix",
+                r.predictions.len()
+            ));
+        }
+    }
+    let pairwise: Vec<Value> = serde_json::from_value(doc["pairwise"].take())?;
+    let verdicts = pairwise
+        .iter()
+        .map(|p| p["verdict"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Ok(CompareReport {
+        lmcompare_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pareto: pareto(&models, s.metric),
+        models,
+        pairwise,
+        method: doc["method"].take(),
+        verdicts,
+        task: ctx.task,
+        excluded_examples: ctx.excluded,
+        dataset: ctx.dataset,
+        run: ctx.run,
+    })
+}
+
+/// The scorecard of every model on the same test examples, over the dataset's labels (and
+/// `invalid` when a model answered so).
+fn score(
+    runs: &[ModelRun],
+    test: &[&Example],
+    dataset_labels: &[String],
+    s: &Scoring,
+) -> Result<(Scorecard, Vec<(String, Predictions)>)> {
     let any_invalid = runs
         .iter()
         .any(|r| r.predictions.iter().any(|p| p.label == INVALID));
@@ -100,37 +166,12 @@ pub fn comparison_doc(
         correction: s.correction,
     };
     let card = score_models(&scored, &opts).map_err(|e| bad!("{e}"))?;
-    let mut doc = metrics_json(&card);
-    for ((m, r), (_, preds)) in doc["models"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-        .zip(runs)
-        .zip(&scored)
-    {
-        if r.predictions.iter().any(|p| p.label == INVALID) {
-            add_invalid_column(m, preds, dataset_labels);
-        }
-        m["spec"] = json!(r.spec);
-        m["backend"] = json!(r.backend);
-        m["efficiency"] = serde_json::to_value(&r.efficiency)?;
-        m["computed_examples"] = json!(r.computed);
-        m["reused_examples"] = json!(r.reused);
-        if let Some(x) = r.invariance {
-            m["batch_invariance_max_abs_change"] = json!(x);
-        }
-    }
-    doc["pareto"] = pareto_json(&doc, runs, s.metric);
-    doc["verdicts"] = json!(doc["pairwise"]
-        .as_array()
-        .map(|ps| ps.iter().map(|p| p["verdict"].clone()).collect::<Vec<_>>())
-        .unwrap_or_default());
-    Ok(doc)
+    Ok((card, scored))
 }
 
 /// The confusion matrix of a model with invalid answers gets their column: gold label by
 /// row, `invalid` as the last predicted column.
-fn add_invalid_column(m: &mut Value, preds: &Predictions, dataset_labels: &[String]) {
+fn add_invalid_column(cm: &mut ConfusionMatrix, preds: &Predictions, dataset_labels: &[String]) {
     let selected = dataset_labels.len();
     let invalid = selected as u32;
     let mut col = vec![0u64; selected];
@@ -139,42 +180,42 @@ fn add_invalid_column(m: &mut Value, preds: &Predictions, dataset_labels: &[Stri
             col[g as usize] += 1;
         }
     }
-    let cm = &mut m["confusion_matrix"];
-    let matrix: Vec<Vec<u64>> = serde_json::from_value(cm["matrix"].clone()).unwrap_or_default();
-    cm["predicted_labels"] = json!([dataset_labels, &[INVALID.to_owned()]].concat());
-    cm["matrix"] = json!(with_invalid_column(&matrix, selected, &col));
+    cm.predicted_labels = Some([dataset_labels, &[INVALID.to_owned()]].concat());
+    cm.matrix = with_invalid_column(&cm.matrix, selected, &col);
 }
 
 /// Pareto set: models no other model beats on the main metric and on FLOPs per example
 /// (latency where FLOPs are unknown).
-fn pareto_json(doc: &Value, runs: &[ModelRun], main: Metric) -> Value {
-    let points: Vec<(f64, f64)> = doc["models"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    let q = m["metrics"][main.key()].as_f64().unwrap_or(f64::NAN);
-                    let q = if main.higher_is_better() { q } else { -q };
-                    let c = m["efficiency"]["flops_per_example"]
-                        .as_f64()
-                        .or(m["efficiency"]["latency_ms_p50"].as_f64())
-                        .unwrap_or(f64::INFINITY);
-                    (q, c)
-                })
-                .collect()
+fn pareto(models: &[ModelReport], main: Metric) -> Pareto {
+    let points: Vec<(f64, f64)> = models
+        .iter()
+        .map(|m| {
+            let q = m.metric(main.key());
+            let q = if main.higher_is_better() { q } else { -q };
+            let e = &m.efficiency;
+            let c = e
+                .flops_per_example
+                .filter(|f| f.is_finite())
+                .or(Some(e.latency_ms_p50).filter(|l| l.is_finite()))
+                .unwrap_or(f64::INFINITY);
+            (q, c)
         })
-        .unwrap_or_default();
-    let names: Vec<&str> = pareto_front(&points)
-        .into_iter()
-        .map(|i| runs[i].name.as_str())
         .collect();
-    json!({"quality": main.key(), "cost": "flops_per_example", "models": names})
+    Pareto {
+        quality: main.key().to_owned(),
+        cost: "flops_per_example".to_owned(),
+        models: pareto_front(&points)
+            .into_iter()
+            .map(|i| models[i].name.clone())
+            .collect(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use lmcompare_engine::data::Split;
     use lmcompare_report::doc::Efficiency;
+    use serde_json::json;
 
     use super::*;
 
@@ -217,6 +258,23 @@ mod tests {
             .collect()
     }
 
+    fn ctx() -> ReportContext {
+        ReportContext {
+            task: "classify".into(),
+            dataset: DatasetInfo {
+                path: "d.jsonl".into(),
+                sha256: "0".into(),
+                rows_per_split: json!({"test": 4}),
+                labels: vec!["a".into(), "b".into()],
+                split: "given".into(),
+                evaluated_test_examples: 4,
+                train_examples_used: 0,
+            },
+            run: json!({"id": 1}),
+            excluded: None,
+        }
+    }
+
     const SCORING: Scoring = Scoring {
         bootstrap: 0,
         permutations: 0,
@@ -230,18 +288,14 @@ mod tests {
         let ex = test_examples();
         let test: Vec<&Example> = ex.iter().collect();
         let labels = vec!["a".to_owned(), "b".to_owned()];
-        let err = comparison_doc(
-            &[run("m", &["a", "b", "zebra", "b"])],
-            &test,
-            &labels,
-            &SCORING,
-        )
-        .unwrap_err()
-        .to_string();
+        let bad_run = [run("m", &["a", "b", "zebra", "b"])];
+        let err = comparison_doc(&bad_run, &test, &labels, &SCORING, ctx())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"zebra\"") && err.contains("e2"), "{err}");
-        let good =
-            comparison_doc(&[run("m", &["a", "b", "b", "b"])], &test, &labels, &SCORING).unwrap();
-        assert_eq!(good["models"][0]["metrics"]["accuracy"], 0.75);
+        let good_run = [run("m", &["a", "b", "b", "b"])];
+        let good = comparison_doc(&good_run, &test, &labels, &SCORING, ctx()).unwrap();
+        assert_eq!(good.models[0].metric("accuracy"), 0.75);
     }
 
     #[test]
@@ -249,23 +303,29 @@ mod tests {
         let ex = test_examples();
         let test: Vec<&Example> = ex.iter().collect();
         let labels = vec!["a".to_owned(), "b".to_owned()];
-        let doc = comparison_doc(
-            &[
-                run("gen", &["a", INVALID, INVALID, "b"]),
-                run("cls", &["a", "b", "a", "a"]),
-            ],
-            &test,
-            &labels,
-            &SCORING,
-        )
-        .unwrap();
-        let cm = &doc["models"][0]["confusion_matrix"];
-        assert_eq!(cm["predicted_labels"], json!(["a", "b", "invalid"]));
-        assert_eq!(cm["matrix"][0], json!([1, 0, 1]));
-        assert_eq!(cm["matrix"][1], json!([0, 1, 1]));
-        assert_eq!(doc["models"][0]["metrics"]["accuracy"], 0.5);
-        assert!(doc["models"][1]["confusion_matrix"]
-            .get("predicted_labels")
-            .is_none());
+        let mut generated = run("gen", &["a", INVALID, INVALID, "b"]);
+        generated.extra = json!({"generation": {"invalid_answers": 2}});
+        let runs = [generated, run("cls", &["a", "b", "a", "a"])];
+        let doc = comparison_doc(&runs, &test, &labels, &SCORING, ctx()).unwrap();
+        let cm = &doc.models[0].confusion_matrix;
+        let expected: Vec<String> = vec!["a".into(), "b".into(), "invalid".into()];
+        assert_eq!(cm.predicted_labels.as_ref(), Some(&expected));
+        assert_eq!(cm.matrix[0], vec![1, 0, 1]);
+        assert_eq!(cm.matrix[1], vec![0, 1, 1]);
+        assert_eq!(doc.models[0].metric("accuracy"), 0.5);
+        assert!(doc.models[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("2 of 4 answers named no label")));
+        assert!(doc.models[1].confusion_matrix.predicted_labels.is_none());
+        assert_eq!(doc.models[0].extra["generation"]["invalid_answers"], 2);
+        // The typed document is the JSON contract: it reads back as it was written.
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            json["models"][0]["confusion_matrix"]["predicted_labels"],
+            json!(["a", "b", "invalid"])
+        );
+        let back: CompareReport = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
     }
 }

@@ -30,10 +30,11 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{cached_vectors, sha, EmbeddingRequest};
 use crate::config::{PrunerKind, SearchKind, TuneConfig};
-use crate::report::{comparison_doc, Scoring};
+use crate::report::{comparison_doc, ReportContext, Scoring};
 use crate::runner::{argmax, bar, label_index, limited, ModelRun, PeakMemory};
 use crate::tasks::encoder::encoder_efficiency;
 use crate::{bad, fail, Error, Result};
+use lmcompare_report::doc::DatasetInfo;
 
 /// Everything a model's search needs, in one place.
 struct Prepared {
@@ -841,23 +842,6 @@ pub fn tune(cfg: &TuneConfig) -> Result<Json> {
         }
     }
 
-    let mut comparison = comparison_doc(
-        &runs,
-        &test,
-        &ds.labels,
-        &Scoring {
-            bootstrap: cfg.stats.bootstrap,
-            permutations: cfg.stats.permutations,
-            seed: cfg.seed,
-            metric: cfg.metric,
-            correction: cfg.stats.correction,
-        },
-    )?;
-    comparison["task"] = json!("tune");
-    comparison["dataset"] = json!({
-        "path": cfg.data, "sha256": ds.sha256, "rows_per_split": ds.rows_per_split(), "labels": ds.labels,
-        "split": ds.split_source, "evaluated_test_examples": test.len(), "train_examples_used": train.len(),
-    });
     let mut sorted = all_trials.clone();
     sorted.sort_by(|a, b| {
         let (x, y) = (a["metric"].as_f64(), b["metric"].as_f64());
@@ -889,10 +873,35 @@ pub fn tune(cfg: &TuneConfig) -> Result<Json> {
         settings: &json!({"space": space.describe(), "search": format!("{:?}", cfg.search)})
             .to_string(),
     })?;
-    comparison["run"] = json!({
-        "id": run_id, "key": run_key, "lmcompare_version": env!("CARGO_PKG_VERSION"), "seed": cfg.seed,
-        "threads": rayon::current_num_threads(), "db": cfg.db,
-    });
+    let comparison = comparison_doc(
+        &runs,
+        &test,
+        &ds.labels,
+        &Scoring {
+            bootstrap: cfg.stats.bootstrap,
+            permutations: cfg.stats.permutations,
+            seed: cfg.seed,
+            metric: cfg.metric,
+            correction: cfg.stats.correction,
+        },
+        ReportContext {
+            task: "tune".into(),
+            dataset: DatasetInfo {
+                path: cfg.data.clone(),
+                sha256: ds.sha256.clone(),
+                rows_per_split: json!(ds.rows_per_split()),
+                labels: ds.labels.clone(),
+                split: ds.split_source.clone(),
+                evaluated_test_examples: test.len(),
+                train_examples_used: train.len(),
+            },
+            run: json!({
+                "id": run_id, "key": run_key, "lmcompare_version": env!("CARGO_PKG_VERSION"), "seed": cfg.seed,
+                "threads": rayon::current_num_threads(), "db": cfg.db,
+            }),
+            excluded: None,
+        },
+    )?;
     let doc = json!({
         "trials": sorted,
         "best": overall_best.map(|b| b.1),

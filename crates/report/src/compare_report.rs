@@ -1,8 +1,9 @@
-//! Rendering of a `compare` document (the JSON is the source of truth, so `report` can
-//! re-render a stored run exactly).
+//! The terminal table and Markdown exporters of a `compare` document (the typed
+//! [`CompareReport`]; `report` re-renders a stored run from the same document).
 
 use serde_json::Value;
 
+use crate::doc::CompareReport;
 use crate::text::{aligned, interval, markdown_table, num, pval};
 
 const SHOWN: [&str; 10] = [
@@ -22,11 +23,13 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn shown_metrics(doc: &Value) -> Vec<String> {
-    let first = &doc["models"][0]["metrics"];
+fn shown_metrics(doc: &CompareReport) -> Vec<String> {
+    let Some(first) = doc.models.first() else {
+        return Vec::new();
+    };
     SHOWN
         .iter()
-        .filter(|k| !first[**k].is_null())
+        .filter(|k| first.metrics.get(**k).is_some_and(|v| !v.is_null()))
         .map(|k| k.to_string())
         .collect()
 }
@@ -43,26 +46,19 @@ fn human(n: f64) -> String {
     format!("{n:.0}")
 }
 
-fn quality_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+fn quality_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
     let keys = shown_metrics(doc);
     let mut header = vec!["model".to_owned()];
     header.extend(keys.iter().cloned());
-    let rows = doc["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows = doc
+        .models
+        .iter()
         .map(|m| {
-            let mut r = vec![m["name"].as_str().unwrap_or("").to_owned()];
+            let mut r = vec![m.name.clone()];
             for k in &keys {
-                let ci = &m["ci"][k];
-                let cell = if ci.is_object() {
-                    format!(
-                        "{} {}",
-                        num(f(&m["metrics"][k])),
-                        interval(f(&ci["low"]), f(&ci["high"]))
-                    )
-                } else {
-                    num(f(&m["metrics"][k]))
+                let cell = match m.interval(k) {
+                    Some((low, high)) => format!("{} {}", num(m.metric(k)), interval(low, high)),
+                    None => num(m.metric(k)),
                 };
                 r.push(cell);
             }
@@ -72,7 +68,7 @@ fn quality_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn cost_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+fn cost_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
     let header = [
         "model",
         "params",
@@ -87,29 +83,30 @@ fn cost_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let rows = doc["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let opt = |x: Option<f64>| x.unwrap_or(f64::NAN);
+    let int = |x: Option<u64>| x.map_or(f64::NAN, |v| v as f64);
+    let rows = doc
+        .models
+        .iter()
         .map(|m| {
-            let e = &m["efficiency"];
+            let e = &m.efficiency;
             vec![
-                m["name"].as_str().unwrap_or("").to_owned(),
-                human(f(&e["parameters"])),
-                format!("{}B", human(f(&e["size_bytes"]))),
-                human(f(&e["flops_per_example"])),
-                format!("{:.1}", f(&e["tokens_per_example"])),
-                format!("{:.1}", f(&e["latency_ms_p50"])),
-                format!("{:.1}", f(&e["latency_ms_p95"])),
-                format!("{:.1}", f(&e["throughput_per_s"])),
-                format!("{}B", human(f(&e["peak_rss_bytes"]))),
+                m.name.clone(),
+                human(int(e.parameters)),
+                format!("{}B", human(int(e.size_bytes))),
+                human(opt(e.flops_per_example)),
+                format!("{:.1}", opt(e.tokens_per_example)),
+                format!("{:.1}", e.latency_ms_p50),
+                format!("{:.1}", e.latency_ms_p95),
+                format!("{:.1}", opt(e.throughput_per_s)),
+                format!("{}B", human(int(e.peak_rss_bytes))),
             ]
         })
         .collect();
     (header, rows)
 }
 
-fn pair_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+fn pair_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
     let header = [
         "a vs b",
         "delta",
@@ -122,10 +119,9 @@ fn pair_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let rows = doc["pairwise"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows = doc
+        .pairwise
+        .iter()
         .map(|p| {
             vec![
                 format!(
@@ -145,23 +141,16 @@ fn pair_rows(doc: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn header_line(doc: &Value) -> String {
-    let d = &doc["dataset"];
+fn header_line(doc: &CompareReport) -> String {
+    let d = &doc.dataset;
     format!(
         "task {} on {} ({} test examples; labels: {}), run {}{}",
-        doc["task"].as_str().unwrap_or(""),
-        d["path"].as_str().unwrap_or(""),
-        d["evaluated_test_examples"],
-        d["labels"]
-            .as_array()
-            .map(|l| l
-                .iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default(),
-        doc["run"]["id"],
-        if doc["run"]["resumed"].as_bool() == Some(true) {
+        doc.task,
+        d.path.display(),
+        d.evaluated_test_examples,
+        d.labels.join(", "),
+        doc.run["id"],
+        if doc.run["resumed"].as_bool() == Some(true) {
             " (resumed)"
         } else {
             ""
@@ -170,17 +159,11 @@ fn header_line(doc: &Value) -> String {
 }
 
 /// Examples left out because a model's requests failed: the count and the first few ids.
-fn excluded_line(doc: &Value) -> String {
-    let ex = &doc["excluded_examples"];
-    match ex["count"].as_u64() {
-        Some(n) if n > 0 => {
-            let ids: Vec<&str> = ex["examples"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(5)
-                .filter_map(|e| e["id"].as_str())
-                .collect();
+fn excluded_line(doc: &CompareReport) -> String {
+    match &doc.excluded_examples {
+        Some(ex) if ex.count > 0 => {
+            let n = ex.count;
+            let ids: Vec<&str> = ex.examples.iter().take(5).map(|e| e.id.as_str()).collect();
             format!(
                 "\n{n} test example(s) excluded for every model: requests failed past their retries ({}{}); rerun to retry them",
                 ids.join(", "),
@@ -191,7 +174,7 @@ fn excluded_line(doc: &Value) -> String {
     }
 }
 
-pub fn render_compare_table(doc: &Value) -> String {
+pub fn render_compare_table(doc: &CompareReport) -> String {
     let mut s = format!("{}\n\n", header_line(doc));
     let (h, r) = quality_rows(doc);
     let mut rows = vec![h];
@@ -207,39 +190,30 @@ pub fn render_compare_table(doc: &Value) -> String {
     if !r.is_empty() {
         s.push_str(&format!(
             "paired tests on {}\n",
-            doc["method"]["main_metric"].as_str().unwrap_or("")
+            doc.method["main_metric"].as_str().unwrap_or("")
         ));
         let mut rows = vec![h];
         rows.extend(r);
         s.push_str(&aligned(&rows));
         s.push('\n');
     }
-    for v in doc["verdicts"].as_array().into_iter().flatten() {
-        s.push_str(&format!("* {}\n", v.as_str().unwrap_or("")));
+    for v in &doc.verdicts {
+        s.push_str(&format!("* {v}\n"));
     }
-    if let Some(p) = doc["pareto"]["models"].as_array() {
-        s.push_str(&format!(
-            "Pareto set ({} vs FLOPs per example): {}\n",
-            doc["pareto"]["quality"].as_str().unwrap_or(""),
-            p.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    for m in doc["models"].as_array().into_iter().flatten() {
-        for w in m["warnings"].as_array().into_iter().flatten() {
-            s.push_str(&format!(
-                "warning ({}): {}\n",
-                m["name"].as_str().unwrap_or(""),
-                w.as_str().unwrap_or("")
-            ));
+    s.push_str(&format!(
+        "Pareto set ({} vs FLOPs per example): {}\n",
+        doc.pareto.quality,
+        doc.pareto.models.join(", ")
+    ));
+    for m in &doc.models {
+        for w in &m.warnings {
+            s.push_str(&format!("warning ({}): {w}\n", m.name));
         }
     }
     s
 }
 
-pub fn render_compare_markdown(doc: &Value) -> String {
+pub fn render_compare_markdown(doc: &CompareReport) -> String {
     let mut s = format!("# lmcompare: {}\n\n", header_line(doc));
     for (title, (h, r)) in [
         ("Quality (95% bootstrap CI)", quality_rows(doc)),
@@ -253,8 +227,8 @@ pub fn render_compare_markdown(doc: &Value) -> String {
         s.push_str(&format!("## {title}\n\n{}\n", markdown_table(&hr, &r)));
     }
     s.push_str("## Verdicts\n\n");
-    for v in doc["verdicts"].as_array().into_iter().flatten() {
-        s.push_str(&format!("- {}\n", v.as_str().unwrap_or("")));
+    for v in &doc.verdicts {
+        s.push_str(&format!("- {v}\n"));
     }
     s
 }

@@ -57,3 +57,127 @@ mod nan_as_null {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
 }
+
+/// `serde_json::Map` keeps the metrics in the order the metrics crate gives them.
+pub type Ordered<T> = serde_json::Map<String, T>;
+
+/// A bootstrap interval of one metric.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IntervalReport {
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub defined_resamples: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfusionMatrix {
+    /// Gold labels (rows), and predicted labels when no `predicted_labels` is given.
+    pub labels: Vec<String>,
+    pub matrix: Vec<Vec<u64>>,
+    /// The predicted columns when they differ from the rows (the `invalid` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_labels: Option<Vec<String>>,
+}
+
+/// One model in a comparison: its metrics with intervals, how it ran, what it cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelReport {
+    pub name: String,
+    pub n: usize,
+    pub labels: Vec<String>,
+    /// Metric key → value (null where undefined).
+    pub metrics: Ordered<serde_json::Value>,
+    pub ci: Ordered<serde_json::Value>,
+    pub per_class: Ordered<serde_json::Value>,
+    pub confusion_matrix: ConfusionMatrix,
+    pub warnings: Vec<String>,
+    #[serde(default)]
+    pub spec: String,
+    #[serde(default)]
+    pub backend: String,
+    #[serde(default)]
+    pub efficiency: Efficiency,
+    #[serde(default)]
+    pub computed_examples: usize,
+    #[serde(default)]
+    pub reused_examples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_invariance_max_abs_change: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_examples: Option<usize>,
+    /// Task-specific blocks (`multiple_choice`, `generation`).
+    #[serde(flatten)]
+    pub extra: Ordered<serde_json::Value>,
+}
+
+impl ModelReport {
+    /// A metric's value; NaN when undefined or not computed.
+    pub fn metric(&self, key: &str) -> f64 {
+        self.metrics
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    }
+
+    /// A metric's interval, when there is one.
+    pub fn interval(&self, key: &str) -> Option<(f64, f64)> {
+        let ci = self.ci.get(key)?;
+        Some((
+            ci["low"].as_f64().unwrap_or(f64::NAN),
+            ci["high"].as_f64().unwrap_or(f64::NAN),
+        ))
+    }
+}
+
+/// The Pareto set on the main metric against a cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pareto {
+    pub quality: String,
+    pub cost: String,
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExcludedExample {
+    pub id: String,
+    pub errors: Vec<String>,
+}
+
+/// Examples left out for every model because some model's requests failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Excluded {
+    pub count: usize,
+    pub reason: String,
+    pub examples: Vec<ExcludedExample>,
+}
+
+/// What the data was.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DatasetInfo {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+    pub rows_per_split: serde_json::Value,
+    pub labels: Vec<String>,
+    pub split: String,
+    pub evaluated_test_examples: usize,
+    pub train_examples_used: usize,
+}
+
+/// The `compare` document (and the comparison block of `tune`): the source of truth that
+/// every exporter renders and the store keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub lmcompare_version: String,
+    pub models: Vec<ModelReport>,
+    /// Paired tests of every pair, as the metrics crate reports them.
+    pub pairwise: Vec<serde_json::Value>,
+    pub method: serde_json::Value,
+    pub pareto: Pareto,
+    pub verdicts: Vec<String>,
+    pub task: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded_examples: Option<Excluded>,
+    pub dataset: DatasetInfo,
+    /// Provenance: run id and key, version, seed, threads, backends, times.
+    pub run: serde_json::Value,
+}

@@ -103,7 +103,7 @@ pub fn render_tune_table(doc: &Value) -> String {
         }
     }
     out.push_str("\nTest split: tuned vs untuned\n");
-    out.push_str(&render_compare_table(&doc["comparison"]));
+    out.push_str(&comparison(doc, render_compare_table));
     out
 }
 
@@ -124,6 +124,14 @@ pub fn render_tune_markdown(doc: &Value) -> String {
         out.push_str(&format!("- {l}\n"));
     }
     out.push_str("\n## Test split: tuned vs untuned\n\n");
-    out.push_str(&render_compare_markdown(&doc["comparison"]));
+    out.push_str(&comparison(doc, render_compare_markdown));
     out
+}
+
+/// The tune document's comparison block through `render`, or why it cannot be read.
+fn comparison(doc: &Value, render: fn(&crate::doc::CompareReport) -> String) -> String {
+    match serde_json::from_value::<crate::doc::CompareReport>(doc["comparison"].clone()) {
+        Ok(c) => render(&c),
+        Err(e) => format!("(the comparison block cannot be read: {e})\n"),
+    }
 }
