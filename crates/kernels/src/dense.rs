@@ -347,4 +347,118 @@ mod tests {
             }
         }
     }
+
+    /// The element-wise kernels on fixed inputs, as bits: what every SIMD path must agree on.
+    fn kernel_fingerprint() -> Vec<u32> {
+        let n = 1031; // not a multiple of any vector width: the tails run too
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let gamma: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32 * 0.01).collect();
+        let mut out = Vec::new();
+        let mut a = x.clone();
+        bias_gelu(&mut a, &bias);
+        out.extend(a.iter().map(|v| v.to_bits()));
+        let mut b = x.clone();
+        bias_relu(&mut b, &bias);
+        out.extend(b.iter().map(|v| v.to_bits()));
+        let mut c = x.clone();
+        layer_norm(&mut c, &gamma, &bias, 1e-5);
+        out.extend(c.iter().map(|v| v.to_bits()));
+        let mut d = x.clone();
+        scaled_softmax(&mut d, n, 0.125);
+        out.extend(d.iter().map(|v| v.to_bits()));
+        out.extend(x.iter().map(|&v| exp_f32(v).to_bits()));
+        out
+    }
+
+    #[test]
+    fn print_kernel_fingerprint() {
+        // Run by the test below in child processes, one per forced SIMD path.
+        if std::env::var_os("LMCOMPARE_FINGERPRINT").is_some() {
+            let f = kernel_fingerprint();
+            let sum = f.iter().fold(0u64, |h, &v| {
+                h.wrapping_mul(1_000_003).wrapping_add(v as u64)
+            });
+            // After libtest's "test ... " prefix, on a line of its own.
+            println!("\nfingerprint {} {sum:016x}", crate::simd_path());
+        }
+    }
+
+    /// Every SIMD path (forced with LMCOMPARE_SIMD in a child process) gives results within
+    /// a few ulp of the scalar path; each path this machine has is run.
+    #[test]
+    fn every_simd_path_agrees_with_the_scalar_path() {
+        let exe = std::env::current_exe().unwrap();
+        let mut seen = Vec::new();
+        for level in ["scalar", "avx2", "avx512"] {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "dense::tests::print_kernel_fingerprint",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("LMCOMPARE_SIMD", level)
+                .env("LMCOMPARE_FINGERPRINT", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("fingerprint "))
+                .unwrap_or_else(|| panic!("no fingerprint under {level}: {text}"));
+            let path = line.split(' ').nth(1).unwrap().to_owned();
+            // The path taken is at most the one forced.
+            assert!(level != "scalar" || path == "scalar", "{line}");
+            assert!(level != "avx2" || path != "avx512", "{line}");
+            seen.push(path);
+        }
+        assert_eq!(seen[0], "scalar");
+        // Same process, no cap: the values themselves, compared with a scalar child's
+        // within a few ulp (vector and scalar code may round sums differently).
+        let here = kernel_fingerprint();
+        assert_eq!(here.len(), 5 * 1031);
+        let scalar_values = {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "dense::tests::dump_kernel_values",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("LMCOMPARE_SIMD", "scalar")
+                .env("LMCOMPARE_FINGERPRINT", "1")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("v "))
+                .map(|v| v.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(scalar_values.len(), here.len());
+        for (i, (a, b)) in here.iter().zip(&scalar_values).enumerate() {
+            let (x, y) = (f32::from_bits(*a), f32::from_bits(*b));
+            let tol = 8.0 * f32::EPSILON * x.abs().max(y.abs()).max(1e-6);
+            assert!(
+                (x - y).abs() <= tol,
+                "value {i}: {x} ({}) vs scalar {y}",
+                crate::simd_path()
+            );
+        }
+    }
+
+    #[test]
+    fn dump_kernel_values() {
+        if std::env::var_os("LMCOMPARE_FINGERPRINT").is_some() {
+            println!();
+            for v in kernel_fingerprint() {
+                println!("v {v}");
+            }
+        }
+    }
 }

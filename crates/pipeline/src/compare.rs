@@ -15,14 +15,14 @@ use sha2::{Digest, Sha256};
 use crate::cache::sha;
 use crate::config::{CompareConfig, DecoderScoring, Task};
 use crate::models::{parse_named_specs, resolve, NamedSpec, ResolveOptions, Resolved};
-use crate::report::{comparison_doc, ReportContext, Scoring};
+use crate::report::{comparison_doc, dataset_info, ReportContext, Scoring};
 use crate::runner::{limited, ModelRun, RunContext};
 use crate::tasks::encoder::{run_encoder, EncoderInputs};
 use crate::tasks::generation::{classify_by_generation, generate_options};
 use crate::tasks::loglik::run_loglik;
 use crate::tasks::prompts::{choice_dataset, prompt_settings};
 use crate::{bad, fail, Error, Result};
-use lmcompare_report::doc::{CompareReport, DatasetInfo, Excluded, ExcludedExample};
+use lmcompare_report::doc::{CompareReport, Excluded, ExcludedExample};
 
 fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
     let Some(p) = path else {
@@ -244,15 +244,7 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
     let scored = scored_examples(&runs, &test)?;
     let ctx = ReportContext {
         task: cfg.task.key().to_owned(),
-        dataset: DatasetInfo {
-            path: cfg.data.clone(),
-            sha256: ds.sha256.clone(),
-            rows_per_split: json!(ds.rows_per_split()),
-            labels: ds.labels.clone(),
-            split: ds.split_source.clone(),
-            evaluated_test_examples: scored.examples.len(),
-            train_examples_used: train.len(),
-        },
+        dataset: dataset_info(&ds, &cfg.data, scored.examples.len(), train.len()),
         run: json!({
             "id": run_id, "key": key, "resumed": resumed, "lmcompare_version": env!("CARGO_PKG_VERSION"),
             "seed": cfg.seed, "batch_size": cfg.batch_size, "threads": rayon::current_num_threads(),

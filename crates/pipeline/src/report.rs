@@ -39,6 +39,24 @@ pub struct ReportContext {
     pub excluded: Option<Excluded>,
 }
 
+/// What the document says about the data: `evaluated` test examples scored, `train` used.
+pub fn dataset_info(
+    ds: &lmcompare_engine::data::Dataset,
+    path: &std::path::Path,
+    evaluated: usize,
+    train: usize,
+) -> DatasetInfo {
+    DatasetInfo {
+        path: path.to_owned(),
+        sha256: ds.sha256.clone(),
+        rows_per_split: serde_json::json!(ds.rows_per_split()),
+        labels: ds.labels.clone(),
+        split: ds.split_source.clone(),
+        evaluated_test_examples: evaluated,
+        train_examples_used: train,
+    }
+}
+
 /// Every model's metrics with intervals on the same test examples, pairwise tests,
 /// verdicts and the Pareto set: the typed document `compare` and `tune` report.
 pub fn comparison_doc(

@@ -30,11 +30,10 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{cached_vectors, sha, EmbeddingRequest};
 use crate::config::{PrunerKind, SearchKind, TuneConfig};
-use crate::report::{comparison_doc, ReportContext, Scoring};
+use crate::report::{comparison_doc, dataset_info, ReportContext, Scoring};
 use crate::runner::{argmax, bar, label_index, limited, ModelRun, PeakMemory};
 use crate::tasks::encoder::encoder_efficiency;
 use crate::{bad, fail, Error, Result};
-use lmcompare_report::doc::DatasetInfo;
 
 /// Everything a model's search needs, in one place.
 struct Prepared {
@@ -886,15 +885,7 @@ pub fn tune(cfg: &TuneConfig) -> Result<Json> {
         },
         ReportContext {
             task: "tune".into(),
-            dataset: DatasetInfo {
-                path: cfg.data.clone(),
-                sha256: ds.sha256.clone(),
-                rows_per_split: json!(ds.rows_per_split()),
-                labels: ds.labels.clone(),
-                split: ds.split_source.clone(),
-                evaluated_test_examples: test.len(),
-                train_examples_used: train.len(),
-            },
+            dataset: dataset_info(&ds, &cfg.data, test.len(), train.len()),
             run: json!({
                 "id": run_id, "key": run_key, "lmcompare_version": env!("CARGO_PKG_VERSION"), "seed": cfg.seed,
                 "threads": rayon::current_num_threads(), "db": cfg.db,
