@@ -23,6 +23,19 @@ pub fn sha(text: &str) -> String {
     format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
+/// Content hash of an encoder's config and weights (the hash of its files' sha256, cached
+/// in the store): two runs with the same content share cached work.
+pub fn encoder_hash(
+    store: &Store,
+    resolved: &lmcompare_engine::spec::ResolvedModel,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    for f in lmcompare_engine::encoder_model::identity_files(resolved) {
+        h.update(store.file_sha256(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
 /// Answers to a list of requests, in request order.
 pub struct Answers<T> {
     pub answers: Vec<Answer<T>>,

@@ -7,12 +7,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use lmcompare_engine::data::{load_dataset, Example, Split};
-use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::store::{timestamp, NewRun, Store};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::cache::sha;
+use crate::cache::{encoder_hash, sha};
 use crate::config::{CompareConfig, DecoderScoring, Task};
 use crate::models::{parse_named_specs, resolve, NamedSpec, ResolveOptions, Resolved};
 use crate::report::{comparison_doc, dataset_info, ReportContext, Scoring};
@@ -52,16 +50,6 @@ fn label_descriptions(cfg: &CompareConfig, labels: &[String]) -> Result<HashMap<
         descriptions.insert(l.to_owned(), t.to_owned());
     }
     Ok(descriptions)
-}
-
-/// Content hash of an encoder's config and weights: two runs with the same content share
-/// cached work.
-fn encoder_hash(store: &Store, resolved: &lmcompare_engine::spec::ResolvedModel) -> Result<String> {
-    let mut h = Sha256::new();
-    for f in identity_files(resolved) {
-        h.update(store.file_sha256(&f)?.as_bytes());
-    }
-    Ok(format!("{:x}", h.finalize()))
 }
 
 /// A resolved model and its content hash for the run key.

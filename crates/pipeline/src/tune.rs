@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use lmcompare_engine::classifier::{save_classifier, HeadLayout, TrainedHead};
 use lmcompare_engine::data::{load_dataset, Dataset, Example, Split};
-use lmcompare_engine::encoder_model::identity_files;
 use lmcompare_engine::finetune::{layer_count, UnfrozenTrainer};
 use lmcompare_engine::spec::resolve;
 use lmcompare_engine::store::{timestamp, NewRun, Store, StoredPrediction, StoredTrial};
@@ -26,9 +25,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::{json, Value as Json};
-use sha2::{Digest, Sha256};
 
-use crate::cache::{cached_vectors, sha, EmbeddingRequest};
+use crate::cache::{cached_vectors, encoder_hash, sha, EmbeddingRequest};
 use crate::config::{PrunerKind, SearchKind, TuneConfig};
 use crate::report::{comparison_doc, dataset_info, ReportContext, Scoring};
 use crate::runner::{argmax, bar, label_index, limited, ModelRun, PeakMemory};
@@ -355,11 +353,7 @@ fn prepare(
         ));
     }
     let dir = resolved.dir.clone();
-    let mut h = Sha256::new();
-    for f in identity_files(&resolved) {
-        h.update(store.file_sha256(&f)?.as_bytes());
-    }
-    let hash = format!("{:x}", h.finalize());
+    let hash = encoder_hash(store, &resolved)?;
     let layout = HeadLayout::of_folder(&dir)?;
     let pretrained = layout.pretrained_dense(&dir)?;
     let model = TextEncoder::load(

@@ -2,7 +2,7 @@
 //! (Llama, Qwen2/3, Gemma 1/2/3, GPT-2). Loaded on first use, so a rerun answered from the
 //! store never reads the weights.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -26,7 +26,7 @@ pub struct LocalDecoder {
     decoder: OnceLock<Decoder>,
     /// Prompts that lost tokens from the left during generation, not yet said.
     truncated_prompts: Cell<usize>,
-    max_tokens_said: RefCell<usize>,
+    max_tokens_said: Cell<usize>,
 }
 
 impl LocalDecoder {
@@ -43,7 +43,7 @@ impl LocalDecoder {
             identity,
             decoder: OnceLock::new(),
             truncated_prompts: Cell::new(0),
-            max_tokens_said: RefCell::new(0),
+            max_tokens_said: Cell::new(0),
         })
     }
 
@@ -241,7 +241,7 @@ impl GenerativeModel for LocalDecoder {
             .map_err(|e| Error::BadInput(format!("model {}: {e}", self.name)))?;
         self.truncated_prompts
             .set(self.truncated_prompts.get() + cut);
-        *self.max_tokens_said.borrow_mut() = options.max_tokens;
+        self.max_tokens_said.set(options.max_tokens);
         let ms = t0.elapsed().as_secs_f64() * 1e3 / prompts.len() as f64;
         for (i, ids) in out.iter().enumerate() {
             let text = crate::tasks::generation::cut_at_stop(&dec.decode(ids)?, stops);
@@ -258,7 +258,7 @@ impl GenerativeModel for LocalDecoder {
         vec![format!(
             "model {}: {n} prompt(s) were longer than the model's context allows with --max-tokens {} and lost tokens from the left",
             self.name,
-            self.max_tokens_said.borrow()
+            self.max_tokens_said.get()
         )]
     }
 }

@@ -104,7 +104,7 @@ impl OpenAiModel {
 
     fn echo_all<T>(
         &self,
-        texts: Vec<String>,
+        texts: &[String],
         parse: impl Fn(usize, &Value) -> Option<T>,
         missing: &str,
         done: &mut Done<'_, T>,
@@ -201,12 +201,12 @@ impl GenerativeModel for OpenAiModel {
         requests: &[LoglikRequest],
         done: &mut Done<'_, LoglikScore>,
     ) -> Result<()> {
-        let texts = requests
+        let texts: Vec<String> = requests
             .iter()
             .map(|r| format!("{}{}", r.context, r.continuation))
             .collect();
         self.echo_all(
-            texts,
+            &texts,
             |i, v| {
                 let start = requests[i].context.chars().count();
                 let end = start + requests[i].continuation.chars().count();
@@ -233,10 +233,9 @@ impl GenerativeModel for OpenAiModel {
             .map(|r| format!("{}{}", r.context, r.text))
             .collect();
         let starts: Vec<usize> = requests.iter().map(|r| r.context.chars().count()).collect();
-        let full = texts.clone();
         self.echo_all(
-            texts,
-            |i, v| window_score(v, starts[i], &full[i]),
+            &texts,
+            |i, v| window_score(v, starts[i], &texts[i]),
             "no log-probabilities in the answer",
             done,
         )

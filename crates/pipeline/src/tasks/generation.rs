@@ -86,7 +86,6 @@ pub fn label_of_answer(answer: &str, labels: &[String], verbalizers: &[String]) 
 
 /// Classification by generation: each example's greedy answer is mapped to the label it
 /// names, or to `invalid`.
-#[allow(clippy::too_many_arguments)]
 pub fn classify_by_generation(
     run: &mut RunContext<'_>,
     name: &str,

@@ -179,7 +179,6 @@ fn predictions_from(
 }
 
 /// Scores `test` with `model` by log-likelihood and stores the predictions of the run.
-#[allow(clippy::too_many_arguments)]
 pub fn run_loglik(
     run: &mut RunContext<'_>,
     name: &str,
