@@ -45,13 +45,17 @@ pub fn first_argmax(v: &[f32]) -> usize {
     })
 }
 
-/// (right, scored) for each accuracy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// (right, scored) for each accuracy, and where the picks were listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChoiceTallies {
     pub acc: (usize, usize),
     pub acc_norm: (usize, usize),
     pub acc_bytes: (usize, usize),
     pub circular: (usize, usize),
+    /// How often the highest-scored choice (unnormalised) was listed at each position, over
+    /// every rotation: the position bias of circular runs, where each answer is equally
+    /// often at each position.
+    pub picked_position: Vec<usize>,
 }
 
 impl ChoiceTallies {
@@ -75,6 +79,15 @@ impl ChoiceTallies {
                 .all(|r| first_argmax(&normalized(r, Normalization::None)) == gold),
         );
         self.circular.1 += 1;
+        // Rotation r lists choice (j + r) mod k at position j.
+        let k = scores.len();
+        if self.picked_position.len() < k {
+            self.picked_position.resize(k, 0);
+        }
+        for (r, s) in rotations.iter().enumerate() {
+            let c = first_argmax(&normalized(s, Normalization::None));
+            self.picked_position[(c + k - r % k) % k] += 1;
+        }
     }
 
     /// right / scored, None when nothing was scored.
@@ -112,5 +125,35 @@ mod tests {
         assert_eq!(t.circular, (0, 2));
         assert_eq!(ChoiceTallies::rate(t.acc), Some(0.5));
         assert_eq!(ChoiceTallies::rate((0, 0)), None);
+    }
+
+    #[test]
+    fn a_model_that_always_picks_the_first_listed_choice_shows_in_picked_position() {
+        let mut t = ChoiceTallies::default();
+        // Rotation r lists choice r first; this model scores whatever is listed first best.
+        let k = 3;
+        let rotations: Vec<Vec<ChoiceScore>> = (0..k)
+            .map(|r| {
+                (0..k)
+                    .map(|c| s(if c == r { -1.0 } else { -5.0 }, 3))
+                    .collect()
+            })
+            .collect();
+        t.add(&rotations, 1);
+        t.add(&rotations, 2);
+        assert_eq!(t.picked_position, vec![6, 0, 0]);
+        assert_eq!(t.circular, (0, 2));
+        // An unbiased model that always knows the answer picks each position once per question.
+        let mut u = ChoiceTallies::default();
+        let right: Vec<Vec<ChoiceScore>> = (0..k)
+            .map(|_| {
+                (0..k)
+                    .map(|c| s(if c == 2 { -1.0 } else { -5.0 }, 3))
+                    .collect()
+            })
+            .collect();
+        u.add(&right, 2);
+        assert_eq!(u.picked_position, vec![1, 1, 1]);
+        assert_eq!(u.circular, (1, 1));
     }
 }

@@ -9,6 +9,7 @@
 mod bootstrap;
 pub mod choice;
 mod classification;
+pub mod curves;
 mod error;
 mod evaluator;
 pub mod invalid;
