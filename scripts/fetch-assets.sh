@@ -229,3 +229,21 @@ if [ ! -e assets ] || [ -L assets ]; then
   ln -sfn "$assets" assets
 fi
 echo "assets ready in $assets"
+
+# The HTML report's browser test opens reports in headless Chromium (Debian package
+# `chromium`): installed here when it is missing and this user can install packages.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+  && [ -z "${LMCOMPARE_CHROMIUM:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "installing chromium (headless browser for the HTML report test)" >&2
+    { apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } \
+      || echo "warning: could not install chromium; the HTML report browser test will fail until it is installed" >&2
+  elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    echo "installing chromium (headless browser for the HTML report test)" >&2
+    sudo -n apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+      || echo "warning: could not install chromium; the HTML report browser test will fail until it is installed" >&2
+  else
+    echo "note: the HTML report browser test needs headless Chromium: apt-get install chromium (or set LMCOMPARE_CHROMIUM)" >&2
+  fi
+fi

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use lmcompare_metrics::{Correction, Metric};
 use lmcompare_pipeline::bad;
+use lmcompare_pipeline::compare::Document;
 use lmcompare_pipeline::config::{
     ColumnNames, CompareConfig, DecoderScoring, GenerateApi, LengthNorm, PromptConfig,
     RemoteConfig, StatsConfig, Task,
@@ -49,11 +50,16 @@ pub struct CompareArgs {
     /// The SQLite store.
     #[arg(long, default_value = "lmcompare.db")]
     pub db: PathBuf,
-    /// Also write report.json and report.md into this folder.
+    /// Also write report.json, report.md and report.html into this folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// table (default on a terminal), json (default otherwise), markdown or html (one
+    /// offline file with charts; to stdout, or DIR/report.html with --out).
     #[arg(long)]
     pub format: Option<Format>,
+    /// Test examples kept for the report's examples table (disagreements first).
+    #[arg(long, default_value_t = 500)]
+    pub html_examples: usize,
     #[command(flatten)]
     pub stats: StatsArgs,
     #[arg(long, default_value = "f1_macro")]
@@ -160,6 +166,7 @@ impl CompareArgs {
                 backoff_ms: self.backoff_ms,
                 api_key_env: self.api_key_env.clone(),
             },
+            html_examples: self.html_examples,
         }
     }
 }
@@ -230,7 +237,22 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             ..PromptConfig::default()
         },
         remote: RemoteConfig::default(),
+        html_examples: 500,
     };
     let doc = lmcompare_pipeline::compare(&cfg)?;
+    // The picture of the comparison, beside the store it came from.
+    let html_path = cfg
+        .db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("report.html");
+    if let Document::Compare(r) = &doc {
+        std::fs::write(&html_path, lmcompare_report::render_compare_html(r))
+            .map_err(|e| bad!("{}: cannot write: {e}", html_path.display()))?;
+        if !cfg.quiet {
+            eprintln!("wrote {} (open it in a browser)", html_path.display());
+        }
+    }
     render_comparison(&doc, args.format, None)
 }

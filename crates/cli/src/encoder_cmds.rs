@@ -9,7 +9,7 @@ use lmcompare_engine::pooling::PoolingMode;
 use lmcompare_pipeline::inspect::{self, EmbedConfig, PredictConfig, ProfileConfig};
 use lmcompare_report::Format;
 
-use crate::output::{emit, pretty, resolve_format};
+use crate::output::{emit, pretty, refuse_html, resolve_format};
 
 #[derive(Args, Clone)]
 pub struct TextInput {
@@ -90,6 +90,7 @@ fn compact(doc: &serde_json::Value) -> Result<String> {
 }
 
 pub fn embed(args: EmbedArgs) -> Result<()> {
+    refuse_html(args.format, "embed")?;
     let texts = args.input.texts()?;
     let doc = inspect::embed(
         &EmbedConfig {
@@ -108,6 +109,7 @@ pub fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {
+    refuse_html(args.format, "predict")?;
     let texts = args.input.texts()?;
     let doc = inspect::predict(
         &PredictConfig {
@@ -124,6 +126,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
 }
 
 pub fn tokenize(args: TokenizeArgs) -> Result<()> {
+    refuse_html(args.format, "tokenize")?;
     let doc = inspect::tokenize(&args.models, args.max_length, &args.input.texts()?)?;
     emit(&match resolve_format(args.format) {
         Format::Json => pretty(&doc)?,
@@ -156,6 +159,7 @@ pub struct ProfileArgs {
 }
 
 pub fn profile(args: ProfileArgs) -> Result<()> {
+    refuse_html(args.format, "profile")?;
     let doc = inspect::profile(&ProfileConfig {
         model: args.model,
         batch_size: args.batch_size,

@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::Args;
 use lmcompare_metrics::{Correction, EceStrategy, Metric, ZeroDivision};
 use lmcompare_pipeline::score_files::{score_files, MetricsConfig};
-use lmcompare_report::{metrics_json, render_markdown, render_table, Format};
+use lmcompare_report::{render_markdown, render_metrics_html, render_table, Format};
 
-use crate::output::{emit, pretty, resolve_format};
+use crate::output::{emit, pretty, resolve_format, write_files};
 
 #[derive(Args)]
 pub struct MetricsArgs {
@@ -51,13 +51,20 @@ pub struct MetricsArgs {
     /// uniform (equal-width) or quantile (equal-count; HELM uses 10 bins).
     #[arg(long, default_value = "uniform")]
     ece_strategy: EceStrategy,
-    /// table (default on a terminal), json (default otherwise) or markdown.
+    /// table (default on a terminal), json (default otherwise), markdown or html (charts;
+    /// to stdout, or DIR/report.html with --out).
     #[arg(long)]
     format: Option<Format>,
+    /// Also write report.json, report.md and report.html into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Examples kept for the HTML report's examples table (disagreements first).
+    #[arg(long, default_value_t = 500)]
+    html_examples: usize,
 }
 
 pub fn run(args: MetricsArgs) -> Result<()> {
-    let card = score_files(&MetricsConfig {
+    let scored = score_files(&MetricsConfig {
         pred: args.pred,
         name: args.name,
         labels: args.labels,
@@ -71,10 +78,31 @@ pub fn run(args: MetricsArgs) -> Result<()> {
         correction: args.correction,
         ece_bins: args.ece_bins,
         ece_strategy: args.ece_strategy,
+        html_examples: args.html_examples,
     })?;
-    emit(&match resolve_format(args.format) {
-        Format::Json => pretty(&metrics_json(&card))?,
-        Format::Table => render_table(&card),
-        Format::Markdown => render_markdown(&card),
-    })
+    let card = &scored.card;
+    let html = || render_metrics_html(&scored.document(true));
+    if let Some(dir) = &args.out {
+        write_files(
+            dir,
+            &[
+                ("report.json", pretty(&scored.document(false))?),
+                ("report.md", render_markdown(card)),
+                ("report.html", html()),
+            ],
+        )?;
+    }
+    match resolve_format(args.format) {
+        Format::Json => emit(&pretty(&scored.document(false))?),
+        Format::Table => emit(&render_table(card)),
+        Format::Markdown => emit(&render_markdown(card)),
+        Format::Html if args.out.is_some() => {
+            eprintln!(
+                "wrote {}",
+                args.out.unwrap_or_default().join("report.html").display()
+            );
+            Ok(())
+        }
+        Format::Html => emit(&html()),
+    }
 }

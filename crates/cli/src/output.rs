@@ -41,7 +41,31 @@ pub fn write_files(dir: &Path, files: &[(&str, String)]) -> Result<()> {
     Ok(())
 }
 
-/// A `compare` (or stored) report in `format`; with `out`, report.json and report.md too.
+/// `--format html` is for the comparison reports; the inspection commands refuse it rather
+/// than print something else.
+pub fn refuse_html(format: Option<Format>, command: &str) -> Result<()> {
+    if format == Some(Format::Html) {
+        return Err(bad!(
+            "{command}: --format html is for compare, tune, metrics and report; use table, json or markdown"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// HTML to stdout, or (with `--out`) a note on stderr of where report.html was written.
+fn emit_html(html: &str, out: Option<&Path>) -> Result<()> {
+    match out {
+        Some(dir) => {
+            eprintln!("wrote {}", dir.join("report.html").display());
+            Ok(())
+        }
+        None => emit(html),
+    }
+}
+
+/// A `compare` (or stored) report in `format`; with `out`, report.json, report.md and
+/// report.html too.
 pub fn render_comparison(doc: &Document, format: Option<Format>, out: Option<&Path>) -> Result<()> {
     let json = doc.to_json()?;
     let markdown = || match doc {
@@ -51,15 +75,24 @@ pub fn render_comparison(doc: &Document, format: Option<Format>, out: Option<&Pa
         }
         Document::Units(v) => lmcompare_report::render_generate(v, true),
     };
+    let html = || match doc {
+        Document::Compare(r) => lmcompare_report::render_compare_html(r),
+        Document::Units(v) => lmcompare_report::render_units_html(v),
+    };
     if let Some(dir) = out {
         write_files(
             dir,
-            &[("report.json", pretty(&json)?), ("report.md", markdown())],
+            &[
+                ("report.json", pretty(&json)?),
+                ("report.md", markdown()),
+                ("report.html", html()),
+            ],
         )?;
     }
     match resolve_format(format) {
         Format::Json => emit(&pretty(&json)?),
         Format::Markdown => emit(&markdown()),
+        Format::Html => emit_html(&html(), out),
         Format::Table => emit(&match doc {
             Document::Compare(r) => lmcompare_report::render_compare_table(r),
             Document::Units(v) if v["task"] == "perplexity" => {
@@ -70,7 +103,7 @@ pub fn render_comparison(doc: &Document, format: Option<Format>, out: Option<&Pa
     }
 }
 
-/// A `tune` report in `format`; with `out`, tune.json and tune.md too.
+/// A `tune` report in `format`; with `out`, tune.json, tune.md and report.html too.
 pub fn render_tune(doc: &Value, format: Option<Format>, out: Option<&Path>) -> Result<()> {
     if let Some(dir) = out {
         write_files(
@@ -78,6 +111,7 @@ pub fn render_tune(doc: &Value, format: Option<Format>, out: Option<&Path>) -> R
             &[
                 ("tune.json", pretty(doc)?),
                 ("tune.md", lmcompare_report::render_tune_markdown(doc)),
+                ("report.html", lmcompare_report::render_tune_html(doc)),
             ],
         )?;
     }
@@ -85,5 +119,6 @@ pub fn render_tune(doc: &Value, format: Option<Format>, out: Option<&Path>) -> R
         Format::Json => emit(&pretty(doc)?),
         Format::Table => emit(&lmcompare_report::render_tune_table(doc)),
         Format::Markdown => emit(&lmcompare_report::render_tune_markdown(doc)),
+        Format::Html => emit_html(&lmcompare_report::render_tune_html(doc), out),
     }
 }

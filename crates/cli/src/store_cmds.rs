@@ -39,14 +39,18 @@ pub struct ReportArgs {
     run: i64,
     #[arg(long, default_value = "lmcompare.db")]
     db: PathBuf,
+    /// table, json, markdown or html.
     #[arg(long)]
     format: Option<Format>,
+    /// Also write the report files (report.json, report.md, report.html) into this folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
     let doc = stored::run_report(&args.db, args.run)?;
     if doc.get("trials").is_some() {
-        return render_tune(&doc, args.format, None);
+        return render_tune(&doc, args.format, args.out.as_deref());
     }
-    render_comparison(&Document::from_json(doc)?, args.format, None)
+    render_comparison(&Document::from_json(doc)?, args.format, args.out.as_deref())
 }

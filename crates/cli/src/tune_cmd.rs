@@ -72,11 +72,16 @@ pub struct TuneArgs {
     pub infer_batch_size: usize,
     #[arg(long, default_value = "lmcompare.db")]
     pub db: PathBuf,
-    /// Also write tune.json and tune.md into this folder.
+    /// Also write tune.json, tune.md and report.html into this folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// table, json, markdown or html (trials, learning curves, the tuned-vs-untuned
+    /// comparison).
     #[arg(long)]
     pub format: Option<Format>,
+    /// Test examples kept for the report's examples table (disagreements first).
+    #[arg(long, default_value_t = 500)]
+    pub html_examples: usize,
     #[command(flatten)]
     pub stats: StatsArgs,
     #[arg(long)]
@@ -108,6 +113,7 @@ impl TuneArgs {
             db: self.db.clone(),
             stats: self.stats.config(),
             quiet: self.quiet,
+            html_examples: self.html_examples,
         }
     }
 }

@@ -576,6 +576,13 @@ fn demo_runs_on_the_shipped_assets() {
         assert!(text.contains(name), "{text}");
     }
     assert!(text.contains("on f1_macro"), "{text}");
+    // The picture beside the store: the comparison of all four, with its data embedded.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for name in ["minilm-l6-int8", "gemma-270m"] {
+        assert!(html.contains(&format!("<td>{name}</td>")), "{name}");
+    }
+    assert!(html.contains("<section id=\"cost\">") && html.contains("id=\"lmcompare-report\""));
 }
 
 #[test]

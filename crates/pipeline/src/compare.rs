@@ -205,6 +205,17 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
         batch_size: cfg.batch_size,
         quiet: cfg.quiet,
     };
+    let hashes: Vec<String> = models.iter().map(|m| m.hash.clone()).collect();
+    let texts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let mut tokenizers = Vec::new();
+    for m in &models {
+        if let (Resolved::Encoder(r), false) = (&m.resolved, texts.is_empty()) {
+            let (stats, _, _) =
+                crate::inspect::measure_tokenizer(&m.spec.name, &r.dir, cfg.max_length, &texts)
+                    .map_err(|e| with_model(e, &m.spec.name))?;
+            tokenizers.push(stats);
+        }
+    }
     let mut runs = Vec::new();
     for m in models {
         let name = &m.spec.name;
@@ -241,6 +252,9 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             "wall_seconds": started.elapsed().as_secs_f64(), "db": cfg.db,
         }),
         excluded: Some(scored.excluded()),
+        hashes,
+        examples_cap: cfg.html_examples,
+        tokenizers,
     };
     let report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
     store.finish_run(run_id, &serde_json::to_string(&report)?)?;

@@ -214,6 +214,8 @@ pub struct CompareConfig {
     pub quiet: bool,
     pub prompt: PromptConfig,
     pub remote: RemoteConfig,
+    /// Test examples kept in the report for its examples table (disagreements first).
+    pub html_examples: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,8 @@ pub struct TuneConfig {
     pub db: PathBuf,
     pub stats: StatsConfig,
     pub quiet: bool,
+    /// Test examples kept in the comparison for the report's examples table.
+    pub html_examples: usize,
 }
 
 pub const DEFAULT_SPACE: &str = "lr=log(1e-4,3e-2);batch_size=[16,32,64];epochs=[5,10,20];optimizer=[adam,adamw,sgd];scheduler=[constant,step(3,0.5),cosine,warmup_linear(0.1)];weight_decay=[0,0.01]";

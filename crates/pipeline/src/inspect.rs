@@ -10,10 +10,12 @@ use lmcompare_engine::profile::{
     count_from_config, count_safetensors, encoder_flops, peak_rss_bytes, percentile,
 };
 use lmcompare_engine::spec::resolve;
-use lmcompare_engine::tokenize::Encoded;
+use lmcompare_engine::tokenize::{Encoded, TextTokenizer};
 use lmcompare_engine::weights::WeightFile;
 use lmcompare_engine::{LoadOptions, TextEncoder};
 use serde_json::{json, Map, Value};
+
+use lmcompare_report::doc::TokenizerStats;
 
 use crate::{bad, Result};
 
@@ -235,38 +237,59 @@ pub fn tokenize(models: &[String], max_length: Option<usize>, texts: &[String]) 
     let mut out = Vec::new();
     for spec in models {
         let resolved = resolve(spec)?;
-        let limit = match std::fs::read_to_string(resolved.dir.join("config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| lmcompare_engine::config::EncoderConfig::from_value(&v).ok())
-        {
-            Some(c) => c.max_tokens(),
-            None => 512,
-        };
-        let max_length = max_length.map_or(limit, |m| m.min(limit));
-        let tok = lmcompare_engine::tokenize::TextTokenizer::load(&resolved.dir, max_length)?;
-        let enc = tok.encode_batch(&refs)?;
-        let n = enc.len() as f64;
-        let words: usize = enc.iter().map(|e| e.words).sum();
-        let content: usize = enc.iter().map(|e| e.content_tokens).sum();
-        let unk: usize = enc.iter().map(|e| e.unknown_tokens).sum();
-        let total: usize = enc.iter().map(|e| e.ids.len()).sum();
+        let (stats, tok, enc) = measure_tokenizer(spec, &resolved.dir, max_length, &refs)?;
         out.push(json!({
             "name": spec,
-            "tokenizer": tok.source(),
+            "tokenizer": stats.tokenizer,
             "vocab_size": tok.vocab_size(),
-            "max_length": max_length,
+            "max_length": stats.max_length,
             "tokens": enc.iter().map(|e| e.tokens.clone()).collect::<Vec<_>>(),
             "ids": enc.iter().map(|e| e.ids.clone()).collect::<Vec<_>>(),
             "stats": {
-                "tokens_per_word": if words > 0 { content as f64 / words as f64 } else { f64::NAN },
-                "unk_rate": if content > 0 { unk as f64 / content as f64 } else { 0.0 },
-                "truncated_fraction": enc.iter().filter(|e| e.truncated).count() as f64 / n,
-                "mean_tokens": total as f64 / n,
+                "tokens_per_word": stats.tokens_per_word.unwrap_or(f64::NAN),
+                "unk_rate": stats.unk_rate.unwrap_or(0.0),
+                "truncated_fraction": stats.truncated_fraction,
+                "mean_tokens": stats.mean_tokens,
             },
         }));
     }
     Ok(json!({"texts": texts, "models": out}))
+}
+
+/// An encoder folder's tokenizer on `texts`, cut at `max_length` (at most the model's
+/// positions): tokens per word, unknown-token rate, truncation and mean length.
+pub fn measure_tokenizer(
+    name: &str,
+    dir: &Path,
+    max_length: Option<usize>,
+    texts: &[&str],
+) -> Result<(TokenizerStats, TextTokenizer, Vec<Encoded>)> {
+    let limit = match std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| lmcompare_engine::config::EncoderConfig::from_value(&v).ok())
+    {
+        Some(c) => c.max_tokens(),
+        None => 512,
+    };
+    let max_length = max_length.map_or(limit, |m| m.min(limit));
+    let tok = TextTokenizer::load(dir, max_length)?;
+    let enc = tok.encode_batch(texts)?;
+    let n = enc.len().max(1) as f64;
+    let words: usize = enc.iter().map(|e| e.words).sum();
+    let content: usize = enc.iter().map(|e| e.content_tokens).sum();
+    let unk: usize = enc.iter().map(|e| e.unknown_tokens).sum();
+    let total: usize = enc.iter().map(|e| e.ids.len()).sum();
+    let stats = TokenizerStats {
+        model: name.to_owned(),
+        tokenizer: tok.source().to_owned(),
+        max_length,
+        tokens_per_word: (words > 0).then(|| content as f64 / words as f64),
+        unk_rate: (content > 0).then(|| unk as f64 / content as f64),
+        truncated_fraction: enc.iter().filter(|e| e.truncated).count() as f64 / n,
+        mean_tokens: total as f64 / n,
+    };
+    Ok((stats, tok, enc))
 }
 
 /// `profile`: what a model costs, measured after warm-up.

@@ -13,7 +13,8 @@ use lmcompare_metrics::{
     ScoreOptions, Scorecard,
 };
 use lmcompare_report::doc::{
-    CompareReport, ConfusionMatrix, DatasetInfo, Excluded, ModelReport, Pareto,
+    CompareReport, ConfusionMatrix, DatasetInfo, Details, ExamplePrediction, ExampleRow,
+    ExampleSample, Excluded, ModelCurves, ModelReport, Pareto, TokenizerStats,
 };
 use lmcompare_report::metrics_json;
 use serde_json::Value;
@@ -37,6 +38,106 @@ pub struct ReportContext {
     pub run: Value,
     /// `compare`: the examples left out for every model (and each model's failed count).
     pub excluded: Option<Excluded>,
+    /// Each run's model content hash, in run order (empty when unknown).
+    pub hashes: Vec<String>,
+    /// Test examples kept in the document for the HTML report.
+    pub examples_cap: usize,
+    /// The encoders' tokenizers on the test texts.
+    pub tokenizers: Vec<TokenizerStats>,
+}
+
+/// The longest text kept per example in the document.
+const TEXT_CHARS: usize = 2000;
+/// Points per drawn curve (areas come from the full curves).
+const CURVE_POINTS: usize = 200;
+
+/// Curves of every model that has probabilities, and the capped example sample.
+pub fn details(
+    scored: &[(String, Predictions)],
+    texts: Option<&[&str]>,
+    ids: &[&str],
+    cap: usize,
+    ece_bins: usize,
+    pos: Option<usize>,
+) -> Details {
+    let curves = scored
+        .iter()
+        .filter_map(|(name, p)| {
+            lmcompare_metrics::curves::curves(p, ece_bins, pos, CURVE_POINTS).map(|curves| {
+                ModelCurves {
+                    model: name.clone(),
+                    curves,
+                }
+            })
+        })
+        .collect();
+    Details {
+        curves,
+        examples: example_sample(scored, texts, ids, cap),
+        tokenizers: Vec::new(),
+    }
+}
+
+fn example_sample(
+    scored: &[(String, Predictions)],
+    texts: Option<&[&str]>,
+    ids: &[&str],
+    cap: usize,
+) -> Option<ExampleSample> {
+    let (_, first) = scored.first()?;
+    let n = first.len();
+    let disagree = |i: usize| {
+        let p0 = first.pred()[i];
+        if scored.len() == 1 {
+            p0 != first.gold()[i]
+        } else {
+            scored.iter().any(|(_, p)| p.pred()[i] != p0)
+        }
+    };
+    let flags: Vec<bool> = (0..n).map(disagree).collect();
+    let wrong = |i: usize| scored.iter().any(|(_, p)| p.pred()[i] != p.gold()[i]);
+    // Disagreements, then examples some model got wrong, then the rest; file order within.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (!flags[i], !wrong(i)));
+    let rows = order
+        .into_iter()
+        .take(cap)
+        .map(|i| ExampleRow {
+            id: ids[i].to_owned(),
+            text: texts.map(|t| cut(t[i], TEXT_CHARS)),
+            gold: first.labels().name(first.gold()[i]).to_owned(),
+            disagree: flags[i],
+            predictions: scored
+                .iter()
+                .map(|(_, p)| {
+                    let c = p.pred()[i] as usize;
+                    let k = p.labels().len();
+                    ExamplePrediction {
+                        label: p.labels().name(c as u32).to_owned(),
+                        probability: p
+                            .proba()
+                            .filter(|_| c < p.selected())
+                            .map(|pr| pr[i * k + c]),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Some(ExampleSample {
+        total: n,
+        disagreements: flags.iter().filter(|&&f| f).count(),
+        cap,
+        models: scored.iter().map(|(n, _)| n.clone()).collect(),
+        rows,
+    })
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// What the document says about the data: `evaluated` test examples scored, `train` used.
@@ -95,6 +196,20 @@ pub fn comparison_doc(
             ));
         }
     }
+    for (m, hash) in models.iter_mut().zip(&ctx.hashes) {
+        m.content_hash = hash.clone();
+    }
+    let texts: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let ids: Vec<&str> = test.iter().map(|e| e.id.as_str()).collect();
+    let mut details = details(
+        &scored,
+        Some(&texts),
+        &ids,
+        ctx.examples_cap,
+        MetricOptions::default().ece_bins,
+        None,
+    );
+    details.tokenizers = ctx.tokenizers;
     let pairwise: Vec<Value> = serde_json::from_value(doc["pairwise"].take())?;
     let verdicts = pairwise
         .iter()
@@ -111,6 +226,7 @@ pub fn comparison_doc(
         excluded_examples: ctx.excluded,
         dataset: ctx.dataset,
         run: ctx.run,
+        details: Some(details),
     })
 }
 
@@ -290,6 +406,9 @@ mod tests {
             },
             run: json!({"id": 1}),
             excluded: None,
+            hashes: Vec::new(),
+            examples_cap: 500,
+            tokenizers: Vec::new(),
         }
     }
 
@@ -345,5 +464,79 @@ mod tests {
         );
         let back: CompareReport = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn five_models_on_ten_thousand_examples_make_a_report_under_five_megabytes() {
+        let n = 10_000;
+        let labels = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let ex: Vec<Example> = (0..n)
+            .map(|i| Example {
+                id: format!("example-{i:05}"),
+                text: format!("{i} {}", "a long review text with words in it, ".repeat(8)),
+                label: labels[i % 3].clone(),
+                split: Split::Test,
+            })
+            .collect();
+        let test: Vec<&Example> = ex.iter().collect();
+        let runs: Vec<ModelRun> = (0..5)
+            .map(|m| {
+                let mut r = run(&format!("model-{m}"), &[]);
+                r.predictions = (0..n)
+                    .map(|i| {
+                        let c = (i * (m + 1) / 7) % 3;
+                        let mut p = vec![0.2, 0.2, 0.2];
+                        p[c] = 0.6;
+                        StoredPrediction {
+                            example_id: format!("example-{i:05}"),
+                            label: labels[c].clone(),
+                            probabilities: p,
+                            tokens: 40,
+                            batch_latency_ms: 1.0,
+                            batch_size: 1,
+                        }
+                    })
+                    .collect();
+                r
+            })
+            .collect();
+        let mut c = ctx();
+        c.dataset.labels = labels.clone();
+        let doc = comparison_doc(&runs, &test, &labels, &SCORING, c).unwrap();
+        let d = doc.details.as_ref().unwrap();
+        assert_eq!(d.curves.len(), 5);
+        assert!(d.curves.iter().all(|c| c.curves.roc.len() == 3
+            && c.curves.roc.iter().all(|r| r.points.len() <= CURVE_POINTS)));
+        let ex = d.examples.as_ref().unwrap();
+        assert_eq!((ex.total, ex.rows.len()), (n, 500));
+        // Disagreements come first.
+        assert!(ex.rows[0].disagree && ex.disagreements > 500);
+        let html = lmcompare_report::render_compare_html(&doc);
+        assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    }
+
+    #[test]
+    fn the_example_sample_puts_disagreements_first_then_errors_and_cuts_long_texts() {
+        let ex = test_examples();
+        let mut long = ex.clone();
+        long[3].text = "x".repeat(5000);
+        let test: Vec<&Example> = long.iter().collect();
+        let labels = vec!["a".to_owned(), "b".to_owned()];
+        // gold a b a b; m1 a b b a; m2 a b a a: e2 disagrees, e3 both wrong, e0/e1 right.
+        let runs = [
+            run("m1", &["a", "b", "b", "a"]),
+            run("m2", &["a", "b", "a", "a"]),
+        ];
+        let doc = comparison_doc(&runs, &test, &labels, &SCORING, ctx()).unwrap();
+        let sample = doc.details.unwrap().examples.unwrap();
+        let ids: Vec<&str> = sample.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["e2", "e3", "e0", "e1"]);
+        assert_eq!(sample.disagreements, 1);
+        assert_eq!(
+            sample.rows[1].text.as_ref().unwrap().chars().count(),
+            TEXT_CHARS + 1
+        );
+        assert_eq!(sample.rows[0].predictions[0].label, "b");
+        assert!(sample.rows[0].predictions[0].probability.is_none());
     }
 }

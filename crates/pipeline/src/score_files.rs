@@ -8,7 +8,10 @@ use lmcompare_metrics::{
     Scorecard, ZeroDivision,
 };
 
+use lmcompare_report::doc::Details;
+
 use crate::prediction_files::{align, parse_prediction_file, read_text};
+use crate::report::details;
 use crate::{bad, Error, Result};
 
 /// Everything `metrics` needs.
@@ -28,9 +31,29 @@ pub struct MetricsConfig {
     pub correction: Correction,
     pub ece_bins: usize,
     pub ece_strategy: EceStrategy,
+    /// Examples kept for the HTML report's examples table.
+    pub html_examples: usize,
 }
 
-pub fn score_files(cfg: &MetricsConfig) -> Result<Scorecard> {
+/// The scorecard of the prediction files, with what the HTML report draws.
+pub struct ScoredFiles {
+    pub card: Scorecard,
+    /// Curves of each file with probabilities, and a sample of examples (ids, no texts).
+    pub details: Details,
+}
+
+impl ScoredFiles {
+    /// The `metrics` JSON document; with `details`, the curves and examples too.
+    pub fn document(&self, details: bool) -> serde_json::Value {
+        let mut doc = lmcompare_report::metrics_json(&self.card);
+        if details {
+            doc["details"] = serde_json::to_value(&self.details).unwrap_or_default();
+        }
+        doc
+    }
+}
+
+pub fn score_files(cfg: &MetricsConfig) -> Result<ScoredFiles> {
     if !cfg.name.is_empty() && cfg.name.len() != cfg.pred.len() {
         return Err(bad!(
             "--name was given {} time(s) for {} --pred file(s); give one name per file or none",
@@ -105,5 +128,14 @@ pub fn score_files(cfg: &MetricsConfig) -> Result<Scorecard> {
         correction: cfg.correction,
     };
     let models: Vec<(String, _)> = names.into_iter().zip(predictions).collect();
-    score_models(&models, &opts).map_err(|e| bad!("{e}"))
+    let card = score_models(&models, &opts).map_err(|e| bad!("{e}"))?;
+    // Rows are aligned in the first file's order.
+    let ids: Vec<&str> = files[0].rows.iter().map(|r| &*r.id).collect();
+    let pos = cfg
+        .pos_label
+        .as_deref()
+        .and_then(|l| models[0].1.labels().index_of(l))
+        .map(|i| i as usize);
+    let details = details(&models, None, &ids, cfg.html_examples, cfg.ece_bins, pos);
+    Ok(ScoredFiles { card, details })
 }

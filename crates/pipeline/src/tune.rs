@@ -885,6 +885,9 @@ pub fn tune(cfg: &TuneConfig) -> Result<Json> {
                 "threads": rayon::current_num_threads(), "db": cfg.db,
             }),
             excluded: None,
+            hashes: Vec::new(),
+            examples_cap: cfg.html_examples,
+            tokenizers: Vec::new(),
         },
     )?;
     let doc = json!({

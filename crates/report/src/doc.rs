@@ -95,6 +95,9 @@ pub struct ModelReport {
     pub spec: String,
     #[serde(default)]
     pub backend: String,
+    /// The model's content hash (weights, tokenizer and head files; a server's identity).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub content_hash: String,
     #[serde(default)]
     pub efficiency: Efficiency,
     #[serde(default)]
@@ -180,4 +183,71 @@ pub struct CompareReport {
     pub dataset: DatasetInfo,
     /// Provenance: run id and key, version, seed, threads, backends, times.
     pub run: serde_json::Value,
+    /// The evidence behind the numbers (curves, examples, tokenizers) for the HTML report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Details>,
+}
+
+/// What the pictures are drawn from beyond the metrics: each model's reliability, ROC and
+/// precision-recall curves, a capped sample of test examples (disagreements first) and the
+/// tokenizers' statistics on the test texts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Details {
+    pub curves: Vec<ModelCurves>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<ExampleSample>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokenizers: Vec<TokenizerStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelCurves {
+    pub model: String,
+    #[serde(flatten)]
+    pub curves: lmcompare_metrics::curves::Curves,
+}
+
+/// Test examples with every model's prediction: those where the models disagree (for a
+/// single model, its errors) first, then the rest, at most `cap`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExampleSample {
+    /// Scored test examples, and how many of them the models disagree on.
+    pub total: usize,
+    pub disagreements: usize,
+    pub cap: usize,
+    /// Model names, in the order of each row's predictions.
+    pub models: Vec<String>,
+    pub rows: Vec<ExampleRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExampleRow {
+    pub id: String,
+    /// The text (cut at 2,000 characters); none when the source had no text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub gold: String,
+    pub disagree: bool,
+    pub predictions: Vec<ExamplePrediction>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExamplePrediction {
+    pub label: String,
+    /// The probability the model gave its predicted label (none for generated answers).
+    pub probability: Option<f64>,
+}
+
+/// One model's tokenizer on the scored test texts (as `lmcompare tokenize` measures it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenizerStats {
+    pub model: String,
+    pub tokenizer: String,
+    pub max_length: usize,
+    /// Non-special tokens per whitespace word.
+    pub tokens_per_word: Option<f64>,
+    pub unk_rate: Option<f64>,
+    /// Texts cut at `max_length`.
+    pub truncated_fraction: f64,
+    pub mean_tokens: f64,
 }

@@ -5,6 +5,7 @@
 mod compare_report;
 pub mod doc;
 mod generate_report;
+pub mod html;
 mod inspect_report;
 mod metrics_report;
 mod perplexity_report;
@@ -13,6 +14,7 @@ mod tune_report;
 
 pub use compare_report::{render_compare_markdown, render_compare_table};
 pub use generate_report::render_generate;
+pub use html::{render_compare_html, render_metrics_html, render_tune_html, render_units_html};
 pub use inspect_report::{
     render_embed_table, render_predict_table, render_profile_table, render_tokenize_table,
 };
@@ -25,6 +27,8 @@ pub enum Format {
     Table,
     Json,
     Markdown,
+    /// One self-contained HTML file with charts.
+    Html,
 }
 
 impl std::str::FromStr for Format {
@@ -34,8 +38,9 @@ impl std::str::FromStr for Format {
             "table" => Ok(Format::Table),
             "json" => Ok(Format::Json),
             "markdown" | "md" => Ok(Format::Markdown),
+            "html" => Ok(Format::Html),
             _ => Err(format!(
-                "--format must be table, json or markdown, not {s:?}"
+                "--format must be table, json, markdown or html, not {s:?}"
             )),
         }
     }

@@ -274,6 +274,7 @@ pub fn run_loglik(
                 "questions": tallies.acc.1, "acc": rate(tallies.acc), "acc_norm": rate(tallies.acc_norm),
                 "acc_bytes": rate(tallies.acc_bytes),
                 "acc_circular": if settings.circular { rate(tallies.circular) } else { Value::Null },
+                "picked_position": if settings.circular { json!(tallies.picked_position) } else { Value::Null },
             }})
         } else {
             Value::Null
