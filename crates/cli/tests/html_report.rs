@@ -465,6 +465,29 @@ fn compare_report_opens_offline_escapes_every_payload_and_draws_every_section() 
         &shots.join("compare-dark.png"),
     );
     assert_not_blank(&dark);
+    // It prints: Chromium's PDF of the page.
+    let pdf = shots.join("compare.pdf");
+    {
+        let server = Recorder::start(html.clone(), "");
+        let profile = tempfile::tempdir().unwrap();
+        let out = chromium_command(profile.path(), server.port, &[])
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg("--no-pdf-header-footer")
+            .arg(server.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pdf = std::fs::read(&pdf).unwrap();
+    assert!(
+        pdf.starts_with(b"%PDF") && pdf.len() > 20_000,
+        "{} bytes",
+        pdf.len()
+    );
     let (_, _, no_js) = screenshot_with(&html, &[], &shots.join("compare-no-js.png"), NO_SCRIPT);
     let same = light
         .chunks(3)

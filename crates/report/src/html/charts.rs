@@ -307,7 +307,7 @@ pub fn heatmap(
     svg.finish()
 }
 
-fn short(s: &str, max: usize) -> String {
+pub(super) fn short(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
     } else {

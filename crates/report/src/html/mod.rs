@@ -33,6 +33,15 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A p-value: four decimals, small ones in scientific notation.
+fn pnum(v: f64) -> String {
+    if v.is_finite() && v > 0.0 && v < 1e-4 {
+        format!("{v:.1e}")
+    } else {
+        num(v)
+    }
+}
+
 fn opt_num(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
 }
@@ -158,25 +167,41 @@ fn overview(doc: &CompareReport, main: &str) -> String {
             esc(&with_ci(m, main))
         );
         // Is it real: the pairs with the best model, by the corrected p-value.
-        let (mut wins, mut total) = (0, 0);
+        let (mut beats, mut ties, mut total) = (Vec::new(), Vec::new(), 0);
         for p in &doc.pairwise {
-            let (a, bname) = (p["a"].as_str().unwrap_or(""), p["b"].as_str().unwrap_or(""));
-            if a != m.name && bname != m.name {
+            let (a, b) = (p["a"].as_str().unwrap_or(""), p["b"].as_str().unwrap_or(""));
+            let other = if a == m.name {
+                b
+            } else if b == m.name {
+                a
+            } else {
                 continue;
-            }
+            };
             total += 1;
-            let d = p["delta"].as_f64().unwrap_or(f64::NAN);
+            // delta is a − b; the best model's lead is positive when it is better.
+            let d = p["delta"].as_f64().unwrap_or(f64::NAN) * if a == m.name { 1.0 } else { -1.0 };
+            let lead = if higher_is_better(main) { d } else { -d };
             let padj = p["p_adjusted"].as_f64().unwrap_or(f64::NAN);
-            let best_is_a = a == m.name;
-            let favours_best = (d > 0.0) == higher_is_better(main) && d != 0.0;
-            if padj < 0.05 && favours_best == best_is_a {
-                wins += 1;
+            if padj < 0.05 && lead > 0.0 {
+                beats.push(format!("{other} ({})", p_text(padj)));
+            } else {
+                ties.push(other.to_owned());
             }
         }
         let real = if total == 0 {
             "one model: nothing to compare it with".to_owned()
         } else {
-            format!("better than {wins} of {total} other model(s) at corrected p < 0.05 (see the forest plot)")
+            let mut parts = Vec::new();
+            if !beats.is_empty() {
+                parts.push(format!("significantly better than {}", beats.join(", ")));
+            }
+            if !ties.is_empty() {
+                parts.push(format!("not distinguishable from {}", ties.join(", ")));
+            }
+            format!(
+                "{} (corrected p < 0.05; see the forest plot)",
+                parts.join("; ")
+            )
         };
         let _ = write!(h, "<div><b>Is it real?</b>{}</div>", esc(&real));
         let e = &m.efficiency;
@@ -451,11 +476,7 @@ fn main_metric(models: &[ModelReport], pairwise: &[Value], main: &str) -> String
             let padj = p["p_adjusted"].as_f64().unwrap_or(f64::NAN);
             let pholm = p["p_holm"].as_f64().unwrap_or(f64::NAN);
             IntervalRow {
-                label: format!(
-                    "{} − {}",
-                    p["a"].as_str().unwrap_or("?"),
-                    p["b"].as_str().unwrap_or("?")
-                ),
+                label: pair_label(p),
                 value: p["delta"].as_f64().unwrap_or(f64::NAN),
                 low: p["ci_low"].as_f64(),
                 high: p["ci_high"].as_f64(),
@@ -474,6 +495,12 @@ fn main_metric(models: &[ModelReport], pairwise: &[Value], main: &str) -> String
     h
 }
 
+/// "a − b", each name cut so both show.
+fn pair_label(p: &Value) -> String {
+    let name = |k: &str| charts::short(p[k].as_str().unwrap_or("?"), 17);
+    format!("{} − {}", name("a"), name("b"))
+}
+
 fn pair_table(pairwise: &[Value]) -> String {
     let mut h = String::from("<table class=\"sortable\"><thead><tr><th>a</th><th>b</th><th class=\"num\">delta</th><th class=\"num\">95% CI</th><th class=\"num\">McNemar p</th><th class=\"num\">bootstrap p</th><th class=\"num\">permutation p</th><th class=\"num\">p_holm</th><th>verdict</th></tr></thead><tbody>");
     for p in pairwise {
@@ -485,10 +512,10 @@ fn pair_table(pairwise: &[Value]) -> String {
             esc(p["b"].as_str().unwrap_or("")),
             data_v(f("delta")), num(f("delta")),
             num(f("ci_low")), num(f("ci_high")),
-            data_v(f("mcnemar_p")), num(f("mcnemar_p")),
-            data_v(f("bootstrap_p")), num(f("bootstrap_p")),
-            data_v(f("permutation_p")), num(f("permutation_p")),
-            data_v(f("p_holm")), num(f("p_holm")),
+            data_v(f("mcnemar_p")), pnum(f("mcnemar_p")),
+            data_v(f("bootstrap_p")), pnum(f("bootstrap_p")),
+            data_v(f("permutation_p")), pnum(f("permutation_p")),
+            data_v(f("p_holm")), pnum(f("p_holm")),
             esc(p["verdict"].as_str().unwrap_or("")),
         );
     }
@@ -1094,11 +1121,7 @@ pub fn render_units_html(doc: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|p| IntervalRow {
-            label: format!(
-                "{} − {}",
-                p["a"].as_str().unwrap_or("?"),
-                p["b"].as_str().unwrap_or("?")
-            ),
+            label: pair_label(p),
             value: p[delta_key].as_f64().unwrap_or(f64::NAN),
             low: p["ci"]["low"].as_f64(),
             high: p["ci"]["high"].as_f64(),
@@ -1378,4 +1401,57 @@ fn hyperparameters(trials: &[Value], models: &[String], metric: &str) -> String 
     }
     h.push_str("</div>");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn generate_reports_show_scores_differences_and_escaped_answers() {
+        let model = |name: &str, f1: f64| {
+            json!({"name": name, "spec": "x.gguf",
+                "generate": {"exact_match": f1 - 0.1, "f1": f1,
+                    "ci": {"exact_match": {"low": f1 - 0.2, "high": f1, "confidence": 0.95},
+                           "f1": {"low": f1 - 0.1, "high": f1 + 0.1, "confidence": 0.95}}},
+                "answers": [{"id": "p1", "answer": "</script><img src=x onerror=alert(1)>", "reference": ["Paris"]}],
+                "efficiency": {"latency_ms_p50": 12.0, "tokens_per_s": 30.0}})
+        };
+        let doc = json!({
+            "task": "generate", "models": [model("a", 0.6), model("b", 0.4)],
+            "pairwise": [{"a": "a", "b": "b", "delta_f1": 0.2, "ci": {"low": 0.05, "high": 0.35},
+                "p_bootstrap": 0.01, "p_adjusted": 0.01, "p_holm": 0.01, "verdict": "a answers better than b"}],
+            "dataset": {"path": "/d/prompts.jsonl", "sha256": "00"}, "run": {"id": 1},
+        });
+        let html = render_units_html(&doc);
+        assert!(
+            html.contains("<section id=\"main-metric\">")
+                && html.contains("<section id=\"examples\">")
+        );
+        assert!(html.contains("&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"));
+        // Outside the JSON block, the answer never appears unescaped.
+        let json_at = html.find("id=\"lmcompare-report\"").unwrap();
+        assert!(!html[..json_at].contains("<img"));
+        assert!(!html[json_at..].contains("</script><img"));
+        assert!(html.contains("zero") && html.contains("p_holm = 0.010"));
+        assert!(html.contains("lmcompare: generate on prompts.jsonl"));
+    }
+
+    #[test]
+    fn the_best_model_and_its_worst_confusion_are_named() {
+        let m = |name: &str, acc: f64, matrix: Vec<Vec<u64>>| -> ModelReport {
+            serde_json::from_value(json!({"name": name, "n": 10, "labels": ["x", "y"],
+                "metrics": {"accuracy": acc}, "ci": {"accuracy": {"low": acc - 0.1, "high": acc + 0.1, "defined_resamples": 100}},
+                "per_class": {}, "confusion_matrix": {"labels": ["x", "y"], "matrix": matrix}, "warnings": []}))
+            .unwrap()
+        };
+        let models = vec![
+            m("low", 0.5, vec![vec![3, 2], vec![3, 2]]),
+            m("high", 0.8, vec![vec![5, 0], vec![2, 3]]),
+        ];
+        assert_eq!(best_model(&models, "accuracy"), Some(1));
+        assert_eq!(best_model(&models, "log_loss"), None, "no model reports it");
+        assert!(worst_confusion(&models[1]).contains("predicts \"x\" for gold \"y\" (2 of 5)"));
+    }
 }

@@ -99,6 +99,7 @@ table{border-collapse:collapse;margin:8px 0 14px;font-size:13.5px}
 th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;vertical-align:top}
 th{background:var(--panel);position:sticky;top:0}
 table.sortable th{cursor:pointer;user-select:none}table.sortable th.sorted-asc::after{content:" ▲"}table.sortable th.sorted-desc::after{content:" ▼"}
+tbody td:first-child{white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{font-weight:700;color:var(--good)}td.best::after{content:" ★"}
 .ci{color:var(--muted);font-size:12px;font-weight:400}
