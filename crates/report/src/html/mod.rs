@@ -80,7 +80,7 @@ pub fn render_compare_html(doc: &CompareReport) -> String {
         sections: Vec::new(),
         data: serde_json::to_value(doc).unwrap_or_default(),
     };
-    comparison_sections(&mut page, doc);
+    comparison_sections(&mut page, doc, false);
     page.finish()
 }
 
@@ -92,12 +92,20 @@ fn file_name(p: &std::path::Path) -> String {
 }
 
 /// Every section of a comparison, in reading order.
-fn comparison_sections(page: &mut Page, doc: &CompareReport) {
+/// `nested`: the comparison inside another report (`tune`), which has its own overview and
+/// provenance.
+fn comparison_sections(page: &mut Page, doc: &CompareReport, nested: bool) {
     let main = doc.pareto.quality.as_str();
-    page.push("overview", "At a glance", overview(doc, main));
+    if !nested {
+        page.push("overview", "At a glance", overview(doc, main));
+    }
     page.push(
         "summary",
-        "Every metric",
+        if nested {
+            "Tuned against untuned: every metric"
+        } else {
+            "Every metric"
+        },
         summary_table(&doc.models, main, true),
     );
     page.push(
@@ -124,7 +132,9 @@ fn comparison_sections(page: &mut Page, doc: &CompareReport) {
     if let Some(d) = doc.details.as_ref().filter(|d| !d.tokenizers.is_empty()) {
         page.push("tokenizers", "Tokenizers", tokenizers(&d.tokenizers));
     }
-    page.push("provenance", "How this was run", provenance(doc));
+    if !nested {
+        page.push("provenance", "How this was run", provenance(doc));
+    }
 }
 
 /// The index of the best model on `main`.
@@ -1301,30 +1311,7 @@ pub fn render_tune_html(doc: &Value) -> String {
         hyperparameters(&trials, &models, &metric),
     );
     if let Some(c) = &comparison {
-        let main = c.pareto.quality.as_str();
-        page.push(
-            "summary",
-            "Tuned against untuned: every metric",
-            summary_table(&c.models, main, true),
-        );
-        page.push(
-            "main-metric",
-            "Is the difference real?",
-            main_metric(&c.models, &c.pairwise, main),
-        );
-        page.push(
-            "cost",
-            "Quality against cost",
-            cost_section(&c.models, main),
-        );
-        page.push(
-            "models",
-            "Per model: where it fails",
-            per_model(&c.models, c.details.as_ref()),
-        );
-        if let Some(ex) = c.details.as_ref().and_then(|d| d.examples.as_ref()) {
-            page.push("examples", "Examples", examples(ex));
-        }
+        comparison_sections(&mut page, c, true);
     }
     page.finish()
 }
