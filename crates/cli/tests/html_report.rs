@@ -114,7 +114,7 @@ struct Visit {
     requests: Vec<String>,
 }
 
-fn chromium_command(profile: &Path, proxy_port: u16, extra: &[&str]) -> Process {
+fn chromium_command(profile: &Path, proxy_port: u16) -> Process {
     let mut cmd = Process::new(chromium());
     cmd.args([
         "--headless",
@@ -137,20 +137,21 @@ fn chromium_command(profile: &Path, proxy_port: u16, extra: &[&str]) -> Process 
         "--virtual-time-budget=3000",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
-    .arg(format!("--proxy-server=http://127.0.0.1:{proxy_port}"))
-    .args(extra);
+    .arg(format!("--proxy-server=http://127.0.0.1:{proxy_port}"));
     cmd
 }
 
-fn visit(page: &str, extra: &[&str]) -> Visit {
-    visit_with(page, extra, "")
-}
-
-fn visit_with(page: &str, extra: &[&str], header: &'static str) -> Visit {
+/// Serves `page` (with `header`) and runs Chromium on it with `args`: its output and the
+/// requests the server saw.
+fn open_in_chromium(
+    page: &str,
+    header: &'static str,
+    args: &[String],
+) -> (std::process::Output, Vec<String>) {
     let server = Recorder::start(page.to_owned(), header);
     let profile = tempfile::tempdir().unwrap();
-    let out = chromium_command(profile.path(), server.port, extra)
-        .arg("--dump-dom")
+    let out = chromium_command(profile.path(), server.port)
+        .args(args)
         .arg(server.url())
         .output()
         .unwrap();
@@ -159,6 +160,17 @@ fn visit_with(page: &str, extra: &[&str], header: &'static str) -> Visit {
         "chromium: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (out, server.requests())
+}
+
+fn visit(page: &str, extra: &[&str]) -> Visit {
+    visit_with(page, extra, "")
+}
+
+fn visit_with(page: &str, extra: &[&str], header: &'static str) -> Visit {
+    let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    args.push("--dump-dom".into());
+    let (out, requests) = open_in_chromium(page, header, &args);
     let console = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| l.contains("CONSOLE"))
@@ -167,7 +179,7 @@ fn visit_with(page: &str, extra: &[&str], header: &'static str) -> Visit {
     Visit {
         dom: String::from_utf8_lossy(&out.stdout).into_owned(),
         console,
-        requests: server.requests(),
+        requests,
     }
 }
 
@@ -182,19 +194,10 @@ fn screenshot_with(
     keep: &Path,
     header: &'static str,
 ) -> (u32, u32, Vec<u8>) {
-    let server = Recorder::start(page.to_owned(), header);
-    let profile = tempfile::tempdir().unwrap();
-    let out = chromium_command(profile.path(), server.port, extra)
-        .arg("--window-size=1280,1600")
-        .arg(format!("--screenshot={}", keep.display()))
-        .arg(server.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    args.push("--window-size=1280,1600".into());
+    args.push(format!("--screenshot={}", keep.display()));
+    open_in_chromium(page, header, &args);
     let decoder = png::Decoder::new(std::fs::File::open(keep).unwrap());
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
@@ -447,21 +450,14 @@ fn compare_report_opens_offline_escapes_every_payload_and_draws_every_section() 
     assert_not_blank(&dark);
     // It prints: Chromium's PDF of the page.
     let pdf = shots.join("compare.pdf");
-    {
-        let server = Recorder::start(html.clone(), "");
-        let profile = tempfile::tempdir().unwrap();
-        let out = chromium_command(profile.path(), server.port, &[])
-            .arg(format!("--print-to-pdf={}", pdf.display()))
-            .arg("--no-pdf-header-footer")
-            .arg(server.url())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    open_in_chromium(
+        &html,
+        "",
+        &[
+            format!("--print-to-pdf={}", pdf.display()),
+            "--no-pdf-header-footer".into(),
+        ],
+    );
     let pdf = std::fs::read(&pdf).unwrap();
     assert!(
         pdf.starts_with(b"%PDF") && pdf.len() > 20_000,
