@@ -102,6 +102,48 @@ fn read_maybe_compressed(path: &Path) -> Result<(Vec<u8>, String)> {
     Ok((bytes, sha))
 }
 
+/// The text of an input file, whatever reads it: `.gz`/`.bz2` decompressed, a leading UTF-8
+/// byte-order mark dropped (spreadsheet exports write one), invalid UTF-8 named by line.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    read_text_and_sha(path).map(|(t, _)| t)
+}
+
+/// [`read_text_file`] and the sha256 of the file's bytes as stored.
+pub fn read_text_and_sha(path: &Path) -> Result<(String, String)> {
+    let (bytes, sha) = read_maybe_compressed(path)?;
+    Ok((decode_utf8(path, bytes)?, sha))
+}
+
+fn decode_utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        EngineError::file(
+            path,
+            format!("line {line}: not UTF-8 text (invalid byte at offset {at})"),
+        )
+    })
+}
+
+/// The extension that says the format, under any compression suffix (`a.jsonl.gz` → `jsonl`).
+pub fn format_extension(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let stem = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".bz2"))
+        .unwrap_or(&name);
+    Path::new(stem)
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Raw rows as (line number, column → value).
 type Rows = Vec<(usize, HashMap<String, String>)>;
 
@@ -216,8 +258,7 @@ pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> R
     let (rows, columns) = if is_parquet {
         parquet_rows(path)?
     } else {
-        let text =
-            String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
+        let text = decode_utf8(path, bytes)?;
         parse_rows(path, &text)?
     };
     if rows.is_empty() {
@@ -412,7 +453,7 @@ pub struct ChoiceQuestion {
 /// file's sha256. Errors name the line and the field.
 pub fn load_multiple_choice(path: &Path) -> Result<(Vec<ChoiceQuestion>, String)> {
     let (bytes, sha256) = read_maybe_compressed(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| EngineError::file(path, "not UTF-8 text"))?;
+    let text = decode_utf8(path, bytes)?;
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     for (i, line) in text.lines().enumerate() {

@@ -53,8 +53,7 @@ impl TextTokenizer {
         let json = dir.join("tokenizer.json");
         let tok_config = read_json(&dir.join("tokenizer_config.json"));
         let (mut inner, source) = if json.exists() {
-            let t = Tokenizer::from_file(&json)
-                .map_err(|e| EngineError::file(&json, format!("cannot load tokenizer: {e}")))?;
+            let t = crate::guard::load_tokenizer_json(&json)?;
             (t, "tokenizer.json".to_owned())
         } else if dir.join("vocab.txt").exists() {
             let vocab = dir.join("vocab.txt");

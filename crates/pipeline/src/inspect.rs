@@ -39,13 +39,8 @@ pub fn load_texts(texts: &[String], input: Option<&Path>, text_col: &str) -> Res
 }
 
 fn read_input(path: &Path, text_col: &str) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| bad!("{}: cannot read: {e}", path.display()))?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let text = lmcompare_engine::data::read_text_file(path)?;
+    let ext = lmcompare_engine::data::format_extension(path);
     let out: Vec<String> = match ext.as_str() {
         "jsonl" | "json" | "ndjson" => {
             let mut v = Vec::new();

@@ -13,11 +13,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum InputError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Read(String),
     #[error("{path}: the file is empty (no predictions)")]
     Empty { path: PathBuf },
     #[error("{path}:{line}: {message}")]
@@ -50,10 +47,7 @@ pub struct PredictionFile<'a> {
 }
 
 pub fn read_text(path: &Path) -> Result<String, InputError> {
-    std::fs::read_to_string(path).map_err(|source| InputError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    lmcompare_engine::data::read_text_file(path).map_err(|e| InputError::Read(e.to_string()))
 }
 
 pub fn parse_prediction_file<'a>(
@@ -65,11 +59,7 @@ pub fn parse_prediction_file<'a>(
             path: path.to_owned(),
         });
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = lmcompare_engine::data::format_extension(path);
     let rows = match ext.as_str() {
         "csv" => read_delimited(path, text, b',')?,
         "tsv" | "tab" => read_delimited(path, text, b'\t')?,

@@ -126,6 +126,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
     // any read of a file another process rewrites.
     let mmap = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| EngineError::file(path, format!("cannot map: {e}")))?;
+    super::gguf_check::check_gguf(&mmap).map_err(|m| EngineError::file(path, m))?;
     let content = Content::read(&mut Cursor::new(&mmap[..]))
         .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
     let meta: HashMap<String, GgufScalar> = content
@@ -192,9 +193,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
     cfg.tied_embeddings = !content.tensor_infos.contains_key("output.weight");
     let tokenizer_json = path.with_file_name("tokenizer.json");
     let (tokenizer, tokenizer_source, add_bos) = if tokenizer_json.exists() {
-        let t = Tokenizer::from_file(&tokenizer_json).map_err(|e| {
-            EngineError::file(&tokenizer_json, format!("cannot load tokenizer: {e}"))
-        })?;
+        let t = crate::guard::load_tokenizer_json(&tokenizer_json)?;
         let specials = super::load::leading_specials(&t);
         (
             t,

@@ -279,8 +279,7 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
     })?;
     let file = WeightFile::open(&weights_path)?;
     let tok_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tok_path)
-        .map_err(|e| EngineError::file(&tok_path, format!("cannot load tokenizer: {e}")))?;
+    let tokenizer = crate::guard::load_tokenizer_json(&tok_path)?;
     if tokenizer.get_vocab_size(true) > cfg.vocab_size {
         return Err(EngineError::file(
             &tok_path,

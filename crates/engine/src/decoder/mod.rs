@@ -13,6 +13,7 @@
 
 pub mod config;
 mod gguf;
+mod gguf_check;
 mod load;
 
 use std::path::{Path, PathBuf};

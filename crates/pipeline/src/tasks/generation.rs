@@ -169,8 +169,7 @@ pub struct Prompt {
 /// The prompts of a JSONL file, each line checked (file and line in every message), and the
 /// file's sha256.
 pub fn load_prompts(path: &Path) -> Result<(Vec<Prompt>, String)> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| bad!("{}: cannot read: {e}", path.display()))?;
+    let text = lmcompare_engine::data::read_text_file(path)?;
     let mut out: Vec<Prompt> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -23,11 +23,10 @@ use crate::{bad, fail, Result};
 /// Documents of a text file (paragraphs separated by blank lines) or a JSONL file (one per
 /// line, `--text-col`, `--id-col` when present), and the file's sha256.
 fn documents(path: &Path, text_col: &str, id_col: &str) -> Result<(Vec<(String, String)>, String)> {
-    let bytes = std::fs::read(path).map_err(|e| bad!("{}: cannot read: {e}", path.display()))?;
-    let digest = sha(&String::from_utf8_lossy(&bytes));
-    let text = String::from_utf8(bytes).map_err(|_| bad!("{}: not UTF-8 text", path.display()))?;
+    let text = lmcompare_engine::data::read_text_file(path)?;
+    let digest = sha(&text);
     let mut docs = Vec::new();
-    if path.extension().and_then(|e| e.to_str()) == Some("jsonl") {
+    if lmcompare_engine::data::format_extension(path) == "jsonl" {
         for (i, line) in text
             .lines()
             .enumerate()

@@ -1,0 +1,70 @@
+//! Third-party parsers that panic on malformed input (`tokenizers` `expect`s inside its
+//! deserialisers) are run through [`no_panic`], which turns the panic into an error and keeps
+//! the default hook from printing a backtrace banner for a failure we report ourselves.
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+static HOOK: Once = Once::new();
+
+fn install_hook() {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`; a panic inside it becomes `Err` with the panic's message.
+pub fn no_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    install_hook();
+    let was = CATCHING.with(|c| c.replace(true));
+    let out = panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the parser panicked".to_owned())
+    })
+}
+
+/// Loads a `tokenizer.json`, first as plain JSON (so a syntax error names its line), then
+/// through `tokenizers` with its panics caught.
+pub fn load_tokenizer_json(path: &std::path::Path) -> crate::Result<tokenizers::Tokenizer> {
+    let text = crate::data::read_text_file(path)?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| crate::EngineError::file(path, format!("not valid JSON: {e}")))?;
+    match no_panic(|| text.parse::<tokenizers::Tokenizer>()) {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(crate::EngineError::file(
+            path,
+            format!("not a tokenizer the `tokenizers` library can load: {e}"),
+        )),
+        Err(m) => Err(crate::EngineError::file(
+            path,
+            format!("malformed tokenizer definition (the `tokenizers` library rejected it: {m})"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_with_its_message() {
+        let r: Result<(), String> = no_panic(|| panic!("boom {}", 1));
+        assert_eq!(r.unwrap_err(), "boom 1");
+        assert_eq!(no_panic(|| 3).unwrap(), 3);
+    }
+}
