@@ -36,8 +36,7 @@ pub struct HeadLayout {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+    let text = crate::data::read_text_file(path)?;
     serde_json::from_str(&text).map_err(|e| EngineError::file(path, format!("not valid JSON: {e}")))
 }
 

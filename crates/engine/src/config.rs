@@ -6,6 +6,70 @@ use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 
+/// No real model has a dimension, vocabulary or context this large; a config that claims
+/// one is corrupt, and trusting it would size allocations from a typo.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 26;
+
+/// A JSON value as a message quotes it: short, with its JSON type.
+fn shown(x: &Value) -> String {
+    let kind = match x {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let mut text = x.to_string();
+    if text.chars().count() > 40 {
+        text = text.chars().take(40).collect::<String>() + "…";
+    }
+    format!("{text} ({kind})")
+}
+
+/// A size in a config (`hidden_size`, `num_attention_heads`, …): absent or null is `None`;
+/// anything but an integer from 1 to [`MAX_CONFIG_SIZE`] is an error naming the key and
+/// the value.
+pub fn size_field(v: &Value, key: &str) -> std::result::Result<Option<usize>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => match x.as_u64() {
+            Some(n) if (1..=MAX_CONFIG_SIZE).contains(&n) => Ok(Some(n as usize)),
+            Some(0) => Err(format!("`{key}` is 0; it must be a positive integer")),
+            Some(n) => Err(format!(
+                "`{key}` is {n}, beyond any real model (at most {MAX_CONFIG_SIZE}): the config is corrupt"
+            )),
+            None => Err(format!(
+                "`{key}` is {}; it must be a positive integer",
+                shown(x)
+            )),
+        },
+    }
+}
+
+/// A real number in a config (`layer_norm_eps`, `rope_theta`, …): absent or null is
+/// `None`; a string, a boolean or a container is an error naming the key.
+pub fn number_field(v: &Value, key: &str) -> std::result::Result<Option<f64>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is {}; it must be a number", shown(x))),
+    }
+}
+
+/// A normalisation epsilon: positive and finite, or every output is NaN.
+pub fn check_epsilon(key: &str, eps: f64) -> std::result::Result<f64, String> {
+    if eps.is_finite() && eps > 0.0 && eps < 1.0 {
+        Ok(eps)
+    } else {
+        Err(format!(
+            "`{key}` is {eps}; a normalisation epsilon must be a small positive number (e.g. 1e-12)"
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Bert,
@@ -53,8 +117,7 @@ pub struct EncoderConfig {
 
 impl EncoderConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EngineError::file(path, format!("cannot read config.json: {e}")))?;
+        let text = crate::data::read_text_file(path)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| EngineError::file(path, format!("not valid JSON: {e}")))?;
         Self::from_value(&v).map_err(|m| EngineError::file(path, m))
@@ -77,10 +140,12 @@ impl EncoderConfig {
             }
         };
         let int = |keys: &[&str]| -> std::result::Result<usize, String> {
-            keys.iter()
-                .find_map(|k| v[*k].as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| format!("missing `{}`", keys[0]))
+            for k in keys {
+                if let Some(n) = size_field(v, k)? {
+                    return Ok(n);
+                }
+            }
+            Err(format!("missing `{}`", keys[0]))
         };
         let distil = architecture == Architecture::DistilBert;
         let hidden = int(if distil { &["dim"] } else { &["hidden_size"] })?;
@@ -89,7 +154,7 @@ impl EncoderConfig {
         } else {
             &["num_attention_heads"]
         })?;
-        if heads == 0 || hidden % heads != 0 {
+        if hidden % heads != 0 {
             return Err(format!(
                 "hidden size {hidden} is not divisible by {heads} attention heads"
             ));
@@ -147,9 +212,12 @@ impl EncoderConfig {
             type_vocab_size: if distil {
                 0
             } else {
-                int(&["type_vocab_size"]).unwrap_or(2)
+                size_field(v, "type_vocab_size")?.unwrap_or(2)
             },
-            layer_norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
+            layer_norm_eps: check_epsilon(
+                "layer_norm_eps",
+                number_field(v, "layer_norm_eps")?.unwrap_or(1e-12),
+            )? as f32,
             pad_token_id: v["pad_token_id"].as_u64().unwrap_or(
                 if architecture == Architecture::Roberta {
                     1

@@ -256,7 +256,14 @@ pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> R
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let (rows, columns) = if is_parquet {
-        parquet_rows(path)?
+        // The parquet reader indexes with values from the file and can panic on a corrupt
+        // page (parquet 55 `rle.rs`, `bytes`): contained and reported as a corrupt file.
+        crate::guard::no_panic(|| parquet_rows(path)).map_err(|why| {
+            EngineError::file(
+                path,
+                format!("not a readable Parquet file (corrupt page: {why})"),
+            )
+        })??
     } else {
         let text = decode_utf8(path, bytes)?;
         parse_rows(path, &text)?

@@ -45,7 +45,15 @@ pub fn load_tokenizer_json(path: &std::path::Path) -> crate::Result<tokenizers::
     serde_json::from_str::<serde_json::Value>(&text)
         .map_err(|e| crate::EngineError::file(path, format!("not valid JSON: {e}")))?;
     match no_panic(|| text.parse::<tokenizers::Tokenizer>()) {
-        Ok(Ok(t)) => Ok(t),
+        Ok(Ok(t)) => {
+            probe(&t).map_err(|m| {
+                crate::EngineError::file(
+                    path,
+                    format!("malformed tokenizer definition (it fails on a test sentence: {m})"),
+                )
+            })?;
+            Ok(t)
+        }
         Ok(Err(e)) => Err(crate::EngineError::file(
             path,
             format!("not a tokenizer the `tokenizers` library can load: {e}"),
@@ -55,6 +63,20 @@ pub fn load_tokenizer_json(path: &std::path::Path) -> crate::Result<tokenizers::
             format!("malformed tokenizer definition (the `tokenizers` library rejected it: {m})"),
         )),
     }
+}
+
+/// `tokenizers` checks parts of a definition only when they run (a post-processor template
+/// naming a special token the file lacks panics on every encode): one single and one pair
+/// encoding, and a decode, at load time turn that into an error naming the file, before
+/// any data is read. Only a panic counts: an ordinary error (a word-level vocabulary
+/// without an unknown token) is the real encodes' to report, with the example it hit.
+fn probe(t: &tokenizers::Tokenizer) -> Result<(), String> {
+    no_panic(|| {
+        if let Ok(one) = t.encode("A probe, 12 words: ok.", true) {
+            let _ = t.decode(one.get_ids(), true);
+        }
+        let _ = t.encode(("A probe.", "Another one."), true);
+    })
 }
 
 #[cfg(test)]

@@ -44,6 +44,49 @@ pub struct TorchTensor {
     pub bytes: usize,
 }
 
+/// Deeper than any state dict nests (dict → tensor arguments → shape): a deeper value is
+/// a corrupt or hostile pickle, and refusing it keeps recursion (clone, drop) bounded.
+const MAX_DEPTH: usize = 32;
+/// Values that memo references may copy in all: a small pickle that refers to its own
+/// memo entries can otherwise grow exponentially ("billion laughs").
+const MAX_EXPANDED: usize = 1 << 22;
+
+fn deeper_than(v: &Value, levels: usize) -> bool {
+    match v {
+        Value::Tuple(t) | Value::List(t) => {
+            levels == 0 || t.iter().any(|x| deeper_than(x, levels - 1))
+        }
+        Value::Dict(d) => {
+            levels == 0
+                || d.iter()
+                    .any(|(k, x)| deeper_than(k, levels - 1) || deeper_than(x, levels - 1))
+        }
+        _ => false,
+    }
+}
+
+fn count_values(v: &Value) -> usize {
+    1 + match v {
+        Value::Tuple(t) | Value::List(t) => t.iter().map(count_values).sum(),
+        Value::Dict(d) => d
+            .iter()
+            .map(|(k, x)| count_values(k) + count_values(x))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// A value about to go inside a container: one level less than the limit.
+fn nestable(v: &Value) -> std::result::Result<(), String> {
+    if deeper_than(v, MAX_DEPTH - 1) {
+        Err(format!(
+            "the pickle nests deeper than {MAX_DEPTH} levels; a state dict never does"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn ints(v: &Value) -> Option<Vec<usize>> {
     match v {
         Value::Tuple(t) | Value::List(t) => t
@@ -62,6 +105,7 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    expanded: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -83,19 +127,43 @@ impl<'a> Machine<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn line(&mut self) -> std::result::Result<String, String> {
-        let start = self.pos;
-        while self.pos < self.data.len() && self.data[self.pos] != b'\n' {
-            self.pos += 1;
-        }
-        let s = String::from_utf8_lossy(&self.data[start..self.pos]).into_owned();
-        self.pos += 1;
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated pickle (a GLOBAL without its newline)")?;
+        let s = String::from_utf8_lossy(&rest[..n]).into_owned();
+        self.pos += n + 1;
         Ok(s)
+    }
+    fn memo_put(&mut self, i: u32) -> std::result::Result<(), String> {
+        let top = self.stack.last().ok_or("memo of empty stack")?;
+        self.expanded += count_values(top);
+        if self.expanded > MAX_EXPANDED {
+            return Err(format!(
+                "the pickle's memo copies more than {MAX_EXPANDED} values; a state dict never does"
+            ));
+        }
+        let top = top.clone();
+        self.memo.insert(i, top);
+        Ok(())
+    }
+    fn memo_get(&mut self, i: u32) -> std::result::Result<Value, String> {
+        let v = self.memo.get(&i).ok_or("bad memo reference")?;
+        self.expanded += count_values(v);
+        if self.expanded > MAX_EXPANDED {
+            return Err(format!(
+                "the pickle's memo references copy more than {MAX_EXPANDED} values; a state dict never does"
+            ));
+        }
+        Ok(v.clone())
     }
     fn pop(&mut self) -> std::result::Result<Value, String> {
         self.stack
             .pop()
             .ok_or_else(|| "pickle stack underflow".to_owned())
     }
+    /// The items above the last MARK, each checked to fit inside a container.
     fn pop_mark(&mut self) -> std::result::Result<Vec<Value>, String> {
         let at = self
             .stack
@@ -104,6 +172,7 @@ impl<'a> Machine<'a> {
             .ok_or("pickle MARK missing")?;
         let items = self.stack.split_off(at + 1);
         self.stack.pop();
+        items.iter().try_for_each(nestable)?;
         Ok(items)
     }
     fn string(&mut self, n: usize) -> std::result::Result<Value, String> {
@@ -128,11 +197,19 @@ impl<'a> Machine<'a> {
                     _ => return Err("tensor without storage".into()),
                 };
                 let offset = match args.get(1) {
-                    Some(Value::Int(o)) => *o as usize,
+                    Some(Value::Int(o)) => {
+                        usize::try_from(*o).map_err(|_| format!("tensor storage offset {o}"))?
+                    }
                     _ => 0,
                 };
                 let shape = args.get(2).and_then(ints).ok_or("tensor without shape")?;
                 let stride = args.get(3).and_then(ints).ok_or("tensor without stride")?;
+                if stride.len() != shape.len() {
+                    return Err(format!(
+                        "tensor shape {shape:?} with {} strides",
+                        stride.len()
+                    ));
+                }
                 Ok(Value::Tensor(TensorRef {
                     key,
                     dtype,
@@ -217,28 +294,25 @@ impl<'a> Machine<'a> {
                 }
                 b'q' => {
                     let i = self.u8()? as u32;
-                    let top = self.stack.last().cloned().ok_or("memo of empty stack")?;
-                    self.memo.insert(i, top);
+                    self.memo_put(i)?;
                 }
                 b'r' => {
                     let i = self.u32()?;
-                    let top = self.stack.last().cloned().ok_or("memo of empty stack")?;
-                    self.memo.insert(i, top);
+                    self.memo_put(i)?;
                 }
                 0x94 => {
                     let i = self.memo.len() as u32;
-                    let top = self.stack.last().cloned().ok_or("memo of empty stack")?;
-                    self.memo.insert(i, top);
+                    self.memo_put(i)?;
                 }
                 b'h' => {
                     let i = self.u8()? as u32;
-                    self.stack
-                        .push(self.memo.get(&i).cloned().ok_or("bad memo reference")?);
+                    let v = self.memo_get(i)?;
+                    self.stack.push(v);
                 }
                 b'j' => {
                     let i = self.u32()?;
-                    self.stack
-                        .push(self.memo.get(&i).cloned().ok_or("bad memo reference")?);
+                    let v = self.memo_get(i)?;
+                    self.stack.push(v);
                 }
                 b't' => {
                     let items = self.pop_mark()?;
@@ -252,6 +326,7 @@ impl<'a> Machine<'a> {
                         .checked_sub(n)
                         .ok_or("pickle stack underflow")?;
                     let items = self.stack.split_off(at);
+                    items.iter().try_for_each(nestable)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 b'Q' => {
@@ -282,6 +357,8 @@ impl<'a> Machine<'a> {
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
+                    nestable(&k)?;
+                    nestable(&v)?;
                     if let Some(Value::Dict(d)) = self.stack.last_mut() {
                         d.push((k, v));
                     }
@@ -297,6 +374,7 @@ impl<'a> Machine<'a> {
                 }
                 b'a' => {
                     let v = self.pop()?;
+                    nestable(&v)?;
                     if let Some(Value::List(l)) = self.stack.last_mut() {
                         l.push(v);
                     }
@@ -347,6 +425,7 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<HashMap<String, TorchTensor>
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        expanded: 0,
     };
     let root = m
         .run()
@@ -379,7 +458,41 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<HashMap<String, TorchTensor>
                 t.dtype
             ))
         })?;
-        let numel: usize = t.shape.iter().product();
+        // Every element's position is offset + Σ index·stride; the largest must fit the
+        // storage, and the count must too (unless a stride of 0 repeats elements), before
+        // anything is allocated from numbers the file supplied.
+        let past_storage = || {
+            bad(format!(
+                "tensor `{name}` (shape {:?}, strides {:?}, offset {}) reaches past its storage of {} bytes: corrupt checkpoint",
+                t.shape, t.stride, t.offset, raw.len()
+            ))
+        };
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(past_storage)?;
+        if numel > 0 {
+            let last = t
+                .shape
+                .iter()
+                .zip(&t.stride)
+                .try_fold(t.offset, |a, (&d, &s)| {
+                    a.checked_add((d - 1).checked_mul(s)?)
+                })
+                .ok_or_else(past_storage)?;
+            let end = last
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(size))
+                .ok_or_else(past_storage)?;
+            let repeats = t.stride.contains(&0);
+            if end > raw.len() || (!repeats && numel.saturating_mul(size) > raw.len()) {
+                return Err(past_storage());
+            }
+            if repeats && numel > (1 << 28) {
+                return Err(past_storage());
+            }
+        }
         let read = |i: usize| -> Option<f32> {
             let b = raw.get(i * size..(i + 1) * size)?;
             Some(match t.dtype.as_str() {
@@ -426,4 +539,60 @@ pub fn read_torch_checkpoint(path: &Path) -> Result<HashMap<String, TorchTensor>
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(data: &[u8]) -> std::result::Result<Value, String> {
+        Machine {
+            data,
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+            expanded: 0,
+        }
+        .run()
+    }
+
+    #[test]
+    fn a_global_without_its_newline_is_truncated_not_a_panic() {
+        assert!(run(b"ctorch\n_utils").unwrap_err().contains("truncated"));
+        assert!(run(b"c").unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        // `]` × n then `a` × (n-1): each list appended into the one below it.
+        let n = 10_000;
+        let mut p = vec![b']'; n];
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(b'.');
+        assert!(run(&p).unwrap_err().contains("nests deeper"));
+        // TUPLE1 applied over and over.
+        let mut p = vec![b')'];
+        p.extend(std::iter::repeat_n(0x85, n));
+        p.push(b'.');
+        assert!(run(&p).unwrap_err().contains("nests deeper"));
+    }
+
+    #[test]
+    fn memo_self_references_cannot_grow_without_bound() {
+        // x = (); then 40 times: memo x, x = (memo, memo).
+        let mut p = vec![b')'];
+        for _ in 0..40 {
+            p.extend_from_slice(&[b'q', 0, b'h', 0, 0x86]);
+        }
+        p.push(b'.');
+        let e = run(&p).unwrap_err();
+        assert!(e.contains("memo") || e.contains("nests deeper"), "{e}");
+    }
+
+    #[test]
+    fn a_small_state_dict_reads() {
+        // {'a': 1}
+        let v = run(b"}q\x00(X\x01\x00\x00\x00aK\x01u.").unwrap();
+        assert!(matches!(v, Value::Dict(d) if d.len() == 1));
+    }
 }

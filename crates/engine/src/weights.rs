@@ -49,7 +49,11 @@ impl WeightFile {
         let mmap = unsafe { Mmap::map(&file) }
             .map_err(|e| EngineError::file(path, format!("cannot map: {e}")))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-            EngineError::file(path, format!("corrupt or truncated safetensors file: {e}"))
+            let why = diagnose_safetensors(&mmap).unwrap_or_else(|| e.to_string());
+            EngineError::file(
+                path,
+                format!("corrupt or truncated safetensors file: {why}"),
+            )
         })?;
         // read_metadata checks offsets against each other; check them against the file.
         let data_len = mmap.len() - 8 - header_len;
@@ -193,6 +197,109 @@ impl WeightFile {
     }
 }
 
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// What exactly is wrong with a safetensors file the `safetensors` crate refused: its
+/// errors ("invalid shape, data type, or offset for tensor", "file not fully covered") do
+/// not say which tensor or which bytes. `None` when this check finds nothing.
+fn diagnose_safetensors(bytes: &[u8]) -> Option<String> {
+    let Some(len_bytes) = bytes.get(..8) else {
+        return Some(format!(
+            "{} bytes: shorter than the 8-byte header length every safetensors file starts with",
+            bytes.len()
+        ));
+    };
+    let n = u64::from_le_bytes(len_bytes.try_into().ok()?);
+    let rest = (bytes.len() - 8) as u64;
+    if n > rest {
+        return Some(format!(
+            "the header length field says {n} bytes but only {rest} follow it"
+        ));
+    }
+    let header = &bytes[8..8 + n as usize];
+    let v: serde_json::Value = match serde_json::from_slice(header) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("the header is not valid JSON: {e}")),
+    };
+    let obj = v.as_object()?;
+    let data_len = rest - n;
+    let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = t["dtype"].as_str().unwrap_or("");
+        let Some(size) = dtype_size(dtype) else {
+            return Some(format!(
+                "tensor `{name}` has dtype {:?}, which safetensors does not define",
+                t["dtype"]
+            ));
+        };
+        let shape: Option<Vec<u64>> = t["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect());
+        let Some(shape) = shape else {
+            return Some(format!(
+                "tensor `{name}` has shape {}, not a list of sizes",
+                t["shape"]
+            ));
+        };
+        let offsets: Option<Vec<u64>> = t["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect());
+        let Some([start, end]) = offsets
+            .as_deref()
+            .and_then(|o| <[u64; 2]>::try_from(o).ok())
+        else {
+            return Some(format!(
+                "tensor `{name}` has data_offsets {}, not [start, end]",
+                t["data_offsets"]
+            ));
+        };
+        if start > end || end > data_len {
+            return Some(format!(
+                "tensor `{name}` has data_offsets [{start}, {end}], outside the {data_len} data bytes"
+            ));
+        }
+        let needed = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
+        if needed != Some(end - start) {
+            return Some(format!(
+                "tensor `{name}` ({dtype} {shape:?}) needs {} bytes but its data_offsets span {}",
+                needed.map_or("more than 2^64".to_owned(), |b| b.to_string()),
+                end - start
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut at = 0;
+    for (start, end, name) in &spans {
+        if *start > at {
+            return Some(format!(
+                "data bytes {at}..{start} belong to no tensor (before `{name}`): a tensor is missing from the header"
+            ));
+        }
+        if *start < at {
+            return Some(format!("tensor `{name}` overlaps the tensor before it"));
+        }
+        at = *end;
+    }
+    if at < data_len {
+        return Some(format!(
+            "data bytes {at}..{data_len} belong to no tensor: a tensor is missing from the header, or bytes were appended"
+        ));
+    }
+    None
+}
+
 pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
@@ -213,7 +320,57 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
+    use super::{f16_to_f32, WeightFile};
+
+    /// A safetensors file from a header written by hand and `data_len` zero bytes.
+    fn file(header: &str, data_len: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend(std::iter::repeat_n(0u8, data_len));
+        std::fs::write(&path, b).unwrap();
+        (dir, path)
+    }
+
+    fn open_err(header: &str, data_len: usize) -> String {
+        let (_d, p) = file(header, data_len);
+        match WeightFile::open(&p) {
+            Ok(_) => panic!("{header} opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn safetensors_errors_name_the_tensor_and_the_bytes() {
+        let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        let (_d, p) = file(ok, 12);
+        assert_eq!(WeightFile::open(&p).unwrap().names().len(), 2);
+        let e = open_err(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            12,
+        );
+        assert!(
+            e.contains("tensor `a`") && e.contains("needs 12 bytes"),
+            "{e}"
+        );
+        let e = open_err(
+            r#"{"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+        );
+        assert!(e.contains("tensor `a` has dtype"), "{e}");
+        // A tensor entry removed: its bytes belong to no tensor.
+        let e = open_err(
+            r#"{"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            12,
+        );
+        assert!(e.contains("bytes 0..8 belong to no tensor"), "{e}");
+        let e = open_err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            9,
+        );
+        assert!(e.contains("bytes 8..9 belong to no tensor"), "{e}");
+    }
 
     #[test]
     fn f16_conversion() {

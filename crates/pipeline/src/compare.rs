@@ -26,7 +26,7 @@ fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
     let Some(p) = path else {
         return Ok(HashMap::new());
     };
-    let text = std::fs::read_to_string(p).map_err(|e| bad!("{}: cannot read: {e}", p.display()))?;
+    let text = lmcompare_engine::data::read_text_file(p)?;
     serde_json::from_str(&text).map_err(|e| {
         bad!(
             "{}: expected a JSON object of model label -> dataset label: {e}",

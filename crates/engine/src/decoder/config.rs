@@ -187,9 +187,9 @@ impl DecoderConfig {
         let family = DecoderFamily::from_name(model_type).ok_or_else(|| {
             format!("model_type {model_type:?} is not a supported decoder ({SUPPORTED_DECODERS})")
         })?;
-        let num = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
-        let need = |k: &str| num(k).ok_or_else(|| format!("config.json has no {k}"));
-        let float = |k: &str| v.get(k).and_then(Value::as_f64);
+        let num = |k: &str| crate::config::size_field(v, k);
+        let need = |k: &str| num(k)?.ok_or_else(|| format!("config.json has no {k}"));
+        let float = |k: &str| crate::config::number_field(v, k);
         if family == DecoderFamily::Gpt2 {
             let hidden = need("n_embd")?;
             let heads = need("n_head")?;
@@ -202,23 +202,23 @@ impl DecoderConfig {
                     "GPT-2 activation {activation:?} is not supported (gelu_new)"
                 ));
             }
-            return Ok(DecoderConfig {
+            let config = DecoderConfig {
                 family,
                 vocab_size: need("vocab_size")?,
                 hidden,
                 layers: need("n_layer")?,
                 heads,
                 kv_heads: heads,
-                head_dim: hidden / heads,
-                ffn: num("n_inner").unwrap_or(4 * hidden),
-                norm_eps: float("layer_norm_epsilon").unwrap_or(1e-5) as f32,
+                head_dim: hidden.checked_div(heads).unwrap_or(0),
+                ffn: num("n_inner")?.unwrap_or(4 * hidden),
+                norm_eps: float("layer_norm_epsilon")?.unwrap_or(1e-5) as f32,
                 max_positions: need("n_positions")?,
                 rope_layout: RopeLayout::Halves,
                 rope_global: None,
                 rope_local: None,
                 sliding_window: None,
                 sliding_layers: vec![false; need("n_layer")?],
-                attn_scale: 1.0 / ((hidden / heads) as f32).sqrt(),
+                attn_scale: 1.0 / (hidden.checked_div(heads).unwrap_or(0) as f32).sqrt(),
                 attn_softcap: None,
                 final_softcap: None,
                 activation: FfnActivation::GeluTanh,
@@ -226,13 +226,20 @@ impl DecoderConfig {
                 tied_embeddings: true,
                 bos_token_id: id(v, "bos_token_id"),
                 eos_token_id: id(v, "eos_token_id"),
-            });
+            };
+            config.validate()?;
+            return Ok(config);
         }
         let hidden = need("hidden_size")?;
         let heads = need("num_attention_heads")?;
         let layers = need("num_hidden_layers")?;
-        let head_dim = num("head_dim").unwrap_or(hidden / heads);
-        let kv_heads = num("num_key_value_heads").unwrap_or(heads);
+        let head_dim = num("head_dim")?.unwrap_or(hidden / heads);
+        let kv_heads = num("num_key_value_heads")?.unwrap_or(heads);
+        if head_dim % 2 != 0 {
+            return Err(format!(
+                "head size {head_dim} is odd; rotary embeddings need an even head size"
+            ));
+        }
         if heads % kv_heads != 0 {
             return Err(format!(
                 "{heads} attention heads do not split into {kv_heads} key/value groups"
@@ -249,28 +256,28 @@ impl DecoderConfig {
                 .and_then(Value::as_f64)
                 .unwrap_or(fallback)
         };
-        let theta = float("rope_theta").unwrap_or(10_000.0);
+        let theta = float("rope_theta")?.unwrap_or(10_000.0);
         let global_p = params_for("full_attention");
         let global_scaling = global_p
             .filter(|p| p.get("rope_type").is_some())
             .or(v.get("rope_scaling").filter(|s| !s.is_null()));
         let rope_global = scaled_rope(theta_of(global_p, theta), head_dim, global_scaling)?;
-        let sliding_window = num("sliding_window");
+        let sliding_window = num("sliding_window")?;
         let layer_types: Option<Vec<bool>> =
             v.get("layer_types").and_then(Value::as_array).map(|a| {
                 a.iter()
                     .map(|t| t.as_str() == Some("sliding_attention"))
                     .collect()
             });
+        let pattern = num("sliding_window_pattern")?.unwrap_or(6);
         let sliding_layers = match family {
             DecoderFamily::Gemma2 => layer_types.unwrap_or_else(|| {
                 // Gemma 2 alternates: even layers slide.
                 (0..layers).map(|i| i % 2 == 0).collect()
             }),
-            DecoderFamily::Gemma3 => layer_types.unwrap_or_else(|| {
-                let pattern = num("sliding_window_pattern").unwrap_or(6);
-                (0..layers).map(|i| (i + 1) % pattern != 0).collect()
-            }),
+            DecoderFamily::Gemma3 => {
+                layer_types.unwrap_or_else(|| (0..layers).map(|i| (i + 1) % pattern != 0).collect())
+            }
             _ => {
                 // Qwen2/3 and Mistral slide only when the config says so.
                 let use_sw = v
@@ -294,14 +301,14 @@ impl DecoderConfig {
             let base = local_p
                 .and_then(|p| p.get("rope_theta"))
                 .and_then(Value::as_f64)
-                .or_else(|| float("rope_local_base_freq"))
+                .or(float("rope_local_base_freq")?)
                 .unwrap_or(10_000.0);
             let scaling = local_p.filter(|p| p.get("rope_type").is_some());
             Some(scaled_rope(base, head_dim, scaling)?)
         } else {
             None
         };
-        let attn_scale = match float("query_pre_attn_scalar") {
+        let attn_scale = match float("query_pre_attn_scalar")? {
             Some(s) if family.is_gemma() && family != DecoderFamily::Gemma => 1.0 / s.sqrt(),
             _ => 1.0 / (head_dim as f64).sqrt(),
         } as f32;
@@ -323,8 +330,10 @@ impl DecoderConfig {
                 ))
             }
         };
-        let softcap = |k: &str| float(k).filter(|c| *c > 0.0).map(|c| c as f32);
-        Ok(DecoderConfig {
+        let softcap = |k: &str| -> Result<Option<f32>, String> {
+            Ok(float(k)?.filter(|c| *c > 0.0).map(|c| c as f32))
+        };
+        let config = DecoderConfig {
             family,
             vocab_size: need("vocab_size")?,
             hidden,
@@ -333,16 +342,16 @@ impl DecoderConfig {
             kv_heads,
             head_dim,
             ffn: need("intermediate_size")?,
-            norm_eps: float("rms_norm_eps").unwrap_or(1e-6) as f32,
-            max_positions: num("max_position_embeddings").unwrap_or(4096),
+            norm_eps: float("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+            max_positions: num("max_position_embeddings")?.unwrap_or(4096),
             rope_layout: RopeLayout::Halves,
             rope_global: Some(rope_global),
             rope_local,
             sliding_window: sliding_window.filter(|_| sliding_layers.iter().any(|s| *s)),
             sliding_layers,
             attn_scale,
-            attn_softcap: softcap("attn_logit_softcapping"),
-            final_softcap: softcap("final_logit_softcapping"),
+            attn_softcap: softcap("attn_logit_softcapping")?,
+            final_softcap: softcap("final_logit_softcapping")?,
             activation,
             scale_embeddings: family.is_gemma(),
             tied_embeddings: v
@@ -351,7 +360,70 @@ impl DecoderConfig {
                 .unwrap_or(family.is_gemma()),
             bos_token_id: id(v, "bos_token_id"),
             eos_token_id: id(v, "eos_token_id"),
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Sizes and constants a forward pass divides by, indexes with or normalises by: a
+    /// corrupt value is refused here, by name, before it becomes a crash or NaN outputs.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = crate::config::MAX_CONFIG_SIZE as usize;
+        for (what, n) in [
+            ("vocabulary size", self.vocab_size),
+            ("hidden size", self.hidden),
+            ("layer count", self.layers),
+            ("attention head count", self.heads),
+            ("key/value head count", self.kv_heads),
+            ("head size", self.head_dim),
+            ("feed-forward size", self.ffn),
+            ("context length", self.max_positions),
+        ] {
+            if n == 0 || n > max {
+                return Err(format!(
+                    "the model's {what} is {n}; it must be between 1 and {max}: the config is corrupt"
+                ));
+            }
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(format!(
+                "{} attention heads do not split into {} key/value groups",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.heads.saturating_mul(self.head_dim) > max {
+            return Err(format!(
+                "{} heads of size {} are beyond any real model: the config is corrupt",
+                self.heads, self.head_dim
+            ));
+        }
+        crate::config::check_epsilon("the normalisation epsilon", f64::from(self.norm_eps))?;
+        if !self.attn_scale.is_finite() || self.attn_scale <= 0.0 {
+            return Err(format!(
+                "the attention scale is {}; the config's query_pre_attn_scalar must be positive",
+                self.attn_scale
+            ));
+        }
+        for cap in [self.attn_softcap, self.final_softcap]
+            .into_iter()
+            .flatten()
+        {
+            if !cap.is_finite() {
+                return Err(format!("a logit soft-cap of {cap} is not a finite number"));
+            }
+        }
+        for rope in [&self.rope_global, &self.rope_local].into_iter().flatten() {
+            if rope.inv_freq.iter().any(|f| !f.is_finite()) {
+                return Err(
+                    "the rotary frequencies are not finite: rope_theta or the rope scaling factor is corrupt"
+                        .into(),
+                );
+            }
+        }
+        if self.sliding_window == Some(0) {
+            return Err("sliding_window is 0; it must be positive".into());
+        }
+        Ok(())
     }
 
     /// The configuration in a GGUF file's metadata (`general.architecture` = `arch`, keys
@@ -360,6 +432,7 @@ impl DecoderConfig {
         meta: &HashMap<String, GgufScalar>,
         vocab_size: usize,
     ) -> Result<Self, String> {
+        const MAX: u64 = crate::config::MAX_CONFIG_SIZE;
         let arch = meta
             .get("general.architecture")
             .and_then(GgufScalar::as_str)
@@ -375,16 +448,23 @@ impl DecoderConfig {
         };
         let key = |k: &str| format!("{arch}.{k}");
         let num = |k: &str| meta.get(&key(k)).and_then(GgufScalar::as_f64);
-        let need = |k: &str| {
-            num(k)
-                .map(|x| x as usize)
-                .ok_or_else(|| format!("no {arch}.{k} in the metadata"))
+        let size = |k: &str| -> Result<Option<usize>, String> {
+            match num(k) {
+                None => Ok(None),
+                Some(x) if x.fract() == 0.0 && (1.0..=MAX as f64).contains(&x) => {
+                    Ok(Some(x as usize))
+                }
+                Some(x) => Err(format!(
+                    "{arch}.{k} is {x}; it must be an integer from 1 to {MAX}: the file is corrupt"
+                )),
+            }
         };
+        let need = |k: &str| size(k)?.ok_or_else(|| format!("no {arch}.{k} in the metadata"));
         let hidden = need("embedding_length")?;
         let heads = need("attention.head_count")?;
         let layers = need("block_count")?;
-        let kv_heads = num("attention.head_count_kv").map_or(heads, |x| x as usize);
-        let head_dim = num("attention.key_length").map_or(hidden / heads, |x| x as usize);
+        let kv_heads = size("attention.head_count_kv")?.unwrap_or(heads);
+        let head_dim = size("attention.key_length")?.unwrap_or(hidden / heads);
         let base = num("rope.freq_base").unwrap_or(10_000.0);
         let scaling = match meta
             .get(&key("rope.scaling.type"))
@@ -398,7 +478,7 @@ impl DecoderConfig {
             Some(other) => return Err(format!("GGUF rope scaling {other:?} is not supported")),
         };
         let rope_global = scaled_rope(base, head_dim, scaling.as_ref())?;
-        let sliding_window = num("attention.sliding_window").map(|x| x as usize);
+        let sliding_window = size("attention.sliding_window")?;
         // llama.cpp's fixed patterns: Gemma 2 alternates; Gemma 3 has five sliding layers
         // per full one, with a local rotary base of 10 000.
         let sliding_layers: Vec<bool> = match family {
@@ -418,7 +498,7 @@ impl DecoderConfig {
                 .and_then(GgufScalar::as_f64)
                 .map(|x| x as u32)
         };
-        Ok(DecoderConfig {
+        let config = DecoderConfig {
             family,
             vocab_size,
             hidden,
@@ -445,7 +525,7 @@ impl DecoderConfig {
                     (family, layers),
                     (DecoderFamily::Gemma2, 46) | (DecoderFamily::Gemma3, 62)
                 ) {
-                1.0 / ((hidden / heads) as f32).sqrt()
+                1.0 / (hidden.checked_div(heads).unwrap_or(0) as f32).sqrt()
             } else {
                 1.0 / (head_dim as f32).sqrt()
             },
@@ -464,7 +544,9 @@ impl DecoderConfig {
             tied_embeddings: true,
             bos_token_id: token("bos_token_id"),
             eos_token_id: token("eos_token_id"),
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Whether layer `i` attends through the sliding window, and its rotary frequencies.

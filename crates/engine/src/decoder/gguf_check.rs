@@ -246,7 +246,7 @@ pub(crate) fn check_gguf(bytes: &[u8]) -> Result<(), String> {
         })?;
         let offset = w.u64(&format!("offset of tensor `{name}`"))?;
         let block = dtype.block_size() as u64;
-        if elems % block != 0 {
+        if !elems.is_multiple_of(block) {
             return Err(format!(
                 "tensor `{name}` has {elems} elements, not a multiple of its {dtype:?} block of {block}"
             ));

@@ -101,7 +101,8 @@ pub(crate) fn build_weights(
     };
     let sandwich = matches!(cfg.family, DecoderFamily::Gemma2 | DecoderFamily::Gemma3);
     let qk_norm = matches!(cfg.family, DecoderFamily::Qwen3 | DecoderFamily::Gemma3);
-    let mut layers = Vec::with_capacity(cfg.layers);
+    // Grown as the file supplies layers: the count comes from a config that may be corrupt.
+    let mut layers = Vec::new();
     for i in 0..cfg.layers {
         let n = |p: Part| (names.layer)(i, p);
         let q = src.get(&n(Part::Q), &[qd, d])?;
@@ -266,8 +267,7 @@ pub(crate) fn leading_specials(tok: &Tokenizer) -> Vec<u32> {
 
 pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| EngineError::file(&config_path, format!("cannot read config.json: {e}")))?;
+    let text = crate::data::read_text_file(&config_path)?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| EngineError::file(&config_path, format!("not valid JSON: {e}")))?;
     let cfg = DecoderConfig::from_hf(&v).map_err(|m| EngineError::file(&config_path, m))?;

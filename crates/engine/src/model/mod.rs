@@ -270,7 +270,8 @@ impl Encoder {
             None
         };
         let emb_norm = Norm::load(w, &format!("{p}embeddings.LayerNorm"), d)?;
-        let mut layers = Vec::with_capacity(config.layers);
+        // Grown as the file supplies layers: the count comes from a config that may be corrupt.
+        let mut layers = Vec::new();
         for i in 0..config.layers {
             let n = (spec.layer)(&p, i);
             layers.push(Layer {
