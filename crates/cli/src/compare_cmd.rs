@@ -36,16 +36,16 @@ pub struct CompareArgs {
     #[arg(long = "label-desc", value_name = "LABEL=TEXT")]
     pub label_desc: Vec<String>,
     /// Use at most N examples of each split (file order).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::positive)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     pub batch_size: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::max_length)]
     pub max_length: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::numbers::seed, default_value_t = 0)]
     pub seed: u64,
     /// Test fraction of the stratified split when the data has no split column.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = crate::numbers::fraction, default_value_t = 0.2)]
     pub test_size: f64,
     /// The SQLite store.
     #[arg(long, default_value = "lmcompare.db")]
@@ -58,7 +58,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub format: Option<Format>,
     /// Test examples kept for the report's examples table (disagreements first).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     pub html_examples: usize,
     #[command(flatten)]
     pub stats: StatsArgs,
@@ -77,25 +77,25 @@ pub struct CompareArgs {
     #[arg(long = "verbalizer", value_name = "LABEL=TEXT")]
     pub verbalizers: Vec<String>,
     /// Solved train examples put before each prompt (seeded draw).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 0)]
     pub shots: usize,
     /// Length normalisation of a label's log-likelihood.
     #[arg(long, value_enum, default_value = "none")]
     pub length_norm: LengthNorm,
     /// Requests in flight at once per remote model.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 4)]
     pub concurrency: usize,
     /// At most this many requests per second per remote model.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::positive_real)]
     pub max_rps: Option<f64>,
     /// Seconds before a request counts as timed out.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, value_parser = crate::numbers::positive_real, default_value_t = 60.0)]
     pub timeout: f64,
     /// Retries of a failed request (429, 5xx, timeout, dropped connection, bad JSON).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 5)]
     pub retries: usize,
     /// Backoff before the first retry, doubled each time (jittered).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_parser = crate::numbers::seed, default_value_t = 200)]
     pub backoff_ms: u64,
     /// Name of the environment variable holding the API key (the key is never printed or stored).
     #[arg(long)]
@@ -105,7 +105,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub circular: bool,
     /// Generate: most new tokens per answer.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     pub max_tokens: usize,
     /// Generate: stop an answer at this text (repeatable; the default stops at a newline).
     #[arg(long, default_values_t = vec!["\n".to_string()])]
@@ -119,10 +119,10 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value = "chat")]
     pub generate_api: GenerateApi,
     /// Perplexity: characters per scored window (cut at whitespace).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 2000)]
     pub window_chars: usize,
     /// Perplexity: characters of preceding text given as context to each later window.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     pub context_chars: usize,
 }
 
@@ -181,7 +181,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "lmcompare.db")]
     db: PathBuf,
     /// Use at most N reviews per split (default: all 4,866).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::positive)]
     limit: Option<usize>,
     #[arg(long)]
     format: Option<Format>,

@@ -38,9 +38,9 @@ pub struct EmbedArgs {
     /// L2-normalise embeddings (default: as the folder's modules.json says).
     #[arg(long)]
     normalize: Option<bool>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::max_length)]
     max_length: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     batch_size: usize,
     /// json (default) or table.
     #[arg(long)]
@@ -53,9 +53,9 @@ pub struct PredictArgs {
     model: String,
     #[command(flatten)]
     input: TextInput,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::max_length)]
     max_length: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     batch_size: usize,
     #[arg(long)]
     format: Option<Format>,
@@ -68,7 +68,7 @@ pub struct TokenizeArgs {
     models: Vec<String>,
     #[command(flatten)]
     input: TextInput,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::max_length)]
     max_length: Option<usize>,
     #[arg(long)]
     format: Option<Format>,
@@ -138,10 +138,10 @@ pub fn tokenize(args: TokenizeArgs) -> Result<()> {
 pub struct ProfileArgs {
     #[arg(long)]
     model: String,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     batch_size: usize,
     /// Tokens per synthetic input (special tokens included), when no --input is given.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = crate::numbers::max_length, default_value_t = 128)]
     seq_len: usize,
     /// Profile on real texts instead (JSONL/CSV/TSV/plain text); FLOPs use their token counts.
     #[arg(long)]
@@ -149,10 +149,10 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "text")]
     text_col: String,
     /// Timed batches (after warm-up); with --input, one pass over the file.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 10)]
     runs: usize,
     /// Untimed warm-up batches.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 2)]
     warmup: usize,
     #[arg(long)]
     format: Option<Format>,

@@ -4,6 +4,7 @@
 mod compare_cmd;
 mod encoder_cmds;
 mod metrics_cmd;
+mod numbers;
 mod output;
 mod shared_args;
 mod store_cmds;
@@ -11,7 +12,7 @@ mod tune_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 // Many short-lived allocations (parsed rows, per-model buffers): mimalloc is markedly
 // faster than glibc malloc at this pattern.
@@ -61,7 +62,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = numbers::allow_negative_values(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Metrics(args) => metrics_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
@@ -80,7 +82,11 @@ fn main() -> ExitCode {
             let bad_input = e
                 .downcast_ref::<lmcompare_pipeline::Error>()
                 .is_some_and(lmcompare_pipeline::Error::is_bad_input);
-            eprintln!("error: {e:#}");
+            // Messages quote data (labels, ids, paths): no control character reaches the terminal.
+            eprintln!(
+                "error: {}",
+                lmcompare_report::escape_controls(&format!("{e:#}"))
+            );
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }

@@ -30,15 +30,15 @@ pub struct MetricsArgs {
     #[arg(long, default_value = "0")]
     zero_division: ZeroDivision,
     /// Bootstrap resamples for confidence intervals (0 turns them off).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = crate::numbers::resamples, default_value_t = 1000)]
     bootstrap: usize,
     /// Paired permutation-test rounds per pair (0 turns the test off).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = crate::numbers::resamples, default_value_t = 1000)]
     permutations: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::numbers::seed, default_value_t = 0)]
     seed: u64,
     /// Confidence level of the intervals.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, value_parser = crate::numbers::fraction, default_value_t = 0.95)]
     confidence: f64,
     /// Metric compared between models.
     #[arg(long, default_value = "f1_macro")]
@@ -46,7 +46,7 @@ pub struct MetricsArgs {
     /// Multiple-comparison correction across pairs: holm, bh or none.
     #[arg(long, default_value = "holm")]
     correction: Correction,
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 15)]
     ece_bins: usize,
     /// uniform (equal-width) or quantile (equal-count; HELM uses 10 bins).
     #[arg(long, default_value = "uniform")]
@@ -59,7 +59,7 @@ pub struct MetricsArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Examples kept for the HTML report's examples table (disagreements first).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     html_examples: usize,
 }
 

@@ -19,7 +19,10 @@ pub fn resolve_format(requested: Option<Format>) -> Format {
     })
 }
 
+/// Writes a document to stdout with data's control characters escaped (JSON escapes, so a
+/// JSON document is unchanged in meaning and tables cannot drive the terminal).
 pub fn emit(text: &str) -> Result<()> {
+    let text = lmcompare_report::escape_controls(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         // A closed pipe (`| head`) is not a failure.
@@ -57,7 +60,10 @@ pub fn refuse_html(format: Option<Format>, command: &str) -> Result<()> {
 fn emit_html(html: &str, out: Option<&Path>) -> Result<()> {
     match out {
         Some(dir) => {
-            eprintln!("wrote {}", dir.join("report.html").display());
+            eprintln!(
+                "wrote {}",
+                lmcompare_report::escape_controls(&dir.join("report.html").display().to_string())
+            );
             Ok(())
         }
         None => emit(html),

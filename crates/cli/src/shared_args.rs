@@ -8,10 +8,10 @@ use lmcompare_pipeline::config::{ColumnNames, StatsConfig};
 #[derive(Args, Clone)]
 pub struct StatsArgs {
     /// Bootstrap resamples for confidence intervals (0: none).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = crate::numbers::resamples, default_value_t = 1000)]
     pub bootstrap: usize,
     /// Permutations for the paired permutation test (0: none).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = crate::numbers::resamples, default_value_t = 1000)]
     pub permutations: usize,
     #[arg(long, default_value = "holm")]
     pub correction: Correction,

@@ -31,7 +31,7 @@ pub struct TuneArgs {
     pub space: String,
     /// Trials per model (default: the whole grid for grid search, else 20). A larger
     /// number later extends a finished search.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::positive)]
     pub trials: Option<usize>,
     /// Selection metric (on validation), also the comparison's main metric.
     #[arg(long, default_value = "f1_macro")]
@@ -39,13 +39,13 @@ pub struct TuneArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub pruner: PrunerKind,
     /// Stop a trial after this many epochs without improvement (0: never).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 3)]
     pub patience: usize,
     /// Smallest change that counts as an improvement for early stopping.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = crate::numbers::non_negative_real, default_value_t = 0.0)]
     pub min_delta: f64,
     /// Folds of cross-validation on the train split when the data has no validation split.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 5)]
     pub folds: usize,
     /// The untuned baseline's settings (search-space syntax, single values); default: a
     /// Hugging Face Trainer's defaults.
@@ -57,18 +57,18 @@ pub struct TuneArgs {
     /// Folder for the tuned models (one HF-style folder per model).
     #[arg(long, default_value = "tuned")]
     pub save: PathBuf,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::numbers::seed, default_value_t = 0)]
     pub seed: u64,
     /// Use at most N examples of each split (file order).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::positive)]
     pub limit: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::numbers::max_length)]
     pub max_length: Option<usize>,
     /// Test fraction of the stratified split when the data has no split column.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = crate::numbers::fraction, default_value_t = 0.2)]
     pub test_size: f64,
     /// Batch size of the encoder's forward passes (not a training hyperparameter).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = crate::numbers::positive, default_value_t = 32)]
     pub infer_batch_size: usize,
     #[arg(long, default_value = "lmcompare.db")]
     pub db: PathBuf,
@@ -80,7 +80,7 @@ pub struct TuneArgs {
     #[arg(long)]
     pub format: Option<Format>,
     /// Test examples kept for the report's examples table (disagreements first).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     pub html_examples: usize,
     #[command(flatten)]
     pub stats: StatsArgs,

@@ -130,7 +130,7 @@ fn prepare(spec: &str, texts: &[String], opts: &LoadOptions) -> Result<Prepared>
             .into_iter()
             .collect();
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", lmcompare_report::escape_controls(w));
     }
     Ok(Prepared {
         model,

@@ -142,6 +142,10 @@ fn pair_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 fn header_line(doc: &CompareReport) -> String {
+    title_line(doc) + &excluded_line(doc)
+}
+
+fn title_line(doc: &CompareReport) -> String {
     let d = &doc.dataset;
     format!(
         "task {} on {} ({} test examples; labels: {}), run {}{}",
@@ -155,7 +159,7 @@ fn header_line(doc: &CompareReport) -> String {
         } else {
             ""
         }
-    ) + &excluded_line(doc)
+    )
 }
 
 /// Examples left out because a model's requests failed: the count and the first few ids.
@@ -214,7 +218,17 @@ pub fn render_compare_table(doc: &CompareReport) -> String {
 }
 
 pub fn render_compare_markdown(doc: &CompareReport) -> String {
-    let mut s = format!("# lmcompare: {}\n\n", header_line(doc));
+    let mut s = format!(
+        "# lmcompare: {}\n\n",
+        crate::text::markdown_escape(&title_line(doc))
+    );
+    let excluded = excluded_line(doc);
+    if !excluded.is_empty() {
+        s.push_str(&format!(
+            "{}\n\n",
+            crate::text::markdown_escape(excluded.trim())
+        ));
+    }
     for (title, (h, r)) in [
         ("Quality (95% bootstrap CI)", quality_rows(doc)),
         ("Cost", cost_rows(doc)),
@@ -228,7 +242,7 @@ pub fn render_compare_markdown(doc: &CompareReport) -> String {
     }
     s.push_str("## Verdicts\n\n");
     for v in &doc.verdicts {
-        s.push_str(&format!("- {v}\n"));
+        s.push_str(&format!("- {}\n", crate::text::markdown_escape(v)));
     }
     s
 }

@@ -20,6 +20,7 @@ pub use inspect_report::{
 };
 pub use metrics_report::{metrics_json, render_markdown, render_table, verdict};
 pub use perplexity_report::render_perplexity;
+pub use text::{escape_controls, markdown_escape};
 pub use tune_report::{render_tune_markdown, render_tune_table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

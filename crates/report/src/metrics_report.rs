@@ -278,7 +278,11 @@ pub fn render_markdown(card: &Scorecard) -> String {
     let mut out = String::from("# lmcompare metrics\n\n");
     for m in &card.models {
         let e = &m.evaluation;
-        out.push_str(&format!("## {} (n = {})\n\n", m.name, e.n));
+        out.push_str(&format!(
+            "## {} (n = {})\n\n",
+            crate::text::markdown_escape(&m.name),
+            e.n
+        ));
         let rows: Vec<Vec<String>> = e
             .per_class
             .iter()
@@ -315,7 +319,7 @@ pub fn render_markdown(card: &Scorecard) -> String {
         if !e.warnings.is_empty() {
             out.push_str("\nWarnings:\n\n");
             for w in &e.warnings {
-                out.push_str(&format!("- {w}\n"));
+                out.push_str(&format!("- {}\n", crate::text::markdown_escape(w)));
             }
         }
         out.push('\n');
@@ -330,7 +334,10 @@ pub fn render_markdown(card: &Scorecard) -> String {
         out.push_str(&markdown_table(&header, &rows[1..]));
         out.push('\n');
         for p in &card.pairs {
-            out.push_str(&format!("- {}\n", verdict(card, p, 0.05)));
+            out.push_str(&format!(
+                "- {}\n",
+                crate::text::markdown_escape(&verdict(card, p, 0.05))
+            ));
         }
     }
     out

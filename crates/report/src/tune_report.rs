@@ -121,7 +121,7 @@ pub fn render_tune_markdown(doc: &Value) -> String {
     out.push_str(&markdown_table(&header, &rows));
     out.push_str("\n## Best configuration\n\n");
     for l in best_lines(doc) {
-        out.push_str(&format!("- {l}\n"));
+        out.push_str(&format!("- {}\n", crate::text::markdown_escape(&l)));
     }
     out.push_str("\n## Test split: tuned vs untuned\n\n");
     out.push_str(&comparison(doc, render_compare_markdown));

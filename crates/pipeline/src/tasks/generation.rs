@@ -60,7 +60,7 @@ pub fn answers(
     pb.finish_and_clear();
     if !quiet {
         for note in model.notes() {
-            eprintln!("note: {note}");
+            eprintln!("note: {}", lmcompare_report::escape_controls(&note));
         }
     }
     Ok(a)
