@@ -101,9 +101,11 @@ pub fn allow_negative_values(cmd: clap::Command) -> clap::Command {
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .collect();
-    names.iter().fold(cmd.allow_negative_numbers(true), |cmd, name| {
-        cmd.mut_subcommand(name, allow_negative_values)
-    })
+    names
+        .iter()
+        .fold(cmd.allow_negative_numbers(true), |cmd, name| {
+            cmd.mut_subcommand(name, allow_negative_values)
+        })
 }
 
 #[cfg(test)]

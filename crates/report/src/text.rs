@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(escape_controls("tab\tand\nnewline"), "tab\tand\nnewline");
         // Inside a JSON string the escapes decode back to the original text.
         let json = format!("\"{}\"", escape_controls("x\u{9b}y\u{202e}"));
-        assert_eq!(serde_json::from_str::<String>(&json).unwrap(), "x\u{9b}y\u{202e}");
+        assert_eq!(
+            serde_json::from_str::<String>(&json).unwrap(),
+            "x\u{9b}y\u{202e}"
+        );
     }
 
     #[test]
@@ -235,7 +238,10 @@ mod tests {
             "&lt;script&gt;alert(1)&lt;/script&gt;"
         );
         assert_eq!(markdown_escape("__label__pos"), "\\_\\_label\\_\\_pos");
-        assert_eq!(markdown_escape("[x](javascript:y)"), "\\[x\\](javascript:y)");
+        assert_eq!(
+            markdown_escape("[x](javascript:y)"),
+            "\\[x\\](javascript:y)"
+        );
         assert_eq!(markdown_escape("a|b\nc"), "a\\|b c");
         let t = markdown_table(&["label", "n"], &[vec!["<b>|".into(), "`f1_macro`".into()]]);
         assert!(t.contains("| &lt;b&gt;\\| | `f1_macro` |"), "{t}");

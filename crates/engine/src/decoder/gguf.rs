@@ -126,7 +126,8 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
     // any read of a file another process rewrites.
     let mmap = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| EngineError::file(path, format!("cannot map: {e}")))?;
-    super::gguf_check::check_gguf(&mmap).map_err(|m| EngineError::file(path, m))?;
+    super::gguf_check::check_gguf(&mmap)
+        .map_err(|m| EngineError::file(path, format!("not a readable GGUF file: {m}")))?;
     let content = Content::read(&mut Cursor::new(&mmap[..]))
         .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
     let meta: HashMap<String, GgufScalar> = content
