@@ -83,29 +83,34 @@ fn read_maybe_compressed(path: &Path) -> Result<(Vec<u8>, String)> {
     let raw =
         std::fs::read(path).map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
     let sha = format!("{:x}", Sha256::digest(&raw));
+    Ok((decompress(path, raw)?, sha))
+}
+
+/// `raw` decompressed when the name ends in `.gz` or `.bz2`, else as it is.
+fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     let name = path.to_string_lossy().to_ascii_lowercase();
-    let bytes = if name.ends_with(".gz") {
-        let mut out = Vec::new();
+    let mut out = Vec::new();
+    if name.ends_with(".gz") {
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
             .map_err(|e| EngineError::file(path, format!("not valid gzip: {e}")))?;
-        out
     } else if name.ends_with(".bz2") {
-        let mut out = Vec::new();
         bzip2::read::BzDecoder::new(&raw[..])
             .read_to_end(&mut out)
             .map_err(|e| EngineError::file(path, format!("not valid bzip2: {e}")))?;
-        out
     } else {
-        raw
-    };
-    Ok((bytes, sha))
+        return Ok(raw);
+    }
+    Ok(out)
 }
 
 /// The text of an input file, whatever reads it: `.gz`/`.bz2` decompressed, a leading UTF-8
 /// byte-order mark dropped (spreadsheet exports write one), invalid UTF-8 named by line.
 pub fn read_text_file(path: &Path) -> Result<String> {
-    read_text_and_sha(path).map(|(t, _)| t)
+    // No hash here: prediction files on `metrics`' hot path and configs do not need one.
+    let raw =
+        std::fs::read(path).map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+    decode_utf8(path, decompress(path, raw)?)
 }
 
 /// [`read_text_file`] and the sha256 of the file's bytes as stored.

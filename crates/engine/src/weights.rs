@@ -207,6 +207,14 @@ fn dtype_size(dtype: &str) -> Option<u64> {
     })
 }
 
+/// A JSON array of non-negative integers (a header's shape or offsets).
+fn u64_list(v: &serde_json::Value) -> Option<Vec<u64>> {
+    v.as_array()?
+        .iter()
+        .map(serde_json::Value::as_u64)
+        .collect()
+}
+
 /// What exactly is wrong with a safetensors file the `safetensors` crate refused: its
 /// errors ("invalid shape, data type, or offset for tensor", "file not fully covered") do
 /// not say which tensor or which bytes. `None` when this check finds nothing.
@@ -243,18 +251,14 @@ fn diagnose_safetensors(bytes: &[u8]) -> Option<String> {
                 t["dtype"]
             ));
         };
-        let shape: Option<Vec<u64>> = t["shape"]
-            .as_array()
-            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect());
+        let shape = u64_list(&t["shape"]);
         let Some(shape) = shape else {
             return Some(format!(
                 "tensor `{name}` has shape {}, not a list of sizes",
                 t["shape"]
             ));
         };
-        let offsets: Option<Vec<u64>> = t["data_offsets"]
-            .as_array()
-            .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect());
+        let offsets = u64_list(&t["data_offsets"]);
         let Some([start, end]) = offsets
             .as_deref()
             .and_then(|o| <[u64; 2]>::try_from(o).ok())

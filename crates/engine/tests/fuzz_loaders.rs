@@ -79,6 +79,27 @@ fn decoder(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Mutates `file` of the fixture model `name` inside a copy of its folder; `load` gets the
+/// folder.
+fn fuzz_model_file(
+    target: &str,
+    name: &str,
+    file: &str,
+    iters: usize,
+    load: impl Fn(&Path) -> Result<(), String>,
+) {
+    let src = model(name);
+    let seed = read(&src.join(file));
+    fuzz::run(
+        target,
+        &seed,
+        file,
+        iters,
+        |d| copy_folder(&src, d),
+        |p| load(p.parent().expect("folder")),
+    );
+}
+
 #[test]
 fn dataset_jsonl() {
     let seed = read(&fixtures().join("data/reviews.jsonl"));
@@ -158,28 +179,22 @@ fn multiple_choice_jsonl() {
 
 #[test]
 fn encoder_config_json() {
-    let src = model("tiny-bert-cls");
-    let seed = read(&src.join("config.json"));
-    fuzz::run(
+    fuzz_model_file(
         "encoder-config",
-        &seed,
+        "tiny-bert-cls",
         "config.json",
         1500,
-        |d| copy_folder(&src, d),
         encoder,
     );
 }
 
 #[test]
 fn encoder_safetensors() {
-    let src = model("tiny-bert-cls");
-    let seed = read(&src.join("model.safetensors"));
-    fuzz::run(
+    fuzz_model_file(
         "encoder-safetensors",
-        &seed,
+        "tiny-bert-cls",
         "model.safetensors",
         1500,
-        |d| copy_folder(&src, d),
         encoder,
     );
 }
@@ -187,30 +202,19 @@ fn encoder_safetensors() {
 #[test]
 fn tokenizer_json_wordpiece_and_bpe() {
     for name in ["tiny-bert-cls", "tiny-roberta-cls"] {
-        let src = model(name);
-        let seed = read(&src.join("tokenizer.json"));
-        fuzz::run(
-            &format!("tokenizer-{name}"),
-            &seed,
-            "tokenizer.json",
-            1000,
-            |d| copy_folder(&src, d),
-            |p| encoder(p.parent().expect("folder")),
-        );
+        let target = format!("tokenizer-{name}");
+        fuzz_model_file(&target, name, "tokenizer.json", 1000, encoder);
     }
 }
 
 #[test]
 fn pytorch_bin_zip() {
-    let src = model("tiny-bert-cls-bin");
-    let seed = read(&src.join("pytorch_model.bin"));
-    fuzz::run(
+    fuzz_model_file(
         "pytorch-bin-zip",
-        &seed,
+        "tiny-bert-cls-bin",
         "pytorch_model.bin",
         1500,
-        |d| copy_folder(&src, d),
-        |p| encoder(p.parent().expect("folder")),
+        encoder,
     );
 }
 
@@ -263,39 +267,20 @@ fn pytorch_bin_pickle() {
 
 #[test]
 fn decoder_config_json() {
-    let src = model("tiny-llama");
-    let seed = read(&src.join("config.json"));
-    fuzz::run(
-        "decoder-config",
-        &seed,
-        "config.json",
-        1000,
-        |d| copy_folder(&src, d),
-        |p| decoder(p.parent().expect("folder")),
-    );
+    fuzz_model_file("decoder-config", "tiny-llama", "config.json", 1000, decoder);
 }
 
 #[test]
 fn decoder_safetensors_and_tokenizer() {
-    let src = model("tiny-qwen2");
-    let seed = read(&src.join("model.safetensors"));
-    fuzz::run(
+    let (name, iters) = ("tiny-qwen2", 1000);
+    fuzz_model_file(
         "decoder-safetensors",
-        &seed,
+        name,
         "model.safetensors",
-        1000,
-        |d| copy_folder(&src, d),
-        |p| decoder(p.parent().expect("folder")),
+        iters,
+        decoder,
     );
-    let seed = read(&src.join("tokenizer.json"));
-    fuzz::run(
-        "decoder-tokenizer",
-        &seed,
-        "tokenizer.json",
-        1000,
-        |d| copy_folder(&src, d),
-        |p| decoder(p.parent().expect("folder")),
-    );
+    fuzz_model_file("decoder-tokenizer", name, "tokenizer.json", iters, decoder);
 }
 
 fn tiny_gguf() -> &'static [u8] {

@@ -92,6 +92,18 @@ const TOKENS: &[&[u8]] = &[
     b"\t",
 ];
 
+/// Numbers that stand in for a count, id or size in text formats.
+const NUMBERS: &[&[u8]] = &[
+    b"-1",
+    b"0",
+    b"1.5",
+    b"1e999",
+    b"-0",
+    b"NaN",
+    b"99999999999999999999",
+    b"18446744073709551615",
+];
+
 const BOUNDARIES: &[u64] = &[
     0,
     1,
@@ -192,7 +204,7 @@ pub fn mutate(rng: &mut Xoshiro256PlusPlus, seed: &[u8]) -> Vec<u8> {
                     let end = (start..len)
                         .find(|&k| !b[k].is_ascii_digit())
                         .unwrap_or(len);
-                    let v = TOKENS[rng.gen_range(10..16)].to_vec();
+                    let v = NUMBERS[rng.gen_range(0..NUMBERS.len())].to_vec();
                     b.splice(start..end, v);
                 }
             }
