@@ -309,7 +309,7 @@ fn bad_compare_inputs_give_one_clear_line() {
     let notest = d.join("notest.jsonl");
     std::fs::write(
         &notest,
-        "{\"text\": \"one\", \"label\": \"x\", \"split\": \"train\"}\n",
+        "{\"text\": \"one\", \"label\": \"x\", \"split\": \"train\"}\n{\"text\": \"two\", \"label\": \"y\", \"split\": \"train\"}\n",
     )
     .unwrap();
     bad(

@@ -290,7 +290,7 @@ fn bad_input_gives_one_clear_line_and_exit_2() {
         ),
         (
             vec![write(d, "nofield.jsonl", "{\"id\": 1, \"label\": \"a\"}\n").display().to_string()],
-            "nofield.jsonl:1: missing field `prediction`",
+            "nofield.jsonl:1: field `prediction` is missing or null",
         ),
         (
             vec![write(d, "neg.jsonl", "{\"id\": 1, \"label\": \"a\", \"prediction\": \"a\", \"probabilities\": {\"a\": -0.1}}\n").display().to_string()],

@@ -340,6 +340,16 @@ pub fn load_dataset(path: &Path, cols: &Columns, test_size: f64, seed: u64) -> R
     let mut labels: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
     labels.sort();
     labels.dedup();
+    if let [only] = labels.as_slice() {
+        // With one label every model that answers it scores 1.0; say so instead.
+        return Err(EngineError::file(
+            path,
+            format!(
+                "every example has the label {only:?} (column `{}`): a classification comparison needs at least two labels",
+                cols.label
+            ),
+        ));
+    }
     let split_source = if has_split {
         format!("column `{}`", cols.split)
     } else {

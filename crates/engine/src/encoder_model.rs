@@ -153,10 +153,21 @@ impl TextEncoder {
                 })?;
                 let weights = WeightFile::open(&weights_path)?;
                 let enc = Encoder::load(cfg, &weights)?;
-                let labels = enc.num_labels.map(|n| match &enc.config.id2label {
-                    Some(names) if names.len() == n => names.clone(),
-                    _ => (0..n).map(|i| format!("LABEL_{i}")).collect(),
-                });
+                let labels = match (enc.num_labels, &enc.config.id2label) {
+                    (Some(n), Some(names)) if names.len() != n => {
+                        return Err(EngineError::file(
+                            &config_path,
+                            format!(
+                                "id2label names {} label(s) but the classification head in {} has {n} outputs; the config does not belong to these weights",
+                                names.len(),
+                                weights_path.display()
+                            ),
+                        ))
+                    }
+                    (Some(_), Some(names)) => Some(names.clone()),
+                    (Some(n), None) => Some((0..n).map(|i| format!("LABEL_{i}")).collect()),
+                    (None, _) => None,
+                };
                 (Box::new(enc), labels)
             }
         };
@@ -229,7 +240,26 @@ impl TextEncoder {
         for chunk in order.chunks(batch_size.max(1)) {
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let start = Instant::now();
-            let hidden = self.forward(&batch, layers)?;
+            let in_input_order = |e: EngineError| match e {
+                EngineError::NonFinite {
+                    input,
+                    stage,
+                    value,
+                } => EngineError::NonFinite {
+                    input: chunk.get(input).copied().unwrap_or(input),
+                    stage,
+                    value,
+                },
+                other => other,
+            };
+            let hidden = self.forward(&batch, layers).map_err(in_input_order)?;
+            crate::finite::check_rows(
+                &hidden.data,
+                hidden.dim,
+                || "the model's output states".into(),
+                |row| crate::finite::sequence_of_row(&hidden.offsets, row),
+            )
+            .map_err(in_input_order)?;
             let timing = BatchTiming {
                 examples: chunk.len(),
                 tokens: batch.iter().map(|e| e.ids.len()).sum(),
@@ -240,9 +270,21 @@ impl TextEncoder {
         Ok(())
     }
 
-    /// Classification-head logits of a batch's states (native models with a head).
-    pub fn head_logits(&self, hidden: &Hidden) -> Option<Vec<Vec<f32>>> {
-        self.network.head_logits(hidden)
+    /// Classification-head logits of a batch's states (native models with a head);
+    /// `inputs` are the batch's input indices, named when a logit is not finite.
+    pub fn head_logits(&self, hidden: &Hidden, inputs: &[usize]) -> Result<Option<Vec<Vec<f32>>>> {
+        let Some(logits) = self.network.head_logits(hidden) else {
+            return Ok(None);
+        };
+        for (j, row) in logits.iter().enumerate() {
+            crate::finite::check_rows(
+                row,
+                row.len(),
+                || "the classification head".into(),
+                |_| inputs.get(j).copied().unwrap_or(j),
+            )?;
+        }
+        Ok(Some(logits))
     }
 
     /// Pooled sentence embeddings in input order.
@@ -264,7 +306,7 @@ impl TextEncoder {
         }
         let mut out = vec![Vec::new(); encoded.len()];
         self.run_batches(encoded, batch_size, |idx, hidden, _| {
-            let logits = self.network.head_logits(hidden).unwrap_or_default();
+            let logits = self.head_logits(hidden, idx)?.unwrap_or_default();
             for (j, &i) in idx.iter().enumerate() {
                 out[i] = softmax(&logits[j]);
             }

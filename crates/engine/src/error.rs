@@ -12,6 +12,15 @@ pub enum EngineError {
     BadInput(String),
     #[error("{0}")]
     Runtime(String),
+    /// A stage of a forward pass produced NaN or an infinity; `input` is the index of the
+    /// input (in the call's order) where it first appeared. The weights or the config are
+    /// broken, so it counts as bad input.
+    #[error("{value} in {stage} (input {input})")]
+    NonFinite {
+        input: usize,
+        stage: String,
+        value: String,
+    },
 }
 
 impl EngineError {

@@ -8,6 +8,7 @@ pub mod decoder;
 pub mod encoder_model;
 pub mod error;
 pub mod finetune;
+pub mod finite;
 pub mod guard;
 pub mod model;
 pub mod onnx;

@@ -358,7 +358,7 @@ impl RemoteClient {
                 .post("completions", &self.echo_request(t))
                 .map_err(|f| {
                     EngineError::Runtime(format!(
-                        "model {}: capability probe failed: {f}",
+                        "the capability probe of `{}` failed: {f}",
                         self.spec.model
                     ))
                 })?;
@@ -396,7 +396,7 @@ impl RemoteClient {
 
     fn no_logprobs(&self, why: &str) -> EngineError {
         EngineError::BadInput(format!(
-            "model {} at {}: the server does not return prompt log-probabilities ({why}); log-likelihood tasks need them (completions with echo and logprobs) — use a server that supports them, or let the model answer instead (--task generate, or --decoder-scoring generate to classify)",
+            "the server at {1} does not return prompt log-probabilities for `{0}` ({why}); log-likelihood tasks need them (completions with echo and logprobs) — use a server that supports them, or let the model answer instead (--task generate, or --decoder-scoring generate to classify)",
             self.spec.model, self.spec.base_url
         ))
     }

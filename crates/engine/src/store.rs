@@ -14,6 +14,41 @@ use crate::error::{EngineError, Result};
 /// request (it was `http_cache`, keyed by server URL and request body).
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// Who computes a run now (see [`Store::claim_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunClaim {
+    Acquired,
+    HeldBy {
+        pid: u32,
+        host: String,
+        since: String,
+    },
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether process `pid` runs on this machine. Without `/proc` (not Linux) a claim is
+/// assumed live: waiting on a dead claim is then ended by deleting the store's claim row.
+fn process_alive(pid: u32) -> bool {
+    let proc_root = std::path::Path::new("/proc");
+    if !proc_root.join("self").exists() {
+        return true;
+    }
+    // A zombie (exited, not yet reaped) holds its pid but does no work.
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -149,7 +184,10 @@ impl Store {
                 epochs TEXT NOT NULL, wall_seconds REAL NOT NULL, finished TEXT NOT NULL,
                 PRIMARY KEY(search_key, trial));
              CREATE TABLE IF NOT EXISTS model_answers(
-                key TEXT PRIMARY KEY, answer TEXT NOT NULL, latency_ms REAL NOT NULL);",
+                key TEXT PRIMARY KEY, answer TEXT NOT NULL, latency_ms REAL NOT NULL);
+             CREATE TABLE IF NOT EXISTS run_claims(
+                run_id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+                claimed TEXT NOT NULL);",
         )
         .map_err(|e| {
             let msg = e.to_string();
@@ -274,19 +312,32 @@ impl Store {
         let rows = stmt
             .query_map(params![run, model], |r| {
                 let probs: String = r.get(2)?;
-                Ok(StoredPrediction {
-                    example_id: r.get(0)?,
-                    label: r.get(1)?,
-                    probabilities: serde_json::from_str(&probs).unwrap_or_default(),
-                    tokens: r.get::<_, i64>(3)? as usize,
-                    batch_latency_ms: r.get(4)?,
-                    batch_size: r.get::<_, i64>(5)? as usize,
-                })
+                Ok((
+                    probs,
+                    StoredPrediction {
+                        example_id: r.get(0)?,
+                        label: r.get(1)?,
+                        probabilities: Vec::new(),
+                        tokens: r.get::<_, i64>(3)? as usize,
+                        batch_latency_ms: r.get(4)?,
+                        batch_size: r.get::<_, i64>(5)? as usize,
+                    },
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
         for p in rows {
-            let p = p.map_err(|e| self.err(e))?;
+            let (probs, mut p) = p.map_err(|e| self.err(e))?;
+            // A damaged row is an error, never an empty probability vector.
+            p.probabilities = serde_json::from_str(&probs).map_err(|e| {
+                EngineError::file(
+                    &self.path,
+                    format!(
+                        "the stored probabilities of example {:?} (run {run}, model {model}) are not a JSON list of numbers ({e}); the store is damaged: delete the run (or the file) and rerun",
+                        p.example_id
+                    ),
+                )
+            })?;
             out.insert(p.example_id.clone(), p);
         }
         Ok(out)
@@ -443,6 +494,51 @@ impl Store {
             .execute(
                 "UPDATE runs SET finished=?1, result=?2 WHERE id=?3",
                 params![now(), result, run],
+            )
+            .map_err(|e| self.err(e))?;
+        self.release_run(run)
+    }
+
+    /// Claims `run` for this process, so that a second identical command on the same store
+    /// waits for this one's work instead of computing it too. A claim held by a process
+    /// that no longer runs (killed, crashed) is taken over; this process's own claim is
+    /// re-entrant.
+    pub fn claim_run(&self, run: i64) -> Result<RunClaim> {
+        let me = std::process::id();
+        let host = host_name();
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let held: Option<(u32, String, String)> = tx
+            .query_row(
+                "SELECT pid, host, claimed FROM run_claims WHERE run_id=?1",
+                params![run],
+                |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some((pid, h, since)) = held {
+            if pid != me && (h != host || process_alive(pid)) {
+                return Ok(RunClaim::HeldBy {
+                    pid,
+                    host: h,
+                    since,
+                });
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO run_claims(run_id, pid, host, claimed) VALUES(?1, ?2, ?3, ?4)",
+            params![run, me as i64, host, now()],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(RunClaim::Acquired)
+    }
+
+    /// Gives up this process's claim on `run` (done, or failed).
+    pub fn release_run(&self, run: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM run_claims WHERE run_id=?1 AND pid=?2",
+                params![run, std::process::id() as i64],
             )
             .map_err(|e| self.err(e))?;
         Ok(())

@@ -179,3 +179,44 @@ fn out_of_vocabulary_ids_and_oversized_requests_are_refused() {
         .to_string();
     assert!(err.contains("does not fit"), "{err}");
 }
+
+/// lm-evaluation-harness feeds `(context + continuation)[-(max_length + 1):][:-1]`: the last
+/// continuation token is never an input, so `context + continuation - 1` tokens must fit,
+/// and a request beyond the limit is cut per continuation.
+#[test]
+fn truncation_is_per_continuation_as_lm_evaluation_harness_does_it() {
+    let dec = load("tiny-gpt2");
+    let max = dec.config.max_positions;
+    assert_eq!(max, 64);
+    let ctx: Vec<u32> = (0..100).map(|i| 5 + (i * 7) % 200).collect();
+    let exact = ScoreRequest {
+        context: ctx[..max - 1].to_vec(),
+        continuations: vec![vec![7, 8]],
+    };
+    let (_, stats) = dec.score(&[exact]).unwrap();
+    assert_eq!(
+        stats.truncated, 0,
+        "context + continuation - 1 = positions fits"
+    );
+    let (short, long) = (vec![7u32, 8], vec![9u32; 10]);
+    let (scores, stats) = dec
+        .score(&[ScoreRequest {
+            context: ctx.clone(),
+            continuations: vec![short.clone(), long.clone()],
+        }])
+        .unwrap();
+    assert_eq!(stats.truncated, 1);
+    for (k, c) in [short, long].into_iter().enumerate() {
+        let keep = max + 1 - c.len();
+        let (alone, st) = dec
+            .score(&[ScoreRequest {
+                context: ctx[ctx.len() - keep..].to_vec(),
+                continuations: vec![c],
+            }])
+            .unwrap();
+        assert_eq!(st.truncated, 0);
+        for (a, b) in scores[0][k].logprobs.iter().zip(&alone[0][0].logprobs) {
+            assert!((a - b).abs() < 1e-5, "continuation {k}: {a} vs {b}");
+        }
+    }
+}

@@ -519,7 +519,13 @@ impl Evaluator {
         }
         for &m in &self.metrics {
             let v = out[m.slot()];
-            if v.is_nan() && !matches!(self.spec.zero_division, ZeroDivision::Nan) {
+            // zero_division="nan" asks for NaN where a ratio is 0/0 (said above, label by
+            // label); any other NaN (kappa, ROC-AUC) still gets its reason.
+            let by_zero_division = matches!(self.spec.zero_division, ZeroDivision::Nan)
+                && ["precision", "recall", "f1", "fbeta", "jaccard"]
+                    .iter()
+                    .any(|p| m.to_string().starts_with(p));
+            if v.is_nan() && !by_zero_division {
                 let why = match m {
                     Metric::CohenKappa | Metric::CohenKappaLinear | Metric::CohenKappaQuadratic => {
                         "undefined: expected disagreement is 0 (a single label on both sides)"

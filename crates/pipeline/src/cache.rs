@@ -173,7 +173,7 @@ fn through_cache<T: Serialize + DeserializeOwned>(
         };
         // What arrived is kept even when the rest failed.
         store.save_answers(&pending)?;
-        result?;
+        result.map_err(|e| e.remap_input(|j| todo.get(j).copied().unwrap_or(j)))?;
     }
     Ok(Answers {
         answers: answers
@@ -196,6 +196,8 @@ pub struct EmbeddingRequest<'a> {
     pub batch_size: usize,
     /// Stop the encoder after this many layers (all when None).
     pub layers: Option<usize>,
+    /// The model's name, for errors.
+    pub model_name: &'a str,
 }
 
 pub fn cached_vectors(
@@ -205,6 +207,7 @@ pub fn cached_vectors(
     texts: &[&str],
     pb: &ProgressBar,
     pool: &dyn Fn(&[f32], usize) -> Vec<f32>,
+    name_text: &dyn Fn(usize) -> String,
 ) -> Result<(HashMap<String, CachedEmbedding>, usize)> {
     let mut cache = store.embeddings(req.model_hash, req.settings)?;
     let mut missing: Vec<(&str, String)> = Vec::new();
@@ -218,37 +221,47 @@ pub fn cached_vectors(
     let todo: Vec<&str> = missing.iter().map(|m| m.0).collect();
     let encoded = model.tokenizer.encode_batch(&todo)?;
     pb.set_position((texts.len() - missing.len()) as u64);
-    model.run_batches_to(
-        &encoded,
-        req.batch_size,
-        req.layers,
-        |idx, hidden, timing| {
-            let rows: Vec<(String, Vec<f32>, usize)> = idx
-                .iter()
-                .enumerate()
-                .map(|(j, &i)| {
-                    (
-                        missing[i].1.clone(),
-                        pool(hidden.sequence(j), hidden.dim),
-                        encoded[i].ids.len(),
-                    )
-                })
-                .collect();
-            store.save_embeddings(req.model_hash, req.settings, &rows, timing.seconds * 1e3)?;
-            for (key, vector, tokens) in rows {
-                cache.insert(
-                    key,
-                    CachedEmbedding {
-                        vector,
-                        tokens,
-                        batch_latency_ms: timing.seconds * 1e3,
-                        batch_size: idx.len(),
-                    },
-                );
-            }
-            pb.inc(idx.len() as u64);
-            Ok(())
-        },
-    )?;
+    model
+        .run_batches_to(
+            &encoded,
+            req.batch_size,
+            req.layers,
+            |idx, hidden, timing| {
+                let rows: Vec<(String, Vec<f32>, usize)> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| {
+                        (
+                            missing[i].1.clone(),
+                            pool(hidden.sequence(j), hidden.dim),
+                            encoded[i].ids.len(),
+                        )
+                    })
+                    .collect();
+                store.save_embeddings(req.model_hash, req.settings, &rows, timing.seconds * 1e3)?;
+                for (key, vector, tokens) in rows {
+                    cache.insert(
+                        key,
+                        CachedEmbedding {
+                            vector,
+                            tokens,
+                            batch_latency_ms: timing.seconds * 1e3,
+                            batch_size: idx.len(),
+                        },
+                    );
+                }
+                pb.inc(idx.len() as u64);
+                Ok(())
+            },
+        )
+        .map_err(|e| {
+            crate::error::at_input(e, req.model_name, |i| {
+                let text = missing.get(i).map_or("", |m| m.0);
+                texts
+                    .iter()
+                    .position(|t| *t == text)
+                    .map_or_else(|| format!("input {i}"), name_text)
+            })
+        })?;
     Ok((cache, missing.len()))
 }

@@ -65,6 +65,7 @@ fn competitors(cfg: &CompareConfig, store: &Store) -> Result<Vec<Competitor>> {
         seed: cfg.seed,
         quiet: cfg.quiet,
         generate_api: cfg.prompt.generate_api,
+        max_length: cfg.max_length,
     };
     let mut out = Vec::new();
     for m in parse_named_specs(&cfg.models)? {
@@ -181,6 +182,7 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
         models: &names.join(","),
         settings: &settings.to_string(),
     })?;
+    crate::runner::claim_or_wait(&store, run_id)?;
     let prompts = if models
         .iter()
         .any(|m| matches!(m.resolved, Resolved::Generative(_)))

@@ -11,13 +11,76 @@ pub enum Error {
     /// Anything else: a failed computation, an unreachable server, a broken store.
     #[error("{0}")]
     Failed(String),
+    /// A model output that is not finite, at the `input`-th input of a call; the layer that
+    /// knows what the inputs are names it ([`Error::name_input`]) on the way up.
+    #[error("model {model} produced {value} in {stage} on input {input}; {BROKEN}")]
+    NonFinite {
+        model: String,
+        input: usize,
+        stage: String,
+        value: String,
+    },
 }
+
+const BROKEN: &str = "the model's weights or config are broken (a NaN or infinite weight, a non-positive norm epsilon), so its outputs cannot be scored";
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::BadInput(_))
+        matches!(self, Error::BadInput(_) | Error::NonFinite { .. })
+    }
+
+    /// A non-finite output's input index mapped through `f` (a sub-call's index to the
+    /// caller's); other errors unchanged.
+    pub fn remap_input(self, f: impl Fn(usize) -> usize) -> Error {
+        match self {
+            Error::NonFinite {
+                model,
+                input,
+                stage,
+                value,
+            } => Error::NonFinite {
+                model,
+                input: f(input),
+                stage,
+                value,
+            },
+            other => other,
+        }
+    }
+
+    /// A non-finite output's input named by `f` (an example id); other errors unchanged.
+    pub fn name_input(self, f: impl Fn(usize) -> String) -> Error {
+        match self {
+            Error::NonFinite {
+                model,
+                input,
+                stage,
+                value,
+            } => Error::BadInput(format!(
+                "model {model} produced {value} in {stage} on {}; {BROKEN}",
+                f(input)
+            )),
+            other => other,
+        }
+    }
+
+    /// The engine's error, a non-finite output kept as one to be named on the way up.
+    pub fn from_model(e: EngineError, model: &str) -> Error {
+        match e {
+            EngineError::NonFinite {
+                input,
+                stage,
+                value,
+            } => Error::NonFinite {
+                model: model.to_owned(),
+                input,
+                stage,
+                value,
+            },
+            other => other.into(),
+        }
     }
 
     /// The same kind of error, its message prefixed (e.g. with the model it concerns).
@@ -25,8 +88,15 @@ impl Error {
         match self {
             Error::BadInput(m) => Error::BadInput(format!("{prefix}: {m}")),
             Error::Failed(m) => Error::Failed(format!("{prefix}: {m}")),
+            e @ Error::NonFinite { .. } => e,
         }
     }
+}
+
+/// An engine error for the user, with a non-finite model output named by model, input
+/// (`input` names the call's i-th input: an example id, a text) and stage.
+pub fn at_input(e: EngineError, model: &str, input: impl Fn(usize) -> String) -> Error {
+    Error::from_model(e, model).name_input(input)
 }
 
 impl From<EngineError> for Error {

@@ -140,6 +140,16 @@ fn prepare(spec: &str, texts: &[String], opts: &LoadOptions) -> Result<Prepared>
     })
 }
 
+/// A non-finite output named by the text it came from (its number and first characters).
+fn name_text(e: lmcompare_engine::EngineError, model: &str, texts: &[String]) -> crate::Error {
+    crate::error::at_input(e, model, |i| {
+        let text = texts.get(i).map_or("", String::as_str);
+        let head: String = text.chars().take(40).collect();
+        let more = if head.len() < text.len() { "…" } else { "" };
+        format!("text {} ({head:?}{more})", i + 1)
+    })
+}
+
 /// `embed`: sentence embeddings of `texts` (pooling as the model folder says unless given).
 pub struct EmbedConfig {
     pub model: String,
@@ -164,7 +174,9 @@ pub fn embed(cfg: &EmbedConfig, texts: &[String]) -> Result<Value> {
         truncated,
         warnings,
     } = prepare(&cfg.model, texts, &opts)?;
-    let emb = model.embed(&encoded, cfg.batch_size)?;
+    let emb = model
+        .embed(&encoded, cfg.batch_size)
+        .map_err(|e| name_text(e, &cfg.model, texts))?;
     let dim = emb.first().map_or(0, Vec::len);
     Ok(json!({
         "model": cfg.model,
@@ -200,7 +212,9 @@ pub fn predict(cfg: &PredictConfig, texts: &[String]) -> Result<Value> {
         truncated,
         warnings,
     } = prepare(&cfg.model, texts, &opts)?;
-    let probs = model.classify(&encoded, cfg.batch_size)?;
+    let probs = model
+        .classify(&encoded, cfg.batch_size)
+        .map_err(|e| name_text(e, &cfg.model, texts))?;
     let labels = model.labels().unwrap_or_default().to_vec();
     let predictions: Vec<Value> = probs
         .iter()

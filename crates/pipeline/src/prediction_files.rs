@@ -76,14 +76,45 @@ pub fn parse_prediction_file<'a>(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// An id, label or prediction: a string, an integer or a boolean. Written by hand rather
+/// than as an untagged enum so that `1.5`, `{}` or `[]` get serde's "invalid type:
+/// floating point `1.5`, expected …" instead of "did not match any variant".
 enum Scalar<'a> {
-    #[serde(borrow)]
     Str(Cow<'a, str>),
     Int(i64),
     UInt(u64),
     Bool(bool),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string, an integer or a boolean")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::UInt(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Bool(v))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 impl<'a> Scalar<'a> {
@@ -174,11 +205,17 @@ fn read_jsonl<'a>(path: &Path, text: &'a str) -> Result<Vec<Row<'a>>, InputError
                 line,
                 message,
             };
-            let row: JsonRow = serde_json::from_str(l)
-                .map_err(|e| err(format!("not a valid JSON object: {e}")))?;
+            let row: JsonRow = serde_json::from_str(l).map_err(|e| {
+                let why = if e.is_data() {
+                    "a field has the wrong type (id, label and prediction are strings, integers or booleans; probabilities an object of numbers)"
+                } else {
+                    "not a valid JSON object"
+                };
+                err(format!("{why}: {e}"))
+            })?;
             let field = |v: Option<Scalar<'a>>, name: &str| {
                 v.map(Scalar::into_cow)
-                    .ok_or_else(|| err(format!("missing field `{name}`")))
+                    .ok_or_else(|| err(format!("field `{name}` is missing or null")))
             };
             Ok(Row {
                 id: field(row.id, "id")?,
@@ -338,33 +375,35 @@ pub fn align(
         }
     }
 
-    let labels = match explicit {
+    // `--labels` is scikit-learn's `labels=`: the labels averaged over and reported, in
+    // that order. Labels outside it still count (a gold `neutral` predicted `positive` is a
+    // false positive of `positive`); they follow the listed ones in the universe.
+    let (labels, selected) = match explicit {
         Some(list) => {
-            let set = LabelSet::new(list.to_vec())
+            let listed = LabelSet::new(list.to_vec())
                 .map_err(|e| InputError::Mismatch(format!("--labels: {e}")))?;
-            for f in files {
-                for r in &f.rows {
-                    for (what, l) in [("label", &r.label), ("prediction", &r.prediction)] {
-                        if set.index_of(l).is_none() {
-                            return Err(InputError::Line {
-                                path: f.path.clone(),
-                                line: r.line,
-                                message: format!(
-                                    "{what} {l:?} is not one of --labels ({})",
-                                    list.join(", ")
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-            set
-        }
-        None => LabelSet::sorted_union(
-            files
+            let mut rest: Vec<&str> = files
                 .iter()
-                .flat_map(|f| f.rows.iter().flat_map(|r| [&*r.label, &*r.prediction])),
-        ),
+                .flat_map(|f| f.rows.iter().flat_map(|r| [&*r.label, &*r.prediction]))
+                .filter(|l| listed.index_of(l).is_none())
+                .collect();
+            rest.sort_unstable();
+            rest.dedup();
+            let mut names = list.to_vec();
+            names.extend(rest.iter().map(|l| (*l).to_owned()));
+            let set =
+                LabelSet::new(names).map_err(|e| InputError::Mismatch(format!("--labels: {e}")))?;
+            (set, list.len())
+        }
+        None => {
+            let set = LabelSet::sorted_union(
+                files
+                    .iter()
+                    .flat_map(|f| f.rows.iter().flat_map(|r| [&*r.label, &*r.prediction])),
+            );
+            let k = set.len();
+            (set, k)
+        }
     };
     let k = labels.len();
     let n = base.rows.len();
@@ -441,7 +480,6 @@ pub fn align(
                 }
             }
         }
-        let selected = k;
         let preds =
             Predictions::from_indices(labels.clone(), selected, base_gold.clone(), pred, proba)
                 .map_err(|e| InputError::File {

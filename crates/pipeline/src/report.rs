@@ -186,6 +186,7 @@ pub fn comparison_doc(
         if let Value::Object(extra) = &r.extra {
             m.extra = extra.clone();
         }
+        m.warnings.extend(r.warnings.iter().cloned());
         if let Some(n) = r.extra["generation"]["invalid_answers"]
             .as_u64()
             .filter(|n| *n > 0)
@@ -375,6 +376,7 @@ mod tests {
             backend: "test".into(),
             invariance: None,
             failed: Vec::new(),
+            warnings: Vec::new(),
             extra: Value::Null,
         }
     }

@@ -39,6 +39,8 @@ pub struct ModelRun {
     pub failed: Vec<(String, String)>,
     /// Task-specific results merged into the model's block (e.g. multiple-choice tallies).
     pub extra: Value,
+    /// What the user should know about this model's results (e.g. truncated inputs).
+    pub warnings: Vec<String>,
 }
 
 /// A progress bar on stderr, hidden when quiet or not a terminal.
@@ -141,4 +143,34 @@ pub fn loglik_efficiency(
         truncated_contexts: cost.map(|c| c.truncated),
         generated_now: None,
     })
+}
+
+/// Waits while another process computes run `run_id` on this store (an identical command
+/// started earlier), then claims it: the first computes, the second reuses its stored
+/// predictions and answers instead of computing them again. Says so on stderr.
+pub fn claim_or_wait(store: &lmcompare_engine::store::Store, run_id: i64) -> Result<()> {
+    use lmcompare_engine::store::RunClaim;
+    let mut said = false;
+    loop {
+        match store.claim_run(run_id)? {
+            RunClaim::Acquired => {
+                if said {
+                    eprintln!(
+                        "note: run {run_id} is free now; reusing what the other process stored"
+                    );
+                }
+                return Ok(());
+            }
+            RunClaim::HeldBy { pid, host, since } => {
+                if !said {
+                    eprintln!(
+                        "note: run {run_id} is being computed by another lmcompare (pid {pid} on {}, since {since}); waiting for it, to reuse its work",
+                        lmcompare_report::escape_controls(&host)
+                    );
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+    }
 }

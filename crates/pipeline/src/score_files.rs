@@ -128,7 +128,30 @@ pub fn score_files(cfg: &MetricsConfig) -> Result<ScoredFiles> {
         correction: cfg.correction,
     };
     let models: Vec<(String, _)> = names.into_iter().zip(predictions).collect();
-    let card = score_models(&models, &opts).map_err(|e| bad!("{e}"))?;
+    let mut card = score_models(&models, &opts).map_err(|e| bad!("{e}"))?;
+    if let Some(listed) = &cfg.labels {
+        for (f, m) in files.iter().zip(card.models.iter_mut()) {
+            let outside: Vec<&str> = f
+                .rows
+                .iter()
+                .filter(|r| {
+                    !listed.iter().any(|l| *l == *r.label)
+                        || !listed.iter().any(|l| *l == *r.prediction)
+                })
+                .map(|r| &*r.id)
+                .collect();
+            if !outside.is_empty() {
+                let shown: Vec<&str> = outside.iter().take(5).copied().collect();
+                m.evaluation.warnings.push(format!(
+                    "--labels averages over {}; {} example(s) have a gold label or prediction outside it (ids {}{}): they count as false positives or negatives of the listed labels, as scikit-learn's labels= does, and are left out of the per-class table",
+                    listed.join(", "),
+                    outside.len(),
+                    shown.join(", "),
+                    if outside.len() > shown.len() { ", …" } else { "" }
+                ));
+            }
+        }
+    }
     // Rows are aligned in the first file's order.
     let ids: Vec<&str> = files[0].rows.iter().map(|r| &*r.id).collect();
     let pos = cfg

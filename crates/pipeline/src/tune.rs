@@ -396,6 +396,7 @@ fn prepare(
             settings: &settings,
             batch_size: cfg.infer_batch_size,
             layers: (unfrozen > 0).then_some(frozen),
+            model_name: name,
         },
         &texts,
         &pb,
@@ -406,6 +407,7 @@ fn prepare(
                 states.to_vec()
             }
         },
+        &|i| format!("example `{}`", rows[i].id),
     )?;
     pb.finish_and_clear();
     let mut features = Vec::with_capacity(if unfrozen == 0 { rows.len() * d } else { 0 });
@@ -830,6 +832,7 @@ pub fn tune(cfg: &TuneConfig) -> Result<Json> {
                 backend: p.model.backend().to_owned(),
                 invariance: None,
                 failed: Vec::new(),
+                warnings: Vec::new(),
                 extra: Json::Null,
             });
         }

@@ -244,5 +244,16 @@ pub fn render_compare_markdown(doc: &CompareReport) -> String {
     for v in &doc.verdicts {
         s.push_str(&format!("- {}\n", crate::text::markdown_escape(v)));
     }
+    let warnings: Vec<String> = doc
+        .models
+        .iter()
+        .flat_map(|m| m.warnings.iter().map(move |w| format!("{}: {w}", m.name)))
+        .collect();
+    if !warnings.is_empty() {
+        s.push_str("\n## Warnings\n\n");
+        for w in &warnings {
+            s.push_str(&format!("- {}\n", crate::text::markdown_escape(w)));
+        }
+    }
     s
 }

@@ -195,6 +195,19 @@ impl Decoder {
             .is_some_and(|v| DecoderConfig::family_of(&v).is_some())
     }
 
+    /// Bounds every context (scoring and generation) to `n` positions, below the model's
+    /// own limit: `--max-length` for decoders. Longer inputs lose tokens from the left and
+    /// are counted as truncated.
+    pub fn limit_positions(&mut self, n: usize) -> Result<()> {
+        if n < 2 {
+            return Err(EngineError::BadInput(
+                "--max-length must be at least 2".into(),
+            ));
+        }
+        self.config.max_positions = self.config.max_positions.min(n);
+        Ok(())
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
@@ -253,13 +266,17 @@ impl Decoder {
         Ok((ctx, cont))
     }
 
-    /// Each request as one tree-masked sequence: (tokens fed, positions, segments, context
-    /// length), and how many contexts were cut to fit.
+    /// Each request as one tree-masked sequence (its context once, then every continuation
+    /// but its last token), and how many requests had contexts cut to fit. A continuation's
+    /// last token is never fed, so a context fits when `context + continuation - 1` tokens
+    /// fit the positions. A request that does not fit is split as lm-evaluation-harness
+    /// scores it: each continuation after the last `positions + 1 - continuation` tokens of
+    /// the context, so a short choice keeps context a long one had to give up.
     fn plan(&self, requests: &[ScoreRequest]) -> Result<(Vec<Tree>, usize)> {
+        let max = self.config.max_positions;
         let mut truncated = 0;
         let mut trees: Vec<Tree> = Vec::new();
-        for r in requests {
-            let longest = r.continuations.iter().map(Vec::len).max().unwrap_or(0);
+        for (ri, r) in requests.iter().enumerate() {
             if r.continuations.iter().any(Vec::is_empty) {
                 return Err(EngineError::BadInput(
                     "a continuation has no tokens; nothing to score".into(),
@@ -275,31 +292,35 @@ impl Decoder {
                         .into(),
                 ));
             }
-            if ctx.len() + longest > self.config.max_positions {
-                let keep = self.config.max_positions.saturating_sub(longest);
-                if keep == 0 {
+            self.check_ids(&ctx)?;
+            for c in &r.continuations {
+                self.check_ids(c)?;
+                if c.len() > max {
                     return Err(EngineError::BadInput(format!(
-                        "a continuation of {longest} tokens does not fit the model's {} positions",
-                        self.config.max_positions
+                        "a continuation of {} tokens does not fit the model's {max} positions",
+                        c.len()
                     )));
                 }
-                ctx.drain(..ctx.len() - keep);
-                truncated += 1;
             }
-            self.check_ids(&ctx)?;
-            let mut tokens = ctx.clone();
-            let mut positions: Vec<usize> = (0..ctx.len()).collect();
-            let mut segments = vec![0u32; ctx.len()];
-            // A continuation's last token is never an input: its probability comes from the
-            // row before it.
+            let longest = r.continuations.iter().map(Vec::len).max().unwrap_or(1);
+            if ctx.len() + longest - 1 <= max {
+                trees.push(Tree::new(ri, ctx, r, (0..r.continuations.len()).collect()));
+                continue;
+            }
+            truncated += 1;
+            // Continuations that keep the same context share a tree.
+            let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
             for (k, c) in r.continuations.iter().enumerate() {
-                self.check_ids(c)?;
-                let fed = &c[..c.len() - 1];
-                tokens.extend_from_slice(fed);
-                positions.extend(ctx.len()..ctx.len() + fed.len());
-                segments.extend(std::iter::repeat_n(k as u32 + 1, fed.len()));
+                let keep = (max + 1 - c.len()).min(ctx.len());
+                match groups.iter_mut().find(|g| g.0 == keep) {
+                    Some(g) => g.1.push(k),
+                    None => groups.push((keep, vec![k])),
+                }
             }
-            trees.push((tokens, positions, segments, ctx.len()));
+            for (keep, members) in groups {
+                // keep ≥ 1: continuations are at most `max` tokens.
+                trees.push(Tree::new(ri, ctx[ctx.len() - keep..].to_vec(), r, members));
+            }
         }
         Ok((trees, truncated))
     }
@@ -316,13 +337,19 @@ impl Decoder {
             truncated,
             ..ScoreStats::default()
         };
-        for ((tokens, positions, _, _), r) in trees.iter().zip(requests) {
-            stats.fed_tokens += tokens.len();
-            stats.flops += positions
+        for t in trees {
+            let r = &requests[t.request];
+            stats.fed_tokens += t.tokens.len();
+            stats.flops += t
+                .positions
                 .iter()
                 .map(|&p| self.token_flops(p + 1))
                 .sum::<f64>();
-            stats.lm_rows += 1 + r.continuations.iter().map(|c| c.len() - 1).sum::<usize>();
+            stats.lm_rows += 1 + t
+                .continuations
+                .iter()
+                .map(|&k| r.continuations[k].len() - 1)
+                .sum::<usize>();
         }
         stats.flops +=
             stats.lm_rows as f64 * 2.0 * (self.config.hidden * self.config.vocab_size) as f64;
@@ -339,14 +366,25 @@ impl Decoder {
         let stats = self.cost_of(&trees, truncated, requests);
         let mut packed: Vec<Packed<'_>> = trees
             .iter()
-            .map(|(t, p, s, _)| Packed {
-                tokens: t,
-                positions: p.clone(),
-                segments: s.clone(),
+            .map(|t| Packed {
+                tokens: &t.tokens,
+                positions: t.positions.clone(),
+                segments: t.segments.clone(),
                 cache: None,
             })
             .collect();
-        let hidden = self.forward(&mut packed)?;
+        let hidden = self.forward(&mut packed).map_err(|e| match e {
+            EngineError::NonFinite {
+                input,
+                stage,
+                value,
+            } => EngineError::NonFinite {
+                input: trees.get(input).map_or(input, |t| t.request),
+                stage,
+                value,
+            },
+            other => other,
+        })?;
         drop(packed);
         // The rows whose next-token distribution is needed, and what each one scores: the
         // prompt's last row gives every continuation's first token; a continuation's own
@@ -355,25 +393,26 @@ impl Decoder {
         let mut rows: Vec<usize> = Vec::new();
         let mut owners: Vec<(usize, Vec<Target>)> = Vec::new();
         let mut base = 0;
-        for (i, ((tokens, _, _, ctx_len), r)) in trees.iter().zip(requests).enumerate() {
-            rows.push(base + ctx_len - 1);
+        for tree in &trees {
+            let (i, r) = (tree.request, &requests[tree.request]);
+            rows.push(base + tree.context_len - 1);
             owners.push((
                 i,
-                r.continuations
+                tree.continuations
                     .iter()
-                    .enumerate()
-                    .map(|(k, c)| (k, 0, c[0]))
+                    .map(|&k| (k, 0, r.continuations[k][0]))
                     .collect(),
             ));
-            let mut offset = base + ctx_len;
-            for (k, c) in r.continuations.iter().enumerate() {
+            let mut offset = base + tree.context_len;
+            for &k in &tree.continuations {
+                let c = &r.continuations[k];
                 for (t, &tok) in c.iter().enumerate().skip(1) {
                     rows.push(offset + t - 1);
                     owners.push((i, vec![(k, t, tok)]));
                 }
                 offset += c.len() - 1;
             }
-            base += tokens.len();
+            base += tree.tokens.len();
         }
         let mut out: Vec<Vec<ContinuationScore>> = requests
             .iter()
@@ -407,6 +446,14 @@ impl Decoder {
                 logits.chunks_exact(v).zip(stats).zip(chunk_owners)
             {
                 let (req, targets) = owner;
+                if !log_z.is_finite() || !max.is_finite() {
+                    let bad = crate::finite::first_non_finite(row).map_or(max, |b| b.1);
+                    return Err(EngineError::NonFinite {
+                        input: *req,
+                        stage: "the LM head's logits".into(),
+                        value: crate::finite::describe(bad),
+                    });
+                }
                 for &(k, t, token) in targets {
                     let lp = (row[token as usize] - max) as f64 - log_z;
                     let s = &mut out[*req][k];
@@ -508,7 +555,18 @@ impl Decoder {
                     cache: Some(cache),
                 });
             }
-            let hidden = self.forward(&mut packed)?;
+            let hidden = self.forward(&mut packed).map_err(|e| match e {
+                EngineError::NonFinite {
+                    input,
+                    stage,
+                    value,
+                } => EngineError::NonFinite {
+                    input: active.get(input).copied().unwrap_or(input),
+                    stage,
+                    value,
+                },
+                other => other,
+            })?;
             drop(packed);
             let d = self.config.hidden;
             let mut x = Vec::with_capacity(active.len() * d);
@@ -518,6 +576,12 @@ impl Decoder {
                 x.extend_from_slice(&hidden[(row - 1) * d..row * d]);
             }
             let logits = self.lm_head(&x, active.len());
+            crate::finite::check_rows(
+                &logits,
+                self.config.vocab_size,
+                || "the LM head's logits".into(),
+                |row| active.get(row).copied().unwrap_or(row),
+            )?;
             let picks: Vec<u32> = logits
                 .chunks_exact(self.config.vocab_size)
                 .map(|r| row_argmax(r).1)
@@ -621,6 +685,16 @@ impl Decoder {
                 r += 1;
             }
         }
+        let mut offsets = vec![0usize];
+        for s in seqs.iter() {
+            offsets.push(offsets[offsets.len() - 1] + s.tokens.len());
+        }
+        let check = |x: &[f32], stage: &dyn Fn() -> String| {
+            crate::finite::check_rows(x, d, stage, |row| {
+                crate::finite::sequence_of_row(&offsets, row)
+            })
+        };
+        check(&x, &|| "the token embeddings".into())?;
         let max_pos = seqs
             .iter()
             .flat_map(|s| s.positions.iter().copied())
@@ -673,6 +747,7 @@ impl Decoder {
                 n.apply(&mut proj, cfg.norm_eps);
             }
             add_into(&mut x, &proj);
+            check(&x, &|| format!("layer {li} attention block"))?;
             h.copy_from_slice(&x);
             layer.ffn_norm.apply(&mut h, cfg.norm_eps);
             layer.up.forward(&h, rows, &mut ff);
@@ -694,8 +769,10 @@ impl Decoder {
                 n.apply(&mut proj, cfg.norm_eps);
             }
             add_into(&mut x, &proj);
+            check(&x, &|| format!("layer {li} feed-forward block"))?;
         }
         self.weights.final_norm.apply(&mut x, cfg.norm_eps);
+        check(&x, &|| "the final norm".into())?;
         Ok(x)
     }
 
@@ -824,7 +901,42 @@ impl Decoder {
 
 /// One request as a tree-masked sequence: tokens fed, their positions, their segments
 /// (0 = the prompt, k = the k-th continuation), and the prompt's length.
-type Tree = (Vec<u32>, Vec<usize>, Vec<u32>, usize);
+/// One packed sequence of a scoring call: a context and the continuations of request
+/// `request` it serves (by index), with every fed token's position and tree segment
+/// (0 = the context, k = the k-th branch).
+struct Tree {
+    request: usize,
+    continuations: Vec<usize>,
+    tokens: Vec<u32>,
+    positions: Vec<usize>,
+    segments: Vec<u32>,
+    context_len: usize,
+}
+
+impl Tree {
+    /// A continuation's last token is never an input: its probability comes from the row
+    /// before it.
+    fn new(request: usize, ctx: Vec<u32>, r: &ScoreRequest, continuations: Vec<usize>) -> Tree {
+        let context_len = ctx.len();
+        let mut tokens = ctx;
+        let mut positions: Vec<usize> = (0..context_len).collect();
+        let mut segments = vec![0u32; context_len];
+        for (branch, &k) in continuations.iter().enumerate() {
+            let fed = &r.continuations[k][..r.continuations[k].len() - 1];
+            tokens.extend_from_slice(fed);
+            positions.extend(context_len..context_len + fed.len());
+            segments.extend(std::iter::repeat_n(branch as u32 + 1, fed.len()));
+        }
+        Tree {
+            request,
+            continuations,
+            tokens,
+            positions,
+            segments,
+            context_len,
+        }
+    }
+}
 
 /// A token a row's distribution scores: (continuation, index in it, token id).
 type Target = (usize, usize, u32);

@@ -374,6 +374,12 @@ impl Encoder {
             &self.emb_norm.b,
             cfg.layer_norm_eps,
         );
+        let check = |x: &[f32], stage: &dyn Fn() -> String| {
+            crate::finite::check_rows(x, d, stage, |row| {
+                crate::finite::sequence_of_row(&offsets, row)
+            })
+        };
+        check(&x, &|| "the embeddings (after their layer norm)".into())?;
 
         let grow = |v: &mut Vec<f32>, n: usize| {
             v.clear();
@@ -392,7 +398,7 @@ impl Encoder {
         let heads = cfg.heads;
         let hd = cfg.head_dim();
         let scale = 1.0 / (hd as f32).sqrt();
-        for layer in self.layers.iter().take(n_layers) {
+        for (li, layer) in self.layers.iter().take(n_layers).enumerate() {
             layer.qkv.apply(&x, total, qkv, true);
             add_bias(qkv, &layer.qkv.b);
             // Attention per sequence at its own length, sequences in parallel.
@@ -457,6 +463,7 @@ impl Encoder {
                 &layer.ln1.b,
                 cfg.layer_norm_eps,
             );
+            check(&x, &|| format!("layer {li} attention block"))?;
             layer.ff1.apply(&x, total, inter, true);
             match cfg.activation {
                 Activation::Gelu => bias_gelu(inter, &layer.ff1.b),
@@ -471,6 +478,7 @@ impl Encoder {
                 &layer.ln2.b,
                 cfg.layer_norm_eps,
             );
+            check(&x, &|| format!("layer {li} feed-forward block"))?;
         }
         Ok(Hidden {
             data: x,

@@ -27,15 +27,29 @@ pub struct LocalDecoder {
     /// Prompts that lost tokens from the left during generation, not yet said.
     truncated_prompts: Cell<usize>,
     max_tokens_said: Cell<usize>,
+    max_length: Option<usize>,
 }
 
 impl LocalDecoder {
     /// `path` is identified by the sha256 of its files (cached in the store by size and
     /// modification time).
-    pub fn new(name: &str, path: PathBuf, store: &Store) -> Result<LocalDecoder> {
+    /// `max_length` bounds its contexts (and so is part of its identity: a cut context is
+    /// another request).
+    pub fn new(
+        name: &str,
+        path: PathBuf,
+        store: &Store,
+        max_length: Option<usize>,
+    ) -> Result<LocalDecoder> {
         let mut identity = String::new();
         for f in identity_files(&path) {
             identity.push_str(&store.file_sha256(&f)?);
+        }
+        if let Some(n) = max_length {
+            if n < 2 {
+                return Err(crate::bad!("--max-length must be at least 2"));
+            }
+            identity.push_str(&format!("\nmax_length={n}"));
         }
         Ok(LocalDecoder {
             name: name.to_owned(),
@@ -44,6 +58,7 @@ impl LocalDecoder {
             decoder: OnceLock::new(),
             truncated_prompts: Cell::new(0),
             max_tokens_said: Cell::new(0),
+            max_length,
         })
     }
 
@@ -51,8 +66,11 @@ impl LocalDecoder {
         if let Some(d) = self.decoder.get() {
             return Ok(d);
         }
-        let d = Decoder::load(&self.path)
+        let mut d = Decoder::load(&self.path)
             .map_err(|e| Error::from(e).context(format!("model {}", self.name)))?;
+        if let Some(n) = self.max_length {
+            d.limit_positions(n)?;
+        }
         Ok(self.decoder.get_or_init(|| d))
     }
 
@@ -163,14 +181,19 @@ impl GenerativeModel for LocalDecoder {
         }
         let (plan, place) = self.plan(requests)?;
         let t0 = Instant::now();
-        let (scores, _) = self.decoder()?.score(&plan)?;
+        let (scores, _) = self.decoder()?.score(&plan).map_err(|e| {
+            Error::from_model(e, &self.name)
+                .remap_input(|r| place.iter().position(|p| p.0 == r).unwrap_or(0))
+        })?;
         let ms = t0.elapsed().as_secs_f64() * 1e3 / requests.len() as f64;
+        // The tokens the model saw: a context too long lost its left part.
+        let window = self.decoder()?.config.max_positions + 1;
         for (i, &(r, c)) in place.iter().enumerate() {
             let sc = &scores[r][c];
             let score = LoglikScore {
                 sum: sc.sum(),
                 tokens: sc.logprobs.len(),
-                total_tokens: plan[r].context.len() + sc.logprobs.len(),
+                total_tokens: (plan[r].context.len() + sc.logprobs.len()).min(window),
             };
             done(i, Ok(score), ms)?;
         }
@@ -195,7 +218,9 @@ impl GenerativeModel for LocalDecoder {
             });
         }
         let t0 = Instant::now();
-        let (scores, _) = d.score(&plan)?;
+        let (scores, _) = d
+            .score(&plan)
+            .map_err(|e| Error::from_model(e, &self.name))?;
         let ms = t0.elapsed().as_secs_f64() * 1e3 / requests.len() as f64;
         for (i, (s, r)) in scores.iter().zip(requests).enumerate() {
             let score = RollingScore {
@@ -238,7 +263,12 @@ impl GenerativeModel for LocalDecoder {
         let t0 = Instant::now();
         let (out, cut) = dec
             .generate(&inputs, options.max_tokens, &stop)
-            .map_err(|e| Error::BadInput(format!("model {}: {e}", self.name)))?;
+            .map_err(|e| match e {
+                e @ lmcompare_engine::EngineError::NonFinite { .. } => {
+                    Error::from_model(e, &self.name)
+                }
+                e => Error::BadInput(format!("model {}: {e}", self.name)),
+            })?;
         self.truncated_prompts
             .set(self.truncated_prompts.get() + cut);
         self.max_tokens_said.set(options.max_tokens);

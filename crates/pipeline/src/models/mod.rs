@@ -205,6 +205,8 @@ pub struct ResolveOptions<'a> {
     pub seed: u64,
     pub quiet: bool,
     pub generate_api: GenerateApi,
+    /// `--max-length`: the longest context a local decoder is given.
+    pub max_length: Option<usize>,
 }
 
 /// Resolves a spec once: `openai:URL#MODEL` is a server, a `.gguf` file or a folder whose
@@ -219,7 +221,10 @@ pub fn resolve(m: &NamedSpec, store: &Store, opts: &ResolveOptions<'_>) -> Resul
     }
     if let Some(path) = local_decoder_path(&m.spec) {
         return Ok(Resolved::Generative(Box::new(LocalDecoder::new(
-            &m.name, path, store,
+            &m.name,
+            path,
+            store,
+            opts.max_length,
         )?)));
     }
     let resolved = lmcompare_engine::spec::resolve(&m.spec)

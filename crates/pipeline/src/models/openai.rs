@@ -16,7 +16,7 @@ use super::{
     RequestKind, ResolveOptions, RollingRequest, RollingScore, ScoringCost,
 };
 use crate::config::GenerateApi;
-use crate::{bad, fail, Result};
+use crate::{bad, fail, Error, Result};
 
 pub struct OpenAiModel {
     name: String,
@@ -112,7 +112,9 @@ impl OpenAiModel {
         if texts.is_empty() {
             return Ok(());
         }
-        self.client.probe_loglikelihood()?;
+        self.client
+            .probe_loglikelihood()
+            .map_err(|e| Error::from(e).context(format!("model {}", self.name)))?;
         let bodies: Vec<Value> = texts.iter().map(|t| self.client.echo_request(t)).collect();
         self.post_all("completions", &bodies, &mut |i, r, ms| {
             let answer: Answer<T> = match r {

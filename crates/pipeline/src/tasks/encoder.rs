@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::cache::{cached_vectors, sha, EmbeddingRequest};
 use crate::config::Task;
+use crate::error::at_input;
 use crate::runner::{argmax, bar, label_index, ModelRun, PeakMemory, RunContext};
 use crate::{bad, Error, Result};
 
@@ -83,7 +84,19 @@ pub fn run_encoder(
             .map(|p| (p.tokens, p.batch_latency_ms, p.batch_size))
             .collect()
     });
-    let efficiency = encoder_efficiency(&model, is_onnx, &dir, &rows, head_labels, &peak)?;
+    let mut efficiency = encoder_efficiency(&model, is_onnx, &dir, &rows, head_labels, &peak)?;
+    // Over every test text, computed now or reused: tokenizing is cheap next to the model.
+    let texts: Vec<&str> = t.test.iter().map(|e| e.text.as_str()).collect();
+    let max_length = model.tokenizer.max_length();
+    efficiency.truncated_contexts = Some(
+        model
+            .tokenizer
+            .encode_batch(&texts)?
+            .iter()
+            .filter(|e| e.truncated)
+            .count(),
+    );
+    let warnings = truncation_warning(efficiency.truncated_contexts, t.test.len(), max_length);
     Ok(ModelRun {
         name: name.to_owned(),
         spec,
@@ -94,6 +107,7 @@ pub fn run_encoder(
         backend: model.backend().to_owned(),
         invariance,
         failed: Vec::new(),
+        warnings: warnings.into_iter().collect(),
         extra: Value::Null,
     })
 }
@@ -139,27 +153,30 @@ fn classify(
     pb.set_position((t.test.len() - todo.len()) as u64);
     let mut err = None;
     let (store, run_id) = (&mut *run.store, run.run_id);
-    model.run_batches(&encoded, run.batch_size, |idx, hidden, timing| {
-        let rows = match classify_rows(
-            model,
-            idx,
-            hidden,
-            &todo,
-            &encoded,
-            &mapping,
-            labels,
-            timing.seconds * 1e3,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                err = Some(e);
-                return Ok(());
-            }
-        };
-        store.save_predictions(run_id, name, &rows)?;
-        pb.inc(idx.len() as u64);
-        Ok(())
-    })?;
+    model
+        .run_batches(&encoded, run.batch_size, |idx, hidden, timing| {
+            let rows = match classify_rows(
+                name,
+                model,
+                idx,
+                hidden,
+                &todo,
+                &encoded,
+                &mapping,
+                labels,
+                timing.seconds * 1e3,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    err = Some(e);
+                    return Ok(());
+                }
+            };
+            store.save_predictions(run_id, name, &rows)?;
+            pb.inc(idx.len() as u64);
+            Ok(())
+        })
+        .map_err(|e| at_input(e, name, |i| format!("example `{}`", todo[i].id)))?;
     pb.finish_and_clear();
     if let Some(e) = err {
         return Err(e);
@@ -188,6 +205,7 @@ fn sample(model: &TextEncoder, test: &[&Example]) -> Result<Vec<Encoded>> {
 
 #[allow(clippy::too_many_arguments)]
 fn classify_rows(
+    name: &str,
     model: &TextEncoder,
     idx: &[usize],
     hidden: &Hidden,
@@ -198,7 +216,8 @@ fn classify_rows(
     latency_ms: f64,
 ) -> Result<Vec<StoredPrediction>> {
     let logits = model
-        .head_logits(hidden)
+        .head_logits(hidden, idx)
+        .map_err(|e| at_input(e, name, |i| format!("example `{}`", todo[i].id)))?
         .ok_or_else(|| crate::fail!("no classification head"))?;
     Ok(idx
         .iter()
@@ -253,10 +272,12 @@ fn by_embeddings(
             settings: &settings,
             batch_size: run.batch_size,
             layers: None,
+            model_name: name,
         },
         &texts,
         &pb,
         &|states, dim| pooling.pool(states, dim),
+        &|i| format!("example `{}`", needed[i].id),
     )?;
     pb.finish_and_clear();
     let probs: Vec<Vec<f64>> = if t.task == Task::Probe {
@@ -308,6 +329,15 @@ fn by_embeddings(
     ))
 }
 
+/// The report's line on test texts cut at the encoder's maximum length.
+fn truncation_warning(truncated: Option<usize>, total: usize, max_length: usize) -> Option<String> {
+    truncated.filter(|n| *n > 0).map(|n| {
+        format!(
+            "{n} of {total} test texts were longer than {max_length} tokens and were cut at the end (the model did not see their tail); --max-length sets the limit, up to the model's positions"
+        )
+    })
+}
+
 fn embedding<'c>(cache: &'c HashMap<String, CachedEmbedding>, e: &Example) -> Result<&'c Vec<f32>> {
     cache
         .get(&sha(&e.text))
@@ -348,7 +378,11 @@ fn zero_shot(
         .collect();
     let refs: Vec<&str> = desc.iter().map(String::as_str).collect();
     let enc = model.tokenizer.encode_batch(&refs)?;
-    let label_emb = model.embed(&enc, batch_size)?;
+    let label_emb = model.embed(&enc, batch_size).map_err(|e| {
+        at_input(e, &model.resolved.spec, |i| {
+            format!("the description of label `{}`", labels[i])
+        })
+    })?;
     t.test
         .iter()
         .map(|e| {

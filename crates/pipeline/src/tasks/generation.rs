@@ -100,7 +100,8 @@ pub fn classify_by_generation(
         .iter()
         .map(|e| prompt(&settings.template, &settings.shots, &e.text))
         .collect();
-    let a = answers(run.store, name, model, &prompts, options, run.quiet)?;
+    let a = answers(run.store, name, model, &prompts, options, run.quiet)
+        .map_err(|e| e.name_input(|i| format!("example `{}`", test[i].id)))?;
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     let mut invalid = Vec::new();
@@ -151,6 +152,7 @@ pub fn classify_by_generation(
         backend: model.backend(RequestKind::Generate),
         invariance: None,
         failed,
+        warnings: Vec::new(),
         extra: json!({"generation": {
             "invalid_answers": invalid.len(),
             "rule": "an answer names a label when, normalised, it equals or starts with exactly one label's verbaliser or name; otherwise it is counted in the `invalid` column",
@@ -240,7 +242,8 @@ pub fn generate(cfg: &CompareConfig, started: std::time::Instant) -> Result<Valu
             &texts,
             &options,
             cfg.quiet,
-        )?;
+        )
+        .map_err(|e| e.name_input(|i| format!("prompt `{}`", prompts[i].id)))?;
         effs.push(
             json!({"generated_now": a.computed, "prompts": prompts.len(),
             "latency_ms_p50": percentile(&a.ms, 0.5),

@@ -208,7 +208,17 @@ pub fn run_loglik(
             .flat_map(|(i, e)| example_jobs(settings, i, e))
             .collect();
         let requests: Vec<LoglikRequest> = jobs.iter().map(|j| j.request.clone()).collect();
-        let answers = cached.loglikelihood(run.store, &requests, &pb)?;
+        let answers = cached
+            .loglikelihood(run.store, &requests, &pb)
+            .map_err(|e| {
+                e.name_input(|i| {
+                    let job = &jobs[i];
+                    format!(
+                        "example `{}` (continuation {:?})",
+                        chunk[job.example].id, job.request.continuation
+                    )
+                })
+            })?;
         sent += answers.computed;
         let mut latency = vec![0.0; chunk.len()];
         for (j, ms) in jobs.iter().zip(&answers.ms) {
@@ -266,6 +276,14 @@ pub fn run_loglik(
         backend: model.backend(RequestKind::Loglikelihood),
         invariance: None,
         failed,
+        warnings: cost
+            .map(|c| c.truncated)
+            .filter(|n| *n > 0)
+            .map(|n| format!(
+                "{n} prompt context(s) were longer than the model's positions (or --max-length) and lost tokens from the left, each continuation keeping as much context as fits, as lm-evaluation-harness does"
+            ))
+            .into_iter()
+            .collect(),
         extra: if settings.choices.is_some() {
             // lm-evaluation-harness's definitions, over every answered question (a resumed
             // run takes the earlier ones' scores from the store).

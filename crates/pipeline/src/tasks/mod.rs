@@ -40,6 +40,7 @@ impl UnitTask {
             seed: cfg.seed,
             quiet: cfg.quiet,
             generate_api: cfg.prompt.generate_api,
+            max_length: cfg.max_length,
         };
         let mut models = Vec::new();
         for m in &specs {
@@ -81,6 +82,7 @@ impl UnitTask {
             models: &names.join(","),
             settings: &settings.to_string(),
         })?;
+        crate::runner::claim_or_wait(&self.store, run_id)?;
         Ok((run_id, resumed, key))
     }
 }

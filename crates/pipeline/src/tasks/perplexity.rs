@@ -104,11 +104,9 @@ pub fn perplexity(cfg: &CompareConfig, started: std::time::Instant) -> Result<Va
     let mut model_docs = Vec::new();
     for (name, model) in &session.models {
         let pb = bar(cfg.quiet, requests.len(), name);
-        let a = CachedModel::new(model.as_ref()).loglikelihood_rolling(
-            &mut session.store,
-            &requests,
-            &pb,
-        )?;
+        let a = CachedModel::new(model.as_ref())
+            .loglikelihood_rolling(&mut session.store, &requests, &pb)
+            .map_err(|e| e.name_input(|j| format!("document `{}`", docs[doc_of[j]].0)))?;
         pb.finish_and_clear();
         let zero = RollingScore {
             nll: 0.0,
