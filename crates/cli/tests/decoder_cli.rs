@@ -4,15 +4,8 @@
 
 mod common;
 
-use common::{bad, lmcompare, root, tiny};
+use common::{bad, json_of, root, tiny};
 use serde_json::Value;
-
-fn run_json(args: &[&str]) -> Value {
-    let out = lmcompare().args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?}: {err}");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn model<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["models"]
@@ -64,7 +57,7 @@ fn gemma_zero_shot_beside_an_encoder_probe_resumes_without_recomputing() {
         "json",
         "--quiet",
     ];
-    let first = run_json(&args);
+    let first = json_of(&args);
     let g = model(&first, "gemma");
     assert!(
         g["backend"].as_str().unwrap().contains("gemma3 gguf"),
@@ -83,7 +76,7 @@ fn gemma_zero_shot_beside_an_encoder_probe_resumes_without_recomputing() {
     let acc = g["metrics"]["accuracy"].as_f64().unwrap();
     assert!(acc > 0.5, "accuracy {acc}");
 
-    let again = run_json(&args);
+    let again = json_of(&args);
     assert_eq!(again["run"]["resumed"], true);
     let g2 = model(&again, "gemma");
     assert_eq!(g2["computed_examples"], 0);
@@ -131,10 +124,10 @@ fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
         "json",
         "--quiet",
     ];
-    let doc = run_json(&mc_args);
+    let doc = json_of(&mc_args);
     // A rerun computes nothing and reports the same lm-evaluation-harness numbers over all
     // questions (the earlier scores come from the store).
-    let again = run_json(&mc_args);
+    let again = json_of(&mc_args);
     for name in ["llama", "gpt2"] {
         assert_eq!(model(&again, name)["computed_examples"], 0);
         assert_eq!(
@@ -187,7 +180,7 @@ fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
         "json",
         "--quiet",
     ];
-    let first = run_json(&args);
+    let first = json_of(&args);
     assert_eq!(first["dataset"]["documents"], 3);
     assert!(first["dataset"]["windows"].as_u64().unwrap() > 3);
     for m in first["models"].as_array().unwrap() {
@@ -199,7 +192,7 @@ fn tiny_decoders_answer_multiple_choice_and_score_perplexity() {
         assert!(p["token_perplexity"].as_f64().unwrap() > 1.0);
         assert!(m["efficiency"]["requests_sent"].as_u64().unwrap() > 0);
     }
-    let again = run_json(&args);
+    let again = json_of(&args);
     for (a, b) in first["models"]
         .as_array()
         .unwrap()
@@ -346,7 +339,7 @@ fn gemma_generates_answers_scored_by_exact_match_and_f1_and_reruns_generate_noth
         "json",
         "--quiet",
     ];
-    let doc = run_json(&args);
+    let doc = json_of(&args);
     let g = model(&doc, "gemma");
     // Greedy Gemma (llama.cpp's greedy tokens are checked in the engine tests) answers
     // " Blue" to the second prompt: a normalised exact match.
@@ -355,7 +348,7 @@ fn gemma_generates_answers_scored_by_exact_match_and_f1_and_reruns_generate_noth
     let f1 = g["generate"]["f1"].as_f64().unwrap();
     assert!(em >= 0.5 && f1 >= em, "{em} {f1}");
     assert_eq!(g["efficiency"]["generated_now"], 2);
-    let again = run_json(&args);
+    let again = json_of(&args);
     assert_eq!(model(&again, "gemma")["efficiency"]["generated_now"], 0);
     assert_eq!(model(&again, "gemma")["generate"], g["generate"]);
     // A prompt file with a line missing its answer is refused with file and line.
@@ -381,7 +374,7 @@ fn classification_by_generation_counts_answers_naming_no_label_as_invalid() {
         .join("assets/data/rotten_tomatoes_binary.jsonl")
         .display()
         .to_string();
-    let doc = run_json(&[
+    let doc = json_of(&[
         "compare",
         "--model",
         &gemma,

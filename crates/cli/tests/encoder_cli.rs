@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{bad, lmcompare, root, tiny};
+use common::{bad, copy_dir, json_of, lmcompare, root, tiny};
 
 fn asset(name: &str) -> String {
     let p = root().join("assets/models").join(name);
@@ -16,26 +16,6 @@ fn asset(name: &str) -> String {
         p.display()
     );
     p.display().to_string()
-}
-
-fn json_of(args: &[&str]) -> Value {
-    let out = lmcompare().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

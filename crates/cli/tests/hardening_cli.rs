@@ -8,17 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 mod common;
-use common::{bad, lmcompare, root, tiny};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use common::{bad, copy_dir, json_of, lmcompare, root, tiny};
 
 /// A copy of the tiny model `name` under `dir` with `value` written over the first element
 /// of the F32 tensor `tensor` in its safetensors file.
@@ -42,16 +32,6 @@ fn reviews() -> String {
         .join("tests/fixtures/data/reviews.jsonl")
         .display()
         .to_string()
-}
-
-fn json_ok(args: &[&str]) -> Value {
-    let out = lmcompare().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -241,7 +221,7 @@ fn circular_multiple_choice_does_not_depend_on_the_batch_size() {
         .iter()
         .map(|b| {
             let db = dir.path().join(format!("s{b}.db")).display().to_string();
-            json_ok(&[
+            json_of(&[
                 "compare",
                 "--model",
                 &format!("l={}", tiny("tiny-llama")),
@@ -282,7 +262,7 @@ fn kappa_keeps_its_reason_under_zero_division_nan() {
         "{\"id\": 1, \"label\": \"a\", \"prediction\": \"a\"}\n{\"id\": 2, \"label\": \"a\", \"prediction\": \"a\"}\n",
     )
     .unwrap();
-    let v = json_ok(&[
+    let v = json_of(&[
         "metrics",
         "--pred",
         p.to_str().unwrap(),
@@ -320,7 +300,7 @@ fn long_inputs_are_bounded_by_max_length_and_counted() {
     )
     .unwrap();
     let db = dir.path().join("s.db").display().to_string();
-    let v = json_ok(&[
+    let v = json_of(&[
         "compare",
         "--model",
         &format!("d={}", tiny("tiny-distilbert-cls")),
@@ -451,7 +431,7 @@ fn a_damaged_store_is_an_error_naming_what_is_damaged() {
         "--format",
         "json",
     ];
-    json_ok(&args);
+    json_of(&args);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE runs SET result = '{\"models\": [' ", [])
         .unwrap();
@@ -500,7 +480,7 @@ fn metrics_labels_subset_matches_scikit_learn() {
         .map(|(i, (g, y))| format!("{{\"id\": {i}, \"label\": {g}, \"prediction\": {y}}}\n"))
         .collect();
     std::fs::write(&p, rows).unwrap();
-    let v = json_ok(&[
+    let v = json_of(&[
         "metrics",
         "--pred",
         p.to_str().unwrap(),
@@ -550,7 +530,7 @@ fn a_run_claimed_by_another_process_is_waited_for_then_reused() {
         "--format",
         "json",
     ];
-    let first = json_ok(&args);
+    let first = json_of(&args);
     // Another process holds run 1: a child that lives for a second.
     let mut holder = std::process::Command::new("sleep")
         .arg("1")
@@ -612,7 +592,7 @@ fn metrics_labels_subset_matches_scikit_learns_own_tests() {
         p.display().to_string()
     };
     let metrics = |p: &str, labels: &str| {
-        json_ok(&[
+        json_of(&[
             "metrics",
             "--pred",
             p,

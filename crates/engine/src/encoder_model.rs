@@ -240,18 +240,8 @@ impl TextEncoder {
         for chunk in order.chunks(batch_size.max(1)) {
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
             let start = Instant::now();
-            let in_input_order = |e: EngineError| match e {
-                EngineError::NonFinite {
-                    input,
-                    stage,
-                    value,
-                } => EngineError::NonFinite {
-                    input: chunk.get(input).copied().unwrap_or(input),
-                    stage,
-                    value,
-                },
-                other => other,
-            };
+            let in_input_order =
+                |e: EngineError| e.remap_input(|i| chunk.get(i).copied().unwrap_or(i));
             let hidden = self.forward(&batch, layers).map_err(in_input_order)?;
             crate::finite::check_rows(
                 &hidden.data,

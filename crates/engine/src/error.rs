@@ -34,6 +34,23 @@ impl EngineError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(self, EngineError::Runtime(_))
     }
+
+    /// A non-finite output's input index mapped through `f` (a batch's index to the
+    /// caller's); other errors unchanged.
+    pub fn remap_input(self, f: impl FnOnce(usize) -> usize) -> Self {
+        match self {
+            EngineError::NonFinite {
+                input,
+                stage,
+                value,
+            } => EngineError::NonFinite {
+                input: f(input),
+                stage,
+                value,
+            },
+            other => other,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -19,6 +19,27 @@ pub fn tiny(name: &str) -> String {
         .to_string()
 }
 
+/// Runs, expects success, and parses stdout as JSON.
+#[allow(dead_code)]
+pub fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = lmcompare().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Copies the files (not subfolders) of `from` into `to`.
+#[allow(dead_code)]
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 pub fn lmcompare() -> Command {
     Command::cargo_bin("lmcompare").unwrap()
 }

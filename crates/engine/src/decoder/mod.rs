@@ -373,18 +373,9 @@ impl Decoder {
                 cache: None,
             })
             .collect();
-        let hidden = self.forward(&mut packed).map_err(|e| match e {
-            EngineError::NonFinite {
-                input,
-                stage,
-                value,
-            } => EngineError::NonFinite {
-                input: trees.get(input).map_or(input, |t| t.request),
-                stage,
-                value,
-            },
-            other => other,
-        })?;
+        let hidden = self
+            .forward(&mut packed)
+            .map_err(|e| e.remap_input(|i| trees.get(i).map_or(i, |t| t.request)))?;
         drop(packed);
         // The rows whose next-token distribution is needed, and what each one scores: the
         // prompt's last row gives every continuation's first token; a continuation's own
@@ -555,18 +546,9 @@ impl Decoder {
                     cache: Some(cache),
                 });
             }
-            let hidden = self.forward(&mut packed).map_err(|e| match e {
-                EngineError::NonFinite {
-                    input,
-                    stage,
-                    value,
-                } => EngineError::NonFinite {
-                    input: active.get(input).copied().unwrap_or(input),
-                    stage,
-                    value,
-                },
-                other => other,
-            })?;
+            let hidden = self
+                .forward(&mut packed)
+                .map_err(|e| e.remap_input(|i| active.get(i).copied().unwrap_or(i)))?;
             drop(packed);
             let d = self.config.hidden;
             let mut x = Vec::with_capacity(active.len() * d);
