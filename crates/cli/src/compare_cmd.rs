@@ -60,6 +60,11 @@ pub struct CompareArgs {
     /// Test examples kept for the report's examples table (disagreements first).
     #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     pub html_examples: usize,
+    /// Also write the run's per-example predictions and sample logs (prompts as sent,
+    /// continuations' log-likelihoods, generated text, truncation) into this folder, as
+    /// `lmcompare export` does.
+    #[arg(long, value_name = "DIR")]
+    pub log_samples: Option<PathBuf>,
     #[command(flatten)]
     pub stats: StatsArgs,
     #[arg(long, default_value = "f1_macro")]
@@ -172,7 +177,22 @@ impl CompareArgs {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let doc = lmcompare_pipeline::compare(&args.config())?;
+    let cfg = args.config();
+    if args.log_samples.is_some() && !cfg.task.classifies() && cfg.task != Task::MultipleChoice {
+        return Err(bad!(
+            "--log-samples keeps per-example logs of classify, probe, zero-shot and multiple-choice runs; {} reports its per-unit results in its own document",
+            cfg.task.key()
+        )
+        .into());
+    }
+    let doc = lmcompare_pipeline::compare(&cfg)?;
+    if let (Some(dir), Document::Compare(r)) = (&args.log_samples, &doc) {
+        let run = r.run["id"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("the report has no run id"))?;
+        let done = lmcompare_pipeline::stored::export(&cfg.db, run, None, None, dir)?;
+        crate::store_cmds::say_exported(&done);
+    }
     render_comparison(&doc, args.format, args.out.as_deref())
 }
 

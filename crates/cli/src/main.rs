@@ -44,10 +44,18 @@ enum Command {
     /// rate and schedule, batch size, epochs, ...) by grid, random, TPE or successive-halving
     /// search, then compare the tuned models with their untuned baselines on the test split.
     Tune(tune_cmd::TuneArgs),
-    /// List the runs in the store.
+    /// List the runs in the store (by data file or model), or delete one.
     Runs(store_cmds::RunsArgs),
     /// Re-render a finished run from the store alone.
     Report(store_cmds::ReportArgs),
+    /// Rank every model the store has scored on a dataset, with the paired tests of
+    /// compare across all of them, grouped by the settings that change predictions; no
+    /// model is run.
+    Leaderboard(store_cmds::LeaderboardArgs),
+    /// Write a run's per-example predictions (the input of `metrics`) and per-sample logs
+    /// (prompts, continuations' log-likelihoods, generated text, truncation) with its
+    /// provenance.
+    Export(store_cmds::ExportArgs),
     /// Score prediction files (JSONL/CSV/TSV) from any model: every metric with bootstrap
     /// confidence intervals, and paired significance tests between files.
     Metrics(metrics_cmd::MetricsArgs),
@@ -71,6 +79,8 @@ fn main() -> ExitCode {
         Command::Tune(args) => tune_cmd::run(args),
         Command::Runs(args) => store_cmds::runs(args),
         Command::Report(args) => store_cmds::report(args),
+        Command::Leaderboard(args) => store_cmds::leaderboard(args),
+        Command::Export(args) => store_cmds::export(args),
         Command::Embed(args) => encoder_cmds::embed(args),
         Command::Predict(args) => encoder_cmds::predict(args),
         Command::Tokenize(args) => encoder_cmds::tokenize(args),

@@ -12,7 +12,9 @@ use crate::error::{EngineError, Result};
 
 /// 2: the answer cache is `model_answers`, keyed by request kind, model identity and
 /// request (it was `http_cache`, keyed by server URL and request body).
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: `samples` keeps each prediction's log (prompt as sent, continuations' scores,
+/// generated text, truncation) for `export` and `--log-samples`.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Who computes a run now (see [`Store::claim_run`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +104,36 @@ pub struct CachedEmbedding {
     pub batch_size: usize,
 }
 
+/// Everything the store knows of a run, for the leaderboard and the filters of `runs`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: i64,
+    pub started: String,
+    pub finished: Option<String>,
+    pub task: String,
+    pub dataset_sha256: String,
+    /// The path the dataset was first scored under (empty when unknown).
+    pub dataset_path: String,
+    pub models: String,
+    /// The JSON of everything that changes the run's results (the run key's source).
+    pub settings: String,
+}
+
+/// A dataset the store has scored.
+#[derive(Debug, Clone)]
+pub struct StoredDataset {
+    pub sha256: String,
+    pub path: String,
+    pub rows: usize,
+}
+
+/// What `delete_run` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeletedRun {
+    pub predictions: usize,
+    pub samples: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     pub id: i64,
@@ -185,6 +217,9 @@ impl Store {
                 PRIMARY KEY(search_key, trial));
              CREATE TABLE IF NOT EXISTS model_answers(
                 key TEXT PRIMARY KEY, answer TEXT NOT NULL, latency_ms REAL NOT NULL);
+             CREATE TABLE IF NOT EXISTS samples(
+                run_id INTEGER NOT NULL, model TEXT NOT NULL, example_id TEXT NOT NULL,
+                log TEXT NOT NULL, PRIMARY KEY(run_id, model, example_id));
              CREATE TABLE IF NOT EXISTS run_claims(
                 run_id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
                 claimed TEXT NOT NULL);",
@@ -214,16 +249,18 @@ impl Store {
             }
             Some(v) if v < SCHEMA_VERSION => {
                 // Schema 1 kept server answers raw, under keys of URL and body; those keys are
-                // never asked again, so the old cache goes. Runs, predictions, embeddings,
-                // trials and file hashes are kept as they are.
+                // never asked again, so the old cache goes. Schema 3 only adds `samples`
+                // (created above): runs from before have predictions but no sample logs.
+                // Runs, predictions, embeddings, trials and file hashes are kept as they are.
+                let drop = if v < 2 { "DROP TABLE IF EXISTS http_cache;" } else { "" };
                 conn.execute_batch(&format!(
-                    "DROP TABLE IF EXISTS http_cache;
-                     UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version';"
+                    "{drop} UPDATE meta SET value='{SCHEMA_VERSION}' WHERE key='schema_version';"
                 ))
                 .map_err(err)?;
                 eprintln!(
-                    "note: {}: store schema {v} upgraded to {SCHEMA_VERSION} (runs and predictions kept; cached model answers from before are recomputed when asked)",
-                    path.display()
+                    "note: {}: store schema {v} upgraded to {SCHEMA_VERSION} (runs and predictions kept{}; runs from before have no per-sample logs)",
+                    path.display(),
+                    if v < 2 { "; cached model answers from before are recomputed when asked" } else { "" }
                 );
             }
             Some(_) => {}
@@ -668,5 +705,147 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every run with its settings, in id order.
+    pub fn run_records(&self) -> Result<Vec<RunRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT r.id, r.started, r.finished, r.task, r.dataset_sha256, COALESCE(d.path, ''), r.models, r.settings FROM runs r LEFT JOIN datasets d ON d.sha256 = r.dataset_sha256 ORDER BY r.id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    started: r.get(1)?,
+                    finished: r.get(2)?,
+                    task: r.get(3)?,
+                    dataset_sha256: r.get(4)?,
+                    dataset_path: r.get(5)?,
+                    models: r.get(6)?,
+                    settings: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The datasets runs were scored on, by path.
+    pub fn datasets(&self) -> Result<Vec<StoredDataset>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sha256, path, rows FROM datasets ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredDataset {
+                    sha256: r.get(0)?,
+                    path: r.get(1)?,
+                    rows: r.get::<_, i64>(2)? as usize,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Copies model `from_model`'s predictions (and sample logs) of run `from_run` into
+    /// run `to_run` under `to_model`, keeping rows already there. Returns the rows added.
+    pub fn copy_predictions(
+        &mut self,
+        from_run: i64,
+        from_model: &str,
+        to_run: i64,
+        to_model: &str,
+    ) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO predictions(run_id, model, example_id, label, probabilities, tokens, batch_latency_ms, batch_size)
+                 SELECT ?3, ?4, example_id, label, probabilities, tokens, batch_latency_ms, batch_size FROM predictions WHERE run_id=?1 AND model=?2",
+                params![from_run, from_model, to_run, to_model],
+            )
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO samples(run_id, model, example_id, log)
+             SELECT ?3, ?4, example_id, log FROM samples WHERE run_id=?1 AND model=?2",
+            params![from_run, from_model, to_run, to_model],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(added)
+    }
+
+    /// Commits per-example sample logs (JSON) of one batch; a log already there is kept.
+    pub fn save_samples(&mut self, run: i64, model: &str, rows: &[(String, String)]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR IGNORE INTO samples(run_id, model, example_id, log) VALUES(?1, ?2, ?3, ?4)")
+                .map_err(|e| self.err(e))?;
+            for (id, log) in rows {
+                stmt.execute(params![run, model, id, log])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Sample logs of a run's model by example id (JSON text).
+    pub fn samples(&self, run: i64, model: &str) -> Result<HashMap<String, String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT example_id, log FROM samples WHERE run_id=?1 AND model=?2")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run, model], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<HashMap<_, _>, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Removes a run and its predictions, sample logs and claim in one transaction. Caches
+    /// shared across runs (embeddings, model answers, file hashes) stay.
+    pub fn delete_run(&mut self, run: i64) -> Result<DeletedRun> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let predictions = tx
+            .execute("DELETE FROM predictions WHERE run_id=?1", params![run])
+            .map_err(|e| self.err(e))?;
+        let samples = tx
+            .execute("DELETE FROM samples WHERE run_id=?1", params![run])
+            .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM run_claims WHERE run_id=?1", params![run])
+            .map_err(|e| self.err(e))?;
+        let runs = tx
+            .execute("DELETE FROM runs WHERE id=?1", params![run])
+            .map_err(|e| self.err(e))?;
+        if runs == 0 {
+            return Err(EngineError::BadInput(format!(
+                "no run {run} in {}",
+                self.path.display()
+            )));
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(DeletedRun {
+            predictions,
+            samples,
+        })
+    }
+
+    /// Every registered model: (content hash, spec it was first given as, backend).
+    pub fn model_specs(&self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash, spec, backend FROM models")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))
     }
 }

@@ -18,6 +18,7 @@ mod metric;
 mod paired;
 pub mod pareto;
 mod probabilistic;
+mod ranking;
 pub mod stats;
 pub mod text_match;
 pub mod unit_bootstrap;
@@ -31,6 +32,7 @@ pub use metric::Metric;
 pub use paired::{
     compare_pair, mcnemar, McNemar, McNemarMethod, MetricDelta, PairedOptions, PairedResult,
 };
+pub use ranking::{rank_shares, RankShare};
 pub use scorecard::{score_models, ModelScore, PairScore, ScoreOptions, Scorecard};
 pub use stats::{adjust_p_values, Correction};
 mod scorecard;

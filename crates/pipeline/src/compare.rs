@@ -85,6 +85,11 @@ fn competitors(cfg: &CompareConfig, store: &Store) -> Result<Vec<Competitor>> {
                 encoder_hash(store, r)?
             }
         };
+        let backend = match &resolved {
+            Resolved::Generative(_) => "generative",
+            Resolved::Encoder(_) => "encoder",
+        };
+        store.register_model(&hash, &m.spec, backend)?;
         out.push(Competitor {
             spec: m,
             resolved,
@@ -183,6 +188,20 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
         settings: &settings.to_string(),
     })?;
     crate::runner::claim_or_wait(&store, run_id)?;
+    // A model earlier runs scored on the same data under the same settings is not run
+    // again: its predictions are copied into this run and reported as reused.
+    let mut reused_from = Vec::new();
+    for m in &models {
+        let mut from = Vec::new();
+        for (run, name) in
+            crate::leaderboard::earlier_predictions(&store, run_id, &ds.sha256, &settings, &m.hash)?
+        {
+            if store.copy_predictions(run, &name, run_id, &m.spec.name)? > 0 {
+                from.push((run, name));
+            }
+        }
+        reused_from.push(from);
+    }
     let prompts = if models
         .iter()
         .any(|m| matches!(m.resolved, Resolved::Generative(_)))
@@ -240,7 +259,14 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             (Resolved::Generative(_), None) => Err(fail!("no prompt settings")),
             (Resolved::Encoder(r), _) => run_encoder(&mut ctx, name, &m.hash, r, &inputs),
         };
-        runs.push(r.map_err(|e| with_model(e, name))?);
+        let mut r = r.map_err(|e| with_model(e, name))?;
+        let from = &reused_from[runs.len()];
+        if r.computed == 0 && !from.is_empty() {
+            if let Some(e) = crate::leaderboard::measured_efficiency(&*ctx.store, from) {
+                r.efficiency = e;
+            }
+        }
+        runs.push(r);
     }
     let scored = scored_examples(&runs, &test)?;
     let ctx = ReportContext {
@@ -252,15 +278,65 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             "backends": {"native": "lmcompare kernels on gemm 0.19", "onnx": "onnxruntime 1.22 via ort 2.0.0-rc.10"},
             "started": store.run_started(run_id)?, "finished": timestamp(),
             "wall_seconds": started.elapsed().as_secs_f64(), "db": cfg.db,
+            "protocol": protocol(cfg, prompts.as_ref(), &runs),
         }),
         excluded: Some(scored.excluded()),
         hashes,
         examples_cap: cfg.html_examples,
         tokenizers,
     };
-    let report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
+    let mut report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
+    for (m, from) in report.models.iter_mut().zip(reused_from) {
+        m.reused_from_runs = from.into_iter().map(|(run, _)| run).collect();
+    }
     store.finish_run(run_id, &serde_json::to_string(&report)?)?;
     Ok(Document::Compare(Box::new(report)))
+}
+
+/// How the models were asked, on the record: what a reader needs to reproduce the numbers
+/// with another harness.
+fn protocol(
+    cfg: &CompareConfig,
+    prompts: Option<&crate::tasks::prompts::PromptSettings>,
+    runs: &[ModelRun],
+) -> Value {
+    let truncated: serde_json::Map<String, Value> = runs
+        .iter()
+        .map(|r| (r.name.clone(), json!(r.efficiency.truncated_contexts)))
+        .collect();
+    let mut v = json!({
+        "seeds": {
+            "split": format!("seed {} for the stratified train/test split (when the data has no split column; test fraction {})", cfg.seed, cfg.test_size),
+            "statistics": format!("seed {} for bootstrap resamples and permutations", cfg.seed),
+        },
+        "encoders": {
+            "truncation": "right, at --max-length or the model's own limit; the special tokens ([CLS]/[SEP], <s>/</s>) are kept",
+            "max_length": cfg.max_length,
+        },
+        "truncated": truncated,
+    });
+    if let Some(s) = prompts {
+        let p = &cfg.prompt;
+        v["seeds"]["few_shot"] = json!(format!(
+            "seed {} (xor 0x73686f74) shuffles the train split; the first {} are the shots",
+            cfg.seed, p.shots
+        ));
+        v["decoders"] = json!({
+            "beginning_of_sequence": "every sequence starts with what the tokenizer's encoding of an empty string yields (BOS for Llama- and Gemma-style tokenizers, nothing for GPT-2- and Qwen-style ones; an empty context then starts from BOS or end-of-text), as lm-evaluation-harness 0.4 does by default",
+            "template": s.template,
+            "few_shot_delimiter": "\n\n",
+            "target_delimiter": "none: each verbaliser carries its own leading space",
+            "verbalizers": s.verbalizers,
+            "shots": s.shots.len(),
+            "context_continuation_split": "trailing spaces of the context move to the continuation; context + continuation are encoded whole and the continuation is what follows the context's own tokens (lm-evaluation-harness)",
+            "truncation": "left: context + continuation - 1 tokens must fit the positions (or --max-length); beyond, each continuation keeps the last (positions + 1 - its length) context tokens, as lm-evaluation-harness's (context + continuation)[-(max_length + 1):][:-1]",
+            "max_length": cfg.max_length,
+            "scoring": format!("{:?}", p.decoder_scoring).to_lowercase(),
+            "length_normalisation": format!("{:?}", p.length_norm).to_lowercase(),
+            "generation": {"max_tokens": p.max_tokens, "stop": p.stop, "decoding": "greedy"},
+        });
+    }
+    v
 }
 
 /// The model's name in front of its error (same kind of error).

@@ -18,6 +18,7 @@ pub mod compare;
 pub mod config;
 mod error;
 pub mod inspect;
+pub mod leaderboard;
 pub mod models;
 pub mod prediction_files;
 pub mod report;

@@ -231,14 +231,13 @@ pub fn comparison_doc(
     })
 }
 
-/// The scorecard of every model on the same test examples, over the dataset's labels (and
-/// `invalid` when a model answered so).
-fn score(
+/// Every model's predictions on the same test examples, over the dataset's labels (and
+/// `invalid` when a model answered so), in the order of `test`.
+pub(crate) fn predictions(
     runs: &[ModelRun],
     test: &[&Example],
     dataset_labels: &[String],
-    s: &Scoring,
-) -> Result<(Scorecard, Vec<(String, Predictions)>)> {
+) -> Result<Vec<(String, Predictions)>> {
     let any_invalid = runs
         .iter()
         .any(|r| r.predictions.iter().any(|p| p.label == INVALID));
@@ -289,6 +288,17 @@ fn score(
         .map_err(|e| fail!("{e}"))?;
         scored.push((r.name.clone(), preds));
     }
+    Ok(scored)
+}
+
+/// The scorecard of every model on the same test examples.
+fn score(
+    runs: &[ModelRun],
+    test: &[&Example],
+    dataset_labels: &[String],
+    s: &Scoring,
+) -> Result<(Scorecard, Vec<(String, Predictions)>)> {
+    let scored = predictions(runs, test, dataset_labels)?;
     let opts = ScoreOptions {
         metric: MetricOptions::default(),
         bootstrap: BootstrapOptions {

@@ -79,6 +79,7 @@ fn cost_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
         "p95 ms/batch",
         "ex/s",
         "peak RSS",
+        "computed/reused",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -100,10 +101,21 @@ fn cost_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
                 format!("{:.1}", e.latency_ms_p95),
                 format!("{:.1}", opt(e.throughput_per_s)),
                 format!("{}B", human(int(e.peak_rss_bytes))),
+                computed_reused(m),
             ]
         })
         .collect();
     (header, rows)
+}
+
+/// Examples this run computed and reused from the store (and from which earlier runs).
+fn computed_reused(m: &crate::doc::ModelReport) -> String {
+    let mut s = format!("{}/{}", m.computed_examples, m.reused_examples);
+    if !m.reused_from_runs.is_empty() {
+        let runs: Vec<String> = m.reused_from_runs.iter().map(i64::to_string).collect();
+        s.push_str(&format!(" (run {})", runs.join(",")));
+    }
+    s
 }
 
 fn pair_rows(doc: &CompareReport) -> (Vec<String>, Vec<Vec<String>>) {
@@ -147,13 +159,20 @@ fn header_line(doc: &CompareReport) -> String {
 
 fn title_line(doc: &CompareReport) -> String {
     let d = &doc.dataset;
+    let run = match doc.run["runs"].as_array() {
+        // A leaderboard group: gathered from several runs.
+        Some(runs) => {
+            let ids: Vec<String> = runs.iter().map(Value::to_string).collect();
+            format!("from the stored runs {}", ids.join(", "))
+        }
+        None => format!("run {}", doc.run["id"]),
+    };
     format!(
-        "task {} on {} ({} test examples; labels: {}), run {}{}",
+        "task {} on {} ({} test examples; labels: {}), {run}{}",
         doc.task,
         d.path.display(),
         d.evaluated_test_examples,
         d.labels.join(", "),
-        doc.run["id"],
         if doc.run["resumed"].as_bool() == Some(true) {
             " (resumed)"
         } else {

@@ -104,6 +104,9 @@ pub struct ModelReport {
     pub computed_examples: usize,
     #[serde(default)]
     pub reused_examples: usize,
+    /// Earlier runs (same data and settings) this run's reused predictions were taken from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reused_from_runs: Vec<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_invariance_max_abs_change: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,4 +253,62 @@ pub struct TokenizerStats {
     /// Texts cut at `max_length`.
     pub truncated_fraction: f64,
     pub mean_tokens: f64,
+}
+
+/// `leaderboard`: every model the store has scored on one dataset, grouped by the settings
+/// that change predictions, each group compared as one `compare` of all its models.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Leaderboard {
+    pub lmcompare_version: String,
+    pub dataset: LeaderboardDataset,
+    /// The main metric models are ranked on.
+    pub metric: String,
+    pub groups: Vec<LeaderboardGroup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LeaderboardDataset {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+}
+
+/// Models scored under the same settings, on the examples all of them have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaderboardGroup {
+    /// 1-based, in the order of the groups' first runs.
+    pub group: usize,
+    pub task: String,
+    /// Every setting that changes a prediction (the run key's settings without the model list).
+    pub settings: serde_json::Value,
+    /// The settings whose values differ from another group's.
+    pub differs: serde_json::Map<String, serde_json::Value>,
+    /// The runs whose predictions were gathered.
+    pub runs: Vec<i64>,
+    pub ranking: Vec<RankedModel>,
+    /// What was left out so every model is scored on the same examples.
+    pub notes: Vec<String>,
+    pub comparison: CompareReport,
+}
+
+/// One model's place in a group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RankedModel {
+    pub rank: usize,
+    pub model: String,
+    pub content_hash: String,
+    /// Every name the model was run under in this group.
+    pub names: Vec<String>,
+    /// The runs its predictions come from (the newest first).
+    pub runs: Vec<i64>,
+    /// Predictions it has in the store for this group, before the common examples are kept.
+    pub stored_examples: usize,
+    pub metric: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    /// Share of paired bootstrap resamples in which this model is best.
+    pub p_best: Option<f64>,
+    pub mean_rank: Option<f64>,
+    pub rank_low: Option<f64>,
+    pub rank_high: Option<f64>,
+    pub pareto: bool,
 }

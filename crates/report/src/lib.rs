@@ -7,6 +7,7 @@ pub mod doc;
 mod generate_report;
 pub mod html;
 mod inspect_report;
+mod leaderboard_report;
 mod metrics_report;
 mod perplexity_report;
 mod text;
@@ -14,10 +15,14 @@ mod tune_report;
 
 pub use compare_report::{render_compare_markdown, render_compare_table};
 pub use generate_report::render_generate;
-pub use html::{render_compare_html, render_metrics_html, render_tune_html, render_units_html};
+pub use html::{
+    render_compare_html, render_leaderboard_html, render_metrics_html, render_tune_html,
+    render_units_html,
+};
 pub use inspect_report::{
     render_embed_table, render_predict_table, render_profile_table, render_tokenize_table,
 };
+pub use leaderboard_report::{render_leaderboard_markdown, render_leaderboard_table};
 pub use metrics_report::{metrics_json, render_markdown, render_table, verdict};
 pub use perplexity_report::render_perplexity;
 pub use text::{escape_controls, markdown_escape};

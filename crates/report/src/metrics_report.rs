@@ -15,6 +15,10 @@ fn method(card: &Scorecard) -> Value {
         "paired_permutation": format!("{} random swaps of the two models' outputs per example; p = (1 + #{{|d_perm| >= |d|}}) / (R + 1), two-sided", o.permutations),
         "correction": format!("{} across all pairs, applied to the permutation p-value of the main metric (the bootstrap p-value when permutations are off); p_holm is always Holm-Bonferroni", o.correction.key()),
         "main_metric": o.main_metric.key(),
+        "bootstrap_resamples": o.bootstrap.resamples,
+        "permutations": o.permutations,
+        "seed": o.bootstrap.seed,
+        "correction_method": o.correction.key(),
     })
 }
 

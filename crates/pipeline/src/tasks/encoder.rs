@@ -88,14 +88,23 @@ pub fn run_encoder(
     // Over every test text, computed now or reused: tokenizing is cheap next to the model.
     let texts: Vec<&str> = t.test.iter().map(|e| e.text.as_str()).collect();
     let max_length = model.tokenizer.max_length();
-    efficiency.truncated_contexts = Some(
-        model
-            .tokenizer
-            .encode_batch(&texts)?
-            .iter()
-            .filter(|e| e.truncated)
-            .count(),
-    );
+    let encoded = model.tokenizer.encode_batch(&texts)?;
+    efficiency.truncated_contexts = Some(encoded.iter().filter(|e| e.truncated).count());
+    // How the model saw each example, for `export` and `--log-samples`.
+    let logs: Vec<(String, String)> = t
+        .test
+        .iter()
+        .zip(&encoded)
+        .enumerate()
+        .map(|(index, (e, enc))| {
+            let log = serde_json::json!({
+                "index": index, "input": e.text, "gold": e.label, "tokens": enc.ids.len(),
+                "truncated": enc.truncated, "max_length": max_length,
+            });
+            (e.id.clone(), log.to_string())
+        })
+        .collect();
+    run.store.save_samples(run.run_id, name, &logs)?;
     let warnings = truncation_warning(efficiency.truncated_contexts, t.test.len(), max_length);
     Ok(ModelRun {
         name: name.to_owned(),

@@ -105,9 +105,21 @@ pub fn classify_by_generation(
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     let mut invalid = Vec::new();
-    for ((e, answer), ms) in test.iter().zip(&a.answers).zip(&a.ms) {
+    let mut logs = Vec::new();
+    for (index, (((e, answer), ms), sent)) in test
+        .iter()
+        .zip(&a.answers)
+        .zip(&a.ms)
+        .zip(&prompts)
+        .enumerate()
+    {
         match answer {
             Ok(text) => {
+                logs.push((
+                    e.id.clone(),
+                    json!({"index": index, "input": e.text, "gold": e.label, "prompt": sent, "generated": text})
+                        .to_string(),
+                ));
                 let label = match label_of_answer(text, labels, &settings.verbalizers) {
                     Some(i) => labels[i].clone(),
                     None => {
@@ -128,6 +140,7 @@ pub fn classify_by_generation(
         }
     }
     run.store.save_predictions(run.run_id, name, &rows)?;
+    run.store.save_samples(run.run_id, name, &logs)?;
     let seconds: f64 = a.ms.iter().sum::<f64>() / 1e3;
     let size = Some(model.size()?);
     let (peak_rss_bytes, scope) = peak.read();

@@ -178,6 +178,60 @@ fn predictions_from(
     Ok(rows)
 }
 
+/// Each newly predicted example's log, as lm-evaluation-harness's `--log_samples` keeps it:
+/// the prompts as sent, every continuation's summed log-likelihood and token counts, and the
+/// contexts cut to fit the model's positions.
+fn sample_logs(
+    model: &dyn GenerativeModel,
+    labels: &[String],
+    (offset, examples): (usize, &[&Example]),
+    jobs: &[Job],
+    answers: &[Answer<LoglikScore>],
+    new: &[StoredPrediction],
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (ei, e) in examples.iter().enumerate() {
+        if !new.iter().any(|p| p.example_id == e.id) {
+            continue;
+        }
+        let mine: Vec<(&Job, &LoglikScore)> = jobs
+            .iter()
+            .zip(answers)
+            .filter(|(j, _)| j.example == ei)
+            .filter_map(|(j, a)| a.as_ref().ok().map(|s| (j, s)))
+            .collect();
+        let mut prompts: Vec<&str> = Vec::new();
+        let continuations: Vec<Value> = mine
+            .iter()
+            .map(|(j, s)| {
+                let at = prompts
+                    .iter()
+                    .position(|p| *p == j.request.context)
+                    .unwrap_or_else(|| {
+                        prompts.push(&j.request.context);
+                        prompts.len() - 1
+                    });
+                json!({
+                    "label": labels.get(j.label), "rotation": j.rotation, "prompt": at,
+                    "continuation": j.request.continuation, "loglik": s.sum,
+                    "tokens": s.tokens, "total_tokens": s.total_tokens,
+                })
+            })
+            .collect();
+        let requests: Vec<LoglikRequest> = mine.iter().map(|(j, _)| j.request.clone()).collect();
+        let truncated = model.cost(&requests)?.map(|c| c.truncated);
+        out.push((
+            e.id.clone(),
+            json!({
+                "index": offset + ei, "input": e.text, "gold": e.label, "prompts": prompts,
+                "continuations": continuations, "truncated_contexts": truncated,
+            })
+            .to_string(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Scores `test` with `model` by log-likelihood and stores the predictions of the run.
 pub fn run_loglik(
     run: &mut RunContext<'_>,
@@ -201,7 +255,7 @@ pub fn run_loglik(
     let mut tallies = ChoiceTallies::default();
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut sent = 0;
-    for chunk in test.chunks(per_call) {
+    for (ci, chunk) in test.chunks(per_call).enumerate() {
         let jobs: Vec<Job> = chunk
             .iter()
             .enumerate()
@@ -239,6 +293,15 @@ pub fn run_loglik(
             .into_iter()
             .filter(|r| !existing.contains_key(&r.example_id))
             .collect();
+        let logs = sample_logs(
+            model,
+            labels,
+            (ci * per_call, chunk),
+            &jobs,
+            &answers.answers,
+            &new,
+        )?;
+        run.store.save_samples(run.run_id, name, &logs)?;
         run.store.save_predictions(run.run_id, name, &new)?;
     }
     pb.finish_and_clear();

@@ -84,6 +84,87 @@ pub fn render_compare_html(doc: &CompareReport) -> String {
     page.finish()
 }
 
+/// `leaderboard`: every group's ranking, then the first group's full comparison.
+pub fn render_leaderboard_html(lb: &crate::doc::Leaderboard) -> String {
+    let mut page = Page {
+        title: format!("lmcompare leaderboard: {}", file_name(&lb.dataset.path)),
+        subtitle: format!(
+            "{} group(s) of settings · ranked on {} · from the store, nothing run",
+            lb.groups.len(),
+            lb.metric
+        ),
+        sections: Vec::new(),
+        data: serde_json::to_value(lb).unwrap_or_default(),
+    };
+    let mut h = String::new();
+    for g in &lb.groups {
+        let differs: Vec<String> = g.differs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = write!(
+            h,
+            "<h3>Group {}: {} · {} common test examples</h3>",
+            g.group,
+            esc(&g.task),
+            g.comparison.dataset.evaluated_test_examples
+        );
+        if !differs.is_empty() {
+            let _ = write!(
+                h,
+                "<p>Settings unlike the other groups: <code>{}</code></p>",
+                esc(&differs.join(", "))
+            );
+        }
+        let _ = write!(
+            h,
+            "<table class=\"sortable\"><thead><tr><th class=\"num\">rank</th><th>model</th><th class=\"num\">{}</th><th>95% CI</th><th class=\"num\">P(best)</th><th class=\"num\">mean rank</th><th class=\"num\">examples</th><th>runs</th><th>also run as</th></tr></thead><tbody>",
+            esc(&lb.metric)
+        );
+        for r in &g.ranking {
+            let runs: Vec<String> = r.runs.iter().map(i64::to_string).collect();
+            let other: Vec<&str> = r
+                .names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| *n != r.model)
+                .collect();
+            let _ = write!(
+                h,
+                "<tr><td class=\"num\">{}{}</td><td>{}</td><td class=\"num\">{}</td><td>[{}, {}]</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                r.rank,
+                if r.pareto { " ★" } else { "" },
+                esc(&r.model),
+                num(opt_num(r.metric)),
+                num(opt_num(r.ci_low)),
+                num(opt_num(r.ci_high)),
+                num(opt_num(r.p_best)),
+                num(opt_num(r.mean_rank)),
+                r.stored_examples,
+                esc(&runs.join(", ")),
+                esc(&other.join(", "))
+            );
+        }
+        h.push_str("</tbody></table>");
+        for n in &g.notes {
+            let _ = write!(h, "<p class=\"note\">{}</p>", esc(n));
+        }
+    }
+    h.push_str("<p>P(best): the share of paired bootstrap resamples in which the model is best. ★ the Pareto set (quality against FLOPs per example). Every number comes from the store; no model was run.</p>");
+    page.push("leaderboard", "Leaderboard", h);
+    if let Some(first) = lb.groups.first() {
+        if lb.groups.len() > 1 {
+            page.push(
+                "group",
+                "The first group in full",
+                format!(
+                    "<p>Below: group {} compared in full. The other groups' comparisons are in the embedded JSON; <code>--group N</code> renders one of them.</p>",
+                    first.group
+                ),
+            );
+        }
+        comparison_sections(&mut page, &first.comparison, false);
+    }
+    page.finish()
+}
+
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
@@ -958,10 +1039,22 @@ fn provenance(doc: &CompareReport) -> String {
             esc(&m.content_hash),
             esc(&m.content_hash.chars().take(12).collect::<String>()),
             m.computed_examples,
-            m.reused_examples
+            if m.reused_from_runs.is_empty() {
+                m.reused_examples.to_string()
+            } else {
+                let runs: Vec<String> = m.reused_from_runs.iter().map(i64::to_string).collect();
+                format!("{} (from run {})", m.reused_examples, runs.join(", "))
+            }
         );
     }
     h.push_str("</tbody></table>");
+    if let Some(obj) = doc.run["protocol"].as_object() {
+        h.push_str("<h3>Protocol</h3><dl class=\"meta\">");
+        for (k, v) in obj {
+            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(&compact(v)));
+        }
+        h.push_str("</dl>");
+    }
     if let Some(obj) = doc.method.as_object() {
         h.push_str("<h3>Method</h3><dl class=\"meta\">");
         for (k, v) in obj {
