@@ -3,6 +3,7 @@
 
 mod compare_cmd;
 mod encoder_cmds;
+mod explain_cmd;
 mod metrics_cmd;
 mod numbers;
 mod output;
@@ -61,6 +62,10 @@ enum Command {
     Metrics(metrics_cmd::MetricsArgs),
     /// Sentence embeddings from an encoder (pooling as the model folder says).
     Embed(encoder_cmds::EmbedArgs),
+    /// Token and word attributions of classifiers' predictions (integrated gradients,
+    /// input x gradient, saliency, occlusion, Shapley sampling), equal to Captum's, side by
+    /// side per model.
+    Explain(explain_cmd::ExplainArgs),
     /// Class probabilities from a classifier (a model with a classification head).
     Predict(encoder_cmds::PredictArgs),
     /// Tokenize texts with one or more models' tokenizers and compare them side by side.
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Export(args) => store_cmds::export(args),
         Command::Embed(args) => encoder_cmds::embed(args),
         Command::Predict(args) => encoder_cmds::predict(args),
+        Command::Explain(args) => explain_cmd::run(args),
         Command::Tokenize(args) => encoder_cmds::tokenize(args),
         Command::Profile(args) => encoder_cmds::profile(args),
     };

@@ -1,6 +1,7 @@
 //! The model side of lmcompare: model specs and folders, tokenizers, encoder inference on
 //! hand-written kernels, ONNX models, pooling, and cost profiles.
 
+pub mod attribution;
 pub mod classifier;
 pub mod config;
 pub mod data;

@@ -38,6 +38,10 @@ pub struct Encoded {
     /// Non-special tokens, and how many of them are the unknown token.
     pub content_tokens: usize,
     pub unknown_tokens: usize,
+    /// Each token's span in the text, in bytes ((0, 0) for added special tokens).
+    pub offsets: Vec<(usize, usize)>,
+    /// Whether each token is a special token ([CLS], </s>, ...).
+    pub special: Vec<bool>,
 }
 
 fn read_json(path: &Path) -> Option<Value> {
@@ -184,6 +188,8 @@ impl TextTokenizer {
                     words: text.split_whitespace().count(),
                     content_tokens,
                     unknown_tokens,
+                    offsets: e.get_offsets().to_vec(),
+                    special: special.iter().map(|&m| m != 0).collect(),
                 }
             })
             .collect())

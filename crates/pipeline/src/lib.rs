@@ -17,6 +17,7 @@ mod cache;
 pub mod compare;
 pub mod config;
 mod error;
+pub mod explain;
 pub mod inspect;
 pub mod leaderboard;
 pub mod models;

@@ -4,6 +4,7 @@
 
 mod compare_report;
 pub mod doc;
+mod explain_report;
 mod generate_report;
 pub mod html;
 mod inspect_report;
@@ -14,10 +15,11 @@ mod text;
 mod tune_report;
 
 pub use compare_report::{render_compare_markdown, render_compare_table};
+pub use explain_report::{render_explain_markdown, render_explain_table};
 pub use generate_report::render_generate;
 pub use html::{
-    render_compare_html, render_leaderboard_html, render_metrics_html, render_tune_html,
-    render_units_html,
+    render_compare_html, render_explain_html, render_leaderboard_html, render_metrics_html,
+    render_tune_html, render_units_html,
 };
 pub use inspect_report::{
     render_embed_table, render_predict_table, render_profile_table, render_tokenize_table,

@@ -165,6 +165,61 @@ pub fn render_leaderboard_html(lb: &crate::doc::Leaderboard) -> String {
     page.finish()
 }
 
+/// `explain`: each example's words shaded by every model's attributions, side by side.
+pub fn render_explain_html(doc: &Value) -> String {
+    let examples = doc["examples"].as_array().cloned().unwrap_or_default();
+    let mut page = Page {
+        title: format!(
+            "lmcompare explain: {}",
+            doc["method"].as_str().unwrap_or("")
+        ),
+        subtitle: format!(
+            "{} example(s) · green for the target class, red against it, stronger when darker",
+            examples.len()
+        ),
+        sections: Vec::new(),
+        data: doc.clone(),
+    };
+    page.push("attributions", "Attributions", explanations_html(&examples));
+    let mut meta = String::from("<dl class=\"meta\">");
+    for (k, v) in doc["settings"].as_object().into_iter().flatten() {
+        let _ = write!(meta, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(&compact(v)));
+    }
+    meta.push_str("</dl>");
+    for w in doc["warnings"].as_array().into_iter().flatten() {
+        let _ = write!(
+            meta,
+            "<p class=\"note\">{}</p>",
+            esc(w.as_str().unwrap_or(""))
+        );
+    }
+    page.push("method", "How they were computed", meta);
+    page.finish()
+}
+
+/// Examples, each a table of models with their shaded words.
+fn explanations_html(examples: &[Value]) -> String {
+    let mut h = String::new();
+    for ex in examples {
+        let _ = write!(h, "<h3>{}", esc(ex["id"].as_str().unwrap_or("")));
+        if let Some(g) = ex["gold"].as_str() {
+            let _ = write!(h, " <span class=\"muted\">gold {}</span>", esc(g));
+        }
+        h.push_str("</h3><table><tbody>");
+        for m in ex["models"].as_array().into_iter().flatten() {
+            let _ = write!(
+                h,
+                "<tr><td><b>{}</b><br><span class=\"muted\">{}</span></td><td>{}</td></tr>",
+                esc(m["model"].as_str().unwrap_or("")),
+                esc(&crate::explain_report::summary(m)),
+                crate::explain_report::words_html(m)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h
+}
+
 fn file_name(p: &std::path::Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),

@@ -1,0 +1,361 @@
+//! A differentiable copy of a native encoder with its classification head, on candle's
+//! autograd, for attributions: the word embeddings of a sequence go in (so they can be
+//! interpolated towards a baseline, as Captum's `LayerIntegratedGradients` on
+//! `embeddings.word_embeddings` does), position and token-type embeddings are added as
+//! for the real input, and the gradient of a class's probability (or log-probability)
+//! with respect to those word embeddings comes out.
+//!
+//! The forward pass is the same arithmetic as `model::Encoder` (checked against it and
+//! against Hugging Face transformers in the tests); it exists apart from the fast kernels
+//! because those keep no activations for a backward pass.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::config::{Activation, Architecture, EncoderConfig};
+use crate::encoder_model::weights_file;
+use crate::error::{EngineError, Result};
+use crate::model::{layer_names, weight_prefix};
+use crate::weights::WeightFile;
+
+fn ce(e: candle_core::Error) -> EngineError {
+    EngineError::Runtime(format!("candle: {e}"))
+}
+
+struct Lin {
+    w: Tensor,
+    b: Tensor,
+}
+
+struct Norm {
+    g: Tensor,
+    b: Tensor,
+}
+
+struct LayerWeights {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    ln1: Norm,
+    ff1: Lin,
+    ff2: Lin,
+    ln2: Norm,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Act {
+    None,
+    Tanh,
+    Relu,
+}
+
+/// What is differentiated: a class's probability, or its log-probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetScale {
+    Probability,
+    LogProbability,
+}
+
+/// An encoder classifier whose forward pass candle can differentiate.
+pub struct GradEncoder {
+    pub config: EncoderConfig,
+    word: Vec<f32>,
+    position: Tensor,
+    token_type0: Option<Tensor>,
+    emb_norm: Norm,
+    layers: Vec<LayerWeights>,
+    head: Vec<(Lin, Act)>,
+    position_offset: usize,
+    pub num_labels: usize,
+    device: Device,
+}
+
+/// The target's value and its gradient for each row of a batch.
+pub struct Gradients {
+    /// F(x) per sequence.
+    pub values: Vec<f32>,
+    /// dF/dx per sequence, `tokens × hidden`, row-major.
+    pub grads: Vec<Vec<f32>>,
+}
+
+impl GradEncoder {
+    /// Loads a classifier checkpoint (a folder with config.json and weights). Models without
+    /// a classification head are refused: their outputs are embeddings, not classes.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
+        let wpath = weights_file(dir).ok_or_else(|| {
+            EngineError::file(dir, "no weights (model.safetensors or pytorch_model.bin)")
+        })?;
+        let w = WeightFile::open(&wpath)?;
+        let p = weight_prefix(&w)?;
+        let d = config.hidden;
+        let device = Device::Cpu;
+        let t = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &device).map_err(ce);
+        let lin = |name: &str, out: usize, input: usize| -> Result<Lin> {
+            Ok(Lin {
+                w: t(
+                    w.get(&format!("{name}.weight"), &[out, input])?,
+                    &[out, input],
+                )?,
+                b: t(w.get(&format!("{name}.bias"), &[out])?, &[out])?,
+            })
+        };
+        let norm = |name: &str| -> Result<Norm> {
+            let (g, b) = if w.contains(&format!("{name}.gamma")) {
+                ("gamma", "beta")
+            } else {
+                ("weight", "bias")
+            };
+            Ok(Norm {
+                g: t(w.get(&format!("{name}.{g}"), &[d])?, &[d])?,
+                b: t(w.get(&format!("{name}.{b}"), &[d])?, &[d])?,
+            })
+        };
+        let word = w.get(
+            &format!("{p}embeddings.word_embeddings.weight"),
+            &[config.vocab_size, d],
+        )?;
+        let position = t(
+            w.get(
+                &format!("{p}embeddings.position_embeddings.weight"),
+                &[config.max_positions, d],
+            )?,
+            &[config.max_positions, d],
+        )?;
+        let token_type0 =
+            if config.architecture != Architecture::DistilBert && config.type_vocab_size > 0 {
+                let tt = w.get(
+                    &format!("{p}embeddings.token_type_embeddings.weight"),
+                    &[config.type_vocab_size, d],
+                )?;
+                Some(t(tt[..d].to_vec(), &[d])?)
+            } else {
+                None
+            };
+        let emb_norm = norm(&format!("{p}embeddings.LayerNorm"))?;
+        let mut layers = Vec::new();
+        for i in 0..config.layers {
+            let n = layer_names(config.architecture, &p, i);
+            layers.push(LayerWeights {
+                q: lin(&n.q, d, d)?,
+                k: lin(&n.k, d, d)?,
+                v: lin(&n.v, d, d)?,
+                o: lin(&n.o, d, d)?,
+                ln1: norm(&n.ln1)?,
+                ff1: lin(&n.ff1, config.intermediate, d)?,
+                ff2: lin(&n.ff2, d, config.intermediate)?,
+                ln2: norm(&n.ln2)?,
+            });
+        }
+        let (head_names, position_offset) = match config.architecture {
+            Architecture::Bert => (
+                [
+                    (format!("{p}pooler.dense"), Act::Tanh),
+                    ("classifier".to_owned(), Act::None),
+                ],
+                0,
+            ),
+            Architecture::Roberta => (
+                [
+                    ("classifier.dense".to_owned(), Act::Tanh),
+                    ("classifier.out_proj".to_owned(), Act::None),
+                ],
+                config.pad_token_id as usize + 1,
+            ),
+            Architecture::DistilBert => (
+                [
+                    ("pre_classifier".to_owned(), Act::Relu),
+                    ("classifier".to_owned(), Act::None),
+                ],
+                0,
+            ),
+        };
+        let last = &head_names[1].0;
+        let num_labels = w
+            .names()
+            .get(&format!("{last}.weight"))
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| {
+                EngineError::BadInput(format!(
+                    "{}: no classification head (`{last}.weight`): gradient attributions explain a classifier's classes",
+                    dir.display()
+                ))
+            })?;
+        let head = vec![
+            (lin(&head_names[0].0, d, d)?, head_names[0].1),
+            (lin(last, num_labels, d)?, Act::None),
+        ];
+        Ok(GradEncoder {
+            config,
+            word,
+            position,
+            token_type0,
+            emb_norm,
+            layers,
+            head,
+            position_offset,
+            num_labels,
+            device,
+        })
+    }
+
+    /// The word-embedding rows of `ids` (`len × hidden`).
+    pub fn word_embeddings(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let d = self.config.hidden;
+        let mut out = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            let i = id as usize;
+            let row = self.word.get(i * d..(i + 1) * d).ok_or_else(|| {
+                EngineError::BadInput(format!(
+                    "token id {id} is outside the model's vocabulary ({} tokens): the tokenizer does not fit the model",
+                    self.config.vocab_size
+                ))
+            })?;
+            out.extend_from_slice(row);
+        }
+        Ok(out)
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.config.hidden
+    }
+
+    /// Logits of a batch of `b` sequences of `t` tokens given their word embeddings.
+    fn logits(&self, words: &Tensor, b: usize, t: usize) -> candle_core::Result<Tensor> {
+        let d = self.config.hidden;
+        let cfg = &self.config;
+        let pos = self.position.narrow(0, self.position_offset, t)?;
+        let mut x = words.broadcast_add(&pos)?;
+        if let Some(tt) = &self.token_type0 {
+            x = x.broadcast_add(tt)?;
+        }
+        let eps = cfg.layer_norm_eps as f64;
+        let ln = |x: &Tensor, n: &Norm| -> candle_core::Result<Tensor> {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            xc.broadcast_div(&(var + eps)?.sqrt()?)?
+                .broadcast_mul(&n.g)?
+                .broadcast_add(&n.b)
+        };
+        let lin = |x: &Tensor, l: &Lin| -> candle_core::Result<Tensor> {
+            let dims = x.dims().to_vec();
+            let rows: usize = dims[..dims.len() - 1].iter().product();
+            let out = l.w.dim(0)?;
+            let y = x
+                .reshape((rows, dims[dims.len() - 1]))?
+                .matmul(&l.w.t()?)?
+                .broadcast_add(&l.b)?;
+            let mut shape = dims;
+            let last = shape.len() - 1;
+            shape[last] = out;
+            y.reshape(shape)
+        };
+        x = ln(&x, &self.emb_norm)?;
+        let (h, hd) = (cfg.heads, d / cfg.heads);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let heads_of = |y: Tensor| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()
+        };
+        for l in &self.layers {
+            let q = heads_of(lin(&x, &l.q)?)?;
+            let k = heads_of(lin(&x, &l.k)?)?;
+            let v = heads_of(lin(&x, &l.v)?)?;
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            let max = scores.max_keepdim(D::Minus1)?.detach();
+            let e = scores.broadcast_sub(&max)?.exp()?;
+            let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+            x = ln(&(x + lin(&ctx, &l.o)?)?, &l.ln1)?;
+            let inter = lin(&x, &l.ff1)?;
+            let inter = match cfg.activation {
+                Activation::Gelu => inter.gelu_erf()?,
+                Activation::Relu => inter.relu()?,
+            };
+            x = ln(&(x.clone() + lin(&inter, &l.ff2)?)?, &l.ln2)?;
+        }
+        let mut z = x.narrow(1, 0, 1)?.squeeze(1)?;
+        for (l, act) in &self.head {
+            z = lin(&z, l)?;
+            z = match act {
+                Act::None => z,
+                Act::Tanh => z.tanh()?,
+                Act::Relu => z.relu()?,
+            };
+        }
+        Ok(z)
+    }
+
+    /// Class probabilities of each sequence of word embeddings (`inputs[i]`: `t × hidden`,
+    /// all of the same length `t`).
+    pub fn probabilities(&self, inputs: &[Vec<f32>], t: usize) -> Result<Vec<Vec<f32>>> {
+        let b = inputs.len();
+        let d = self.config.hidden;
+        let flat: Vec<f32> = inputs.concat();
+        let x = Tensor::from_vec(flat, (b, t, d), &self.device).map_err(ce)?;
+        let p = candle_nn_softmax(&self.logits(&x, b, t).map_err(ce)?).map_err(ce)?;
+        p.to_vec2::<f32>().map_err(ce)
+    }
+
+    /// F = the `target` class's probability (or log-probability) and dF/d(word
+    /// embeddings) for each input (`inputs[i]`: `t × hidden`, all of length `t`).
+    pub fn gradients(
+        &self,
+        inputs: &[Vec<f32>],
+        t: usize,
+        target: usize,
+        scale: TargetScale,
+    ) -> Result<Gradients> {
+        let b = inputs.len();
+        let d = self.config.hidden;
+        if target >= self.num_labels {
+            return Err(EngineError::BadInput(format!(
+                "target class {target}: the model has {} classes",
+                self.num_labels
+            )));
+        }
+        let flat: Vec<f32> = inputs.concat();
+        let var = Var::from_tensor(&Tensor::from_vec(flat, (b, t, d), &self.device).map_err(ce)?)
+            .map_err(ce)?;
+        let run = || -> candle_core::Result<(Tensor, Tensor)> {
+            let logits = self.logits(var.as_tensor(), b, t)?;
+            let out = match scale {
+                TargetScale::Probability => candle_nn_softmax(&logits)?,
+                TargetScale::LogProbability => log_softmax(&logits)?,
+            };
+            let f = out.narrow(1, target, 1)?.squeeze(1)?;
+            // Rows are independent: the gradient of the sum is each row's own gradient.
+            let grads = f.sum_all()?.backward()?;
+            let g = grads
+                .get(var.as_tensor())
+                .cloned()
+                .unwrap_or(var.as_tensor().zeros_like()?);
+            Ok((f, g))
+        };
+        let (f, g) = run().map_err(ce)?;
+        let values = f
+            .to_dtype(DType::F32)
+            .and_then(|f| f.to_vec1::<f32>())
+            .map_err(ce)?;
+        let g = g
+            .reshape((b, t * d))
+            .and_then(|g| g.to_vec2::<f32>())
+            .map_err(ce)?;
+        Ok(Gradients { values, grads: g })
+    }
+}
+
+fn candle_nn_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}

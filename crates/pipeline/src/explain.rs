@@ -1,0 +1,848 @@
+//! `explain`: token and word attributions of a classifier's prediction, with Captum's
+//! conventions exactly.
+//!
+//! * Integrated gradients on the word embeddings (Captum's `LayerIntegratedGradients` on
+//!   `embeddings.word_embeddings`): attribution = (x − x′) ⊙ Σᵢ stepᵢ · ∇F(x′ + αᵢ(x − x′)),
+//!   Gauss-Legendre by default (αᵢ = (1 + xᵢ)/2, stepᵢ = wᵢ/2 from the Legendre nodes and
+//!   weights), or a Riemann rule; the baseline keeps the special tokens ([CLS]/[SEP],
+//!   <s>/</s>) and puts the pad token's embedding everywhere else; position and token-type
+//!   embeddings are those of the input. A token's score is the sum over the hidden
+//!   dimension; the completeness gap |Σ attributions − (F(x) − F(x′))| is Captum's
+//!   convergence delta.
+//! * Saliency (|∇F(x)|, Captum's default `abs=True`) and input × gradient (x ⊙ ∇F(x)).
+//! * Occlusion: each word's tokens set to the baseline alone (Captum's `FeatureAblation`
+//!   with one feature per word), score = F(x) − F(x without the word).
+//! * Shapley value sampling (Captum's `ShapleyValueSampling`): per permutation of the
+//!   words, from the all-baseline input, each word's marginal change of F as it is added;
+//!   averaged over the permutations.
+//!
+//! F is the target class's probability (or log-probability). Word scores are the sums of
+//! their tokens' scores (occlusion and Shapley score words directly, and each of a word's
+//! tokens carries the word's score, as Captum's feature masks do).
+
+use std::path::Path;
+
+use lmcompare_engine::attribution::{GradEncoder, TargetScale};
+use lmcompare_engine::tokenize::{Encoded, TextTokenizer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use crate::{bad, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Integrated gradients on the word embeddings.
+    IntegratedGradients,
+    /// The input times the gradient at the input.
+    InputXGradient,
+    /// The gradient's absolute value at the input.
+    Saliency,
+    /// Each word set to the baseline alone.
+    Occlusion,
+    /// Shapley value sampling over the words.
+    Shapley,
+}
+
+impl Method {
+    pub fn key(self) -> &'static str {
+        match self {
+            Method::IntegratedGradients => "integrated_gradients",
+            Method::InputXGradient => "input_x_gradient",
+            Method::Saliency => "saliency",
+            Method::Occlusion => "occlusion",
+            Method::Shapley => "shapley",
+        }
+    }
+}
+
+/// Captum's integration rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum IgRule {
+    Gausslegendre,
+    RiemannLeft,
+    RiemannRight,
+    RiemannMiddle,
+    RiemannTrapezoid,
+}
+
+/// Nodes and weights of the n-point Gauss-Legendre rule on [-1, 1] (NumPy's `leggauss`),
+/// by Newton's method on the Legendre polynomial from Chebyshev starting points.
+pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut nodes = vec![0.0; n];
+    let mut weights = vec![0.0; n];
+    for i in 0..n {
+        let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+        let mut dp = 0.0;
+        for _ in 0..100 {
+            let (mut p0, mut p1) = (1.0, x);
+            for k in 2..=n {
+                let p2 = ((2 * k - 1) as f64 * x * p1 - (k - 1) as f64 * p0) / k as f64;
+                p0 = p1;
+                p1 = p2;
+            }
+            let pn = if n == 0 { 1.0 } else { p1 };
+            let pn1 = if n <= 1 { 1.0 } else { p0 };
+            dp = n as f64 * (x * pn - pn1) / (x * x - 1.0);
+            let dx = pn / dp;
+            x -= dx;
+            if dx.abs() < 1e-16 {
+                break;
+            }
+        }
+        nodes[i] = x;
+        weights[i] = 2.0 / ((1.0 - x * x) * dp * dp);
+    }
+    // Ascending, as NumPy gives them.
+    nodes.reverse();
+    weights.reverse();
+    (nodes, weights)
+}
+
+/// Captum's `approximation_parameters`: (step sizes, alphas) of `n` steps.
+pub fn steps_and_alphas(n: usize, rule: IgRule) -> (Vec<f64>, Vec<f64>) {
+    let nf = n as f64;
+    let linspace = |a: f64, b: f64| -> Vec<f64> {
+        if n == 1 {
+            return vec![a];
+        }
+        (0..n)
+            .map(|i| a + (b - a) * i as f64 / (nf - 1.0))
+            .collect()
+    };
+    match rule {
+        IgRule::Gausslegendre => {
+            let (x, w) = gauss_legendre(n);
+            (
+                w.iter().map(|w| 0.5 * w).collect(),
+                x.iter().map(|x| 0.5 * (1.0 + x)).collect(),
+            )
+        }
+        IgRule::RiemannLeft => (vec![1.0 / nf; n], linspace(0.0, 1.0 - 1.0 / nf)),
+        IgRule::RiemannRight => (vec![1.0 / nf; n], linspace(1.0 / nf, 1.0)),
+        IgRule::RiemannMiddle => (
+            vec![1.0 / nf; n],
+            linspace(1.0 / (2.0 * nf), 1.0 - 1.0 / (2.0 * nf)),
+        ),
+        IgRule::RiemannTrapezoid => {
+            // Captum's step sizes: 1/n with the two ends halved (they sum to (n − 1)/n,
+            // not 1, and Captum's attributions carry that factor; so do ours).
+            let mut s = vec![1.0 / nf; n];
+            s[0] /= 2.0;
+            s[n - 1] /= 2.0;
+            (s, linspace(0.0, 1.0))
+        }
+    }
+}
+
+/// How attributions are computed.
+#[derive(Debug, Clone)]
+pub struct ExplainSettings {
+    pub method: Method,
+    pub n_steps: usize,
+    pub rule: IgRule,
+    /// Interpolated inputs per forward/backward pass (memory stays bounded).
+    pub internal_batch_size: usize,
+    /// Shapley permutations.
+    pub samples: usize,
+    pub seed: u64,
+    pub scale: TargetScale,
+}
+
+impl Default for ExplainSettings {
+    fn default() -> Self {
+        ExplainSettings {
+            method: Method::IntegratedGradients,
+            n_steps: 50,
+            rule: IgRule::Gausslegendre,
+            internal_batch_size: 16,
+            samples: 25,
+            seed: 0,
+            scale: TargetScale::Probability,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenScore {
+    pub token: String,
+    /// Character span in the text (empty for added special tokens).
+    pub start: usize,
+    pub end: usize,
+    pub special: bool,
+    pub score: f64,
+    /// The word this token belongs to (none for special tokens).
+    pub word: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WordScore {
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+    pub score: f64,
+}
+
+/// One text's attributions by one model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attribution {
+    pub target: String,
+    pub target_index: usize,
+    /// F(x): the target's probability (or log-probability) for the text.
+    pub f_input: f64,
+    /// F(x′): for the baseline (IG) or the all-baseline input (Shapley).
+    pub f_baseline: Option<f64>,
+    /// |Σ attributions − (F(x) − F(x′))| (integrated gradients; for Shapley, the
+    /// difference of the sum from F(x) − F(x′), which is exact only in expectation).
+    pub completeness_gap: Option<f64>,
+    pub probabilities: Vec<f64>,
+    pub predicted: String,
+    pub tokens: Vec<TokenScore>,
+    pub words: Vec<WordScore>,
+    /// The text was longer than the model's positions and was cut.
+    pub truncated: bool,
+    /// Per-token attributions summed over the hidden dimension, before word grouping
+    /// (the raw per-element values are not kept).
+    #[serde(skip)]
+    pub raw: Vec<f64>,
+}
+
+/// Whitespace-separated words of `text`: (byte start, byte end).
+fn word_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                out.push((s, i));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+/// The word each token belongs to: the word holding the first non-space character of the
+/// token's span (WordPiece `##`, byte-level BPE `Ġ` and SentencePiece `▁` pieces all map by
+/// their offsets); special tokens and empty spans belong to none.
+pub fn token_words(text: &str, enc: &Encoded) -> (Vec<(usize, usize)>, Vec<Option<usize>>) {
+    let words = word_spans(text);
+    let map = enc
+        .offsets
+        .iter()
+        .zip(&enc.special)
+        .map(|(&(s, e), &special)| {
+            if special || e <= s {
+                return None;
+            }
+            let first = text
+                .get(s..e)?
+                .char_indices()
+                .find(|(_, c)| !c.is_whitespace())?
+                .0
+                + s;
+            words.iter().position(|&(ws, we)| ws <= first && first < we)
+        })
+        .collect();
+    (words, map)
+}
+
+fn char_index(text: &str, byte: usize) -> usize {
+    text.get(..byte).map_or(0, |t| t.chars().count())
+}
+
+/// Integrated gradients of class `target` from baseline `xb` to input `x` (word embeddings,
+/// `t × hidden`): per-token scores (sums over the hidden dimension), F(x) and F(x′).
+pub fn integrated_gradients(
+    model: &GradEncoder,
+    x: &[f32],
+    xb: &[f32],
+    t: usize,
+    target: usize,
+    s: &ExplainSettings,
+) -> Result<(Vec<f64>, f64, f64)> {
+    if s.n_steps == 0 {
+        return Err(bad!("--n-steps must be at least 1"));
+    }
+    if s.rule == IgRule::RiemannTrapezoid && s.n_steps < 2 {
+        return Err(bad!(
+            "--ig-rule riemann-trapezoid needs --n-steps of at least 2"
+        ));
+    }
+    let d = model.hidden();
+    let (steps, alphas) = steps_and_alphas(s.n_steps, s.rule);
+    let diff: Vec<f32> = x.iter().zip(xb).map(|(a, b)| a - b).collect();
+    let mut total = vec![0.0f32; t * d];
+    let order: Vec<usize> = (0..alphas.len()).collect();
+    for chunk in order.chunks(s.internal_batch_size.max(1)) {
+        let inputs: Vec<Vec<f32>> = chunk
+            .iter()
+            .map(|&i| {
+                let a = alphas[i] as f32;
+                xb.iter().zip(&diff).map(|(b, df)| b + a * df).collect()
+            })
+            .collect();
+        let g = model.gradients(&inputs, t, target, s.scale)?;
+        for (&i, grad) in chunk.iter().zip(&g.grads) {
+            let step = steps[i] as f32;
+            for (acc, gv) in total.iter_mut().zip(grad) {
+                *acc += gv * step;
+            }
+        }
+    }
+    let scores = (0..t)
+        .map(|tok| {
+            (0..d)
+                .map(|j| f64::from(total[tok * d + j] * diff[tok * d + j]))
+                .sum()
+        })
+        .collect();
+    let f = |v: &[f32]| -> Result<f64> {
+        let p = model.probabilities(&[v.to_vec()], t)?.remove(0);
+        Ok(match s.scale {
+            TargetScale::Probability => f64::from(p[target]),
+            TargetScale::LogProbability => f64::from(p[target]).ln(),
+        })
+    };
+    Ok((scores, f(x)?, f(xb)?))
+}
+
+/// Explains `text` for `model`'s class `target` (None: the predicted class).
+pub fn attribute(
+    model: &GradEncoder,
+    tokenizer: &TextTokenizer,
+    labels: &[String],
+    text: &str,
+    target: Option<usize>,
+    s: &ExplainSettings,
+    permutations: Option<&[Vec<usize>]>,
+) -> Result<Attribution> {
+    if text.trim().is_empty() {
+        return Err(bad!("the text is empty: there is nothing to explain"));
+    }
+    let enc = tokenizer
+        .encode_batch(&[text])?
+        .pop()
+        .ok_or_else(|| bad!("the tokenizer returned nothing"))?;
+    let t = enc.ids.len();
+    let d = model.hidden();
+    let pad = model.config.pad_token_id;
+    let x = model.word_embeddings(&enc.ids)?;
+    let baseline_ids: Vec<u32> = enc
+        .ids
+        .iter()
+        .zip(&enc.special)
+        .map(|(&id, &sp)| if sp { id } else { pad })
+        .collect();
+    let xb = model.word_embeddings(&baseline_ids)?;
+    let probs = model.probabilities(std::slice::from_ref(&x), t)?.remove(0);
+    let probabilities: Vec<f64> = probs.iter().map(|&p| f64::from(p)).collect();
+    let predicted = crate::runner::argmax(&probabilities);
+    let target = target.unwrap_or(predicted);
+    if target >= labels.len() {
+        return Err(bad!(
+            "target class {target}: the model has {} labels",
+            labels.len()
+        ));
+    }
+    let f_of = |p: &[f32]| -> f64 {
+        match s.scale {
+            TargetScale::Probability => f64::from(p[target]),
+            TargetScale::LogProbability => f64::from(p[target]).ln(),
+        }
+    };
+    let (words, token_word) = token_words(text, &enc);
+    let f_input = f_of(&probs);
+    let mut f_baseline = None;
+    let mut gap = None;
+    let mut per_token = vec![0.0f64; t];
+    let mut per_word: Option<Vec<f64>> = None;
+    let ib = s.internal_batch_size.max(1);
+    match s.method {
+        Method::IntegratedGradients => {
+            let (scores, _, fb) = integrated_gradients(model, &x, &xb, t, target, s)?;
+            per_token = scores;
+            f_baseline = Some(fb);
+            gap = Some((per_token.iter().sum::<f64>() - (f_input - fb)).abs());
+        }
+        Method::Saliency | Method::InputXGradient => {
+            let g = model.gradients(std::slice::from_ref(&x), t, target, s.scale)?;
+            let grad = &g.grads[0];
+            for (tok, score) in per_token.iter_mut().enumerate() {
+                *score = (0..d)
+                    .map(|j| {
+                        let gv = grad[tok * d + j];
+                        f64::from(if s.method == Method::Saliency {
+                            gv.abs()
+                        } else {
+                            gv * x[tok * d + j]
+                        })
+                    })
+                    .sum();
+            }
+        }
+        Method::Occlusion | Method::Shapley => {
+            let with = |present: &dyn Fn(usize) -> bool| -> Vec<f32> {
+                let mut v = x.clone();
+                for (tok, w) in token_word.iter().enumerate() {
+                    if let Some(w) = w {
+                        if !present(*w) {
+                            v[tok * d..(tok + 1) * d].copy_from_slice(&xb[tok * d..(tok + 1) * d]);
+                        }
+                    }
+                }
+                v
+            };
+            let nw = words.len();
+            let eval = |inputs: Vec<Vec<f32>>| -> Result<Vec<f64>> {
+                let mut out = Vec::with_capacity(inputs.len());
+                for chunk in inputs.chunks(ib) {
+                    for p in model.probabilities(chunk, t)? {
+                        out.push(f_of(&p));
+                    }
+                }
+                Ok(out)
+            };
+            let mut scores = vec![0.0f64; nw];
+            if s.method == Method::Occlusion {
+                let inputs = (0..nw).map(|w| with(&|o| o != w)).collect();
+                for (w, f) in eval(inputs)?.into_iter().enumerate() {
+                    scores[w] = f_input - f;
+                }
+            } else {
+                let drawn: Vec<Vec<usize>> = match permutations {
+                    Some(p) => p.to_vec(),
+                    None => {
+                        let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
+                        (0..s.samples.max(1))
+                            .map(|_| {
+                                let mut p: Vec<usize> = (0..nw).collect();
+                                p.shuffle(&mut rng);
+                                p
+                            })
+                            .collect()
+                    }
+                };
+                let fb = eval(vec![with(&|_| false)])?[0];
+                f_baseline = Some(fb);
+                for perm in &drawn {
+                    if perm.len() != nw {
+                        return Err(bad!(
+                            "a permutation of {} words for a text of {nw}",
+                            perm.len()
+                        ));
+                    }
+                    let inputs: Vec<Vec<f32>> = (1..=nw)
+                        .map(|k| {
+                            let on = &perm[..k];
+                            with(&|w| on.contains(&w))
+                        })
+                        .collect();
+                    let mut prev = fb;
+                    for (k, f) in eval(inputs)?.into_iter().enumerate() {
+                        scores[perm[k]] += f - prev;
+                        prev = f;
+                    }
+                }
+                for v in &mut scores {
+                    *v /= drawn.len() as f64;
+                }
+                gap = Some((scores.iter().sum::<f64>() - (f_input - fb)).abs());
+            }
+            for (tok, w) in token_word.iter().enumerate() {
+                if let Some(w) = w {
+                    per_token[tok] = scores[*w];
+                }
+            }
+            per_word = Some(scores);
+        }
+    }
+    let word_scores: Vec<f64> = per_word.unwrap_or_else(|| {
+        let mut v = vec![0.0; words.len()];
+        for (tok, w) in token_word.iter().enumerate() {
+            if let Some(w) = w {
+                v[*w] += per_token[tok];
+            }
+        }
+        v
+    });
+    let tokens = enc
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, tok)| {
+            let (bs, be) = enc.offsets[i];
+            TokenScore {
+                token: tok.clone(),
+                start: char_index(text, bs),
+                end: char_index(text, be),
+                special: enc.special[i],
+                score: per_token[i],
+                word: token_word[i],
+            }
+        })
+        .collect();
+    let words = words
+        .iter()
+        .zip(&word_scores)
+        .map(|(&(bs, be), &score)| WordScore {
+            word: text[bs..be].to_owned(),
+            start: char_index(text, bs),
+            end: char_index(text, be),
+            score,
+        })
+        .collect();
+    Ok(Attribution {
+        target: labels[target].clone(),
+        target_index: target,
+        f_input,
+        f_baseline,
+        completeness_gap: gap,
+        probabilities,
+        predicted: labels[predicted].clone(),
+        tokens,
+        words,
+        truncated: enc.truncated,
+        raw: per_token,
+    })
+}
+
+/// Loads a classifier for attributions: its differentiable copy and its tokenizer.
+pub fn load_classifier(
+    dir: &Path,
+    max_length: Option<usize>,
+) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
+    let model = GradEncoder::load(dir)?;
+    let limit = model.config.max_tokens();
+    let tokenizer = TextTokenizer::load(dir, max_length.unwrap_or(limit).min(limit))?;
+    if tokenizer.max_id() as usize >= model.config.vocab_size {
+        return Err(bad!(
+            "{}: the tokenizer's ids reach {} but the model has {} embeddings: the tokenizer does not fit the model",
+            dir.display(),
+            tokenizer.max_id(),
+            model.config.vocab_size
+        ));
+    }
+    let labels = model
+        .config
+        .id2label
+        .clone()
+        .filter(|l| l.len() == model.num_labels)
+        .unwrap_or_else(|| {
+            (0..model.num_labels)
+                .map(|i| format!("LABEL_{i}"))
+                .collect()
+        });
+    Ok((model, tokenizer, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_legendre_matches_numpy_leggauss() {
+        // numpy.polynomial.legendre.leggauss(5)
+        let (x, w) = gauss_legendre(5);
+        let ex = [
+            -0.906_179_845_938_664,
+            -0.538_469_310_105_683,
+            0.0,
+            0.538_469_310_105_683,
+            0.906_179_845_938_664,
+        ];
+        let ew = [
+            0.236_926_885_056_189_1,
+            0.478_628_670_499_366_5,
+            0.568_888_888_888_888_9,
+            0.478_628_670_499_366_5,
+            0.236_926_885_056_189_1,
+        ];
+        for i in 0..5 {
+            assert!((x[i] - ex[i]).abs() < 1e-14, "{i}: {}", x[i]);
+            assert!((w[i] - ew[i]).abs() < 1e-14, "{i}: {}", w[i]);
+        }
+        // Weights integrate constants exactly; 50 points integrate x^98 exactly.
+        let (x, w) = gauss_legendre(50);
+        assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-13);
+        let moment: f64 = x.iter().zip(&w).map(|(x, w)| w * x.powi(98)).sum();
+        assert!((moment - 2.0 / 99.0).abs() < 1e-13);
+    }
+
+    #[test]
+    fn riemann_rules_are_captums() {
+        let (s, a) = steps_and_alphas(4, IgRule::RiemannTrapezoid);
+        assert_eq!(a, vec![0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+        assert_eq!(s, vec![0.125, 0.25, 0.25, 0.125]);
+        let (_, a) = steps_and_alphas(4, IgRule::RiemannLeft);
+        assert_eq!(a, vec![0.0, 0.25, 0.5, 0.75]);
+        let (_, a) = steps_and_alphas(4, IgRule::RiemannMiddle);
+        assert_eq!(a, vec![0.125, 0.375, 0.625, 0.875]);
+        let (s, a) = steps_and_alphas(4, IgRule::RiemannRight);
+        assert_eq!((s[0], a[3]), (0.25, 1.0));
+    }
+
+    #[test]
+    fn words_are_whitespace_spans_and_tokens_map_by_their_first_character() {
+        assert_eq!(word_spans("  a bb\tc "), vec![(2, 3), (4, 6), (7, 8)]);
+        let enc = Encoded {
+            ids: vec![0, 1, 2, 3, 4],
+            tokens: vec![
+                "<s>".into(),
+                "Ġgood".into(),
+                "Ġfil".into(),
+                "m".into(),
+                "</s>".into(),
+            ],
+            truncated: false,
+            words: 2,
+            content_tokens: 3,
+            unknown_tokens: 0,
+            // Byte-level BPE spans include the leading space.
+            offsets: vec![(0, 0), (0, 4), (4, 8), (8, 9), (0, 0)],
+            special: vec![true, false, false, false, true],
+        };
+        let (words, map) = token_words("good film", &enc);
+        assert_eq!(words, vec![(0, 4), (5, 9)]);
+        assert_eq!(map, vec![None, Some(0), Some(1), Some(1), None]);
+    }
+}
+
+/// Which class is explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetChoice {
+    /// The class the model predicts.
+    Predicted,
+    /// The example's gold label (needs --data).
+    Gold,
+    /// A label by name.
+    Label(String),
+}
+
+impl std::str::FromStr for TargetChoice {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "predicted" => TargetChoice::Predicted,
+            "gold" => TargetChoice::Gold,
+            other => TargetChoice::Label(other.to_owned()),
+        })
+    }
+}
+
+/// Everything `explain` needs.
+#[derive(Debug, Clone)]
+pub struct ExplainConfig {
+    /// NAME=SPEC, one per model.
+    pub models: Vec<String>,
+    pub texts: Vec<String>,
+    pub data: Option<std::path::PathBuf>,
+    pub cols: crate::config::ColumnNames,
+    /// Only these example ids (any split); else the test split.
+    pub ids: Vec<String>,
+    pub limit: Option<usize>,
+    pub test_size: f64,
+    pub target: TargetChoice,
+    pub max_length: Option<usize>,
+    pub settings: ExplainSettings,
+}
+
+/// One model's attributions for one example.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelAttribution {
+    pub model: String,
+    pub spec: String,
+    #[serde(flatten)]
+    pub attribution: Attribution,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainedExample {
+    pub id: String,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gold: Option<String>,
+    pub models: Vec<ModelAttribution>,
+}
+
+/// The `explain` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainReport {
+    pub method: String,
+    pub settings: serde_json::Value,
+    pub examples: Vec<ExplainedExample>,
+    pub warnings: Vec<String>,
+}
+
+/// What a spec that is not a native encoder classifier is, for the refusal.
+fn unsupported_kind(spec: &str) -> Option<&'static str> {
+    if spec.starts_with("openai:") {
+        return Some("a remote model behind an OpenAI-compatible server");
+    }
+    let p = Path::new(spec);
+    if p.extension().is_some_and(|e| e == "gguf") {
+        return Some("a GGUF decoder");
+    }
+    if p.extension().is_some_and(|e| e == "onnx") {
+        return Some("an ONNX graph");
+    }
+    if p.is_dir()
+        && !p.join("model.safetensors").exists()
+        && !p.join("pytorch_model.bin").exists()
+        && std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+            })
+            .unwrap_or(false)
+    {
+        return Some("an ONNX graph");
+    }
+    if p.is_dir() && lmcompare_engine::decoder::Decoder::is_decoder(p) {
+        return Some("a causal language model");
+    }
+    None
+}
+
+fn settings_json(s: &ExplainSettings) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "method": s.method.key(),
+        "target_function": match s.scale {
+            TargetScale::Probability => "softmax probability of the target class",
+            TargetScale::LogProbability => "log-softmax of the target class",
+        },
+        "baseline": "special tokens kept, every other token's word embedding replaced by the pad token's; position and token-type embeddings as in the input",
+        "token_score": "sum over the hidden dimension",
+    });
+    match s.method {
+        Method::IntegratedGradients => {
+            v["n_steps"] = serde_json::json!(s.n_steps);
+            v["rule"] = serde_json::json!(s.rule);
+            v["internal_batch_size"] = serde_json::json!(s.internal_batch_size);
+        }
+        Method::Shapley => {
+            v["samples"] = serde_json::json!(s.samples);
+            v["seed"] = serde_json::json!(s.seed);
+        }
+        Method::Saliency => v["abs"] = serde_json::json!(true),
+        _ => {}
+    }
+    v
+}
+
+/// Attributions of every model for every text or example.
+pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
+    let specs = crate::models::parse_named_specs(&cfg.models)?;
+    let mut examples: Vec<(String, String, Option<String>)> = Vec::new();
+    for (i, t) in cfg.texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err(bad!("--text {}: the text is empty", i + 1));
+        }
+        examples.push((format!("text {}", i + 1), t.clone(), None));
+    }
+    if let Some(data) = &cfg.data {
+        let ds = lmcompare_engine::data::load_dataset(
+            data,
+            &cfg.cols.columns(),
+            cfg.test_size,
+            cfg.settings.seed,
+        )?;
+        if cfg.ids.is_empty() {
+            let mut test = ds.split(lmcompare_engine::data::Split::Test);
+            if let Some(n) = cfg.limit {
+                test.truncate(n);
+            }
+            for e in test {
+                examples.push((e.id.clone(), e.text.clone(), Some(e.label.clone())));
+            }
+        } else {
+            for id in &cfg.ids {
+                let e =
+                    ds.examples.iter().find(|e| &e.id == id).ok_or_else(|| {
+                        bad!("--ids: {}: no example with id {id:?}", data.display())
+                    })?;
+                examples.push((e.id.clone(), e.text.clone(), Some(e.label.clone())));
+            }
+        }
+    }
+    if examples.is_empty() {
+        return Err(bad!("nothing to explain: give --text TEXT or --data FILE"));
+    }
+    if cfg.target == TargetChoice::Gold && cfg.data.is_none() {
+        return Err(bad!(
+            "--target gold needs --data FILE (texts given with --text have no gold label)"
+        ));
+    }
+    let mut warnings = Vec::new();
+    let mut out: Vec<ExplainedExample> = examples
+        .iter()
+        .map(|(id, text, gold)| ExplainedExample {
+            id: id.clone(),
+            text: text.clone(),
+            gold: gold.clone(),
+            models: Vec::new(),
+        })
+        .collect();
+    for m in &specs {
+        if let Some(kind) = unsupported_kind(&m.spec) {
+            return Err(bad!(
+                "model {}: {} is {kind}; explain computes attributions (integrated gradients, input x gradient, saliency, occlusion, shapley) for native encoder classifiers only so far (a folder with config.json, safetensors or pytorch_model.bin weights and a classification head)",
+                m.name,
+                m.spec
+            ));
+        }
+        let resolved = lmcompare_engine::spec::resolve(&m.spec)
+            .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
+        let (model, tok, labels) = load_classifier(&resolved.dir, cfg.max_length)
+            .map_err(|e| e.context(format!("model {}", m.name)))?;
+        let mut truncated = 0;
+        for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
+            let target = match &cfg.target {
+                TargetChoice::Predicted => None,
+                TargetChoice::Gold => gold.as_ref().map(|g| (g.clone(), "gold label")),
+                TargetChoice::Label(l) => Some((l.clone(), "--target")),
+            };
+            let target = match target {
+                None => None,
+                Some((l, what)) => Some(labels.iter().position(|x| *x == l).ok_or_else(|| {
+                    bad!(
+                        "model {}: the {what} {l:?} is not one of the model's labels [{}]",
+                        m.name,
+                        labels.join(", ")
+                    )
+                })?),
+            };
+            let a = attribute(&model, &tok, &labels, text, target, &cfg.settings, None)
+                .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
+            truncated += usize::from(a.truncated);
+            ex.models.push(ModelAttribution {
+                model: m.name.clone(),
+                spec: m.spec.clone(),
+                attribution: a,
+            });
+        }
+        if truncated > 0 {
+            warnings.push(format!(
+                "model {}: {truncated} text(s) were longer than {} tokens and were cut at the end; their tails are not explained",
+                m.name,
+                tok.max_length()
+            ));
+        }
+    }
+    Ok(ExplainReport {
+        method: cfg.settings.method.key().to_owned(),
+        settings: settings_json(&cfg.settings),
+        examples: out,
+        warnings,
+    })
+}
