@@ -60,6 +60,11 @@ pub struct CompareArgs {
     /// Test examples kept for the report's examples table (disagreements first).
     #[arg(long, value_parser = crate::numbers::count, default_value_t = 500)]
     pub html_examples: usize,
+    /// Explain (integrated gradients, 50 steps) the N test examples where the models
+    /// disagree most, for every native encoder classifier among them: in the JSON and
+    /// side by side in the HTML report.
+    #[arg(long, value_name = "N", value_parser = crate::numbers::count, default_value_t = 0)]
+    pub explain: usize,
     /// Also write the run's per-example predictions and sample logs (prompts as sent,
     /// continuations' log-likelihoods, generated text, truncation) into this folder, as
     /// `lmcompare export` does.
@@ -172,6 +177,7 @@ impl CompareArgs {
                 api_key_env: self.api_key_env.clone(),
             },
             html_examples: self.html_examples,
+            explain: self.explain,
         }
     }
 }
@@ -258,6 +264,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         },
         remote: RemoteConfig::default(),
         html_examples: 500,
+        explain: 0,
     };
     let doc = lmcompare_pipeline::compare(&cfg)?;
     // The picture of the comparison, beside the store it came from.

@@ -104,6 +104,9 @@ pub fn run(args: ExplainArgs) -> Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {}", lmcompare_report::escape_controls(w));
     }
+    for n in &report.notes {
+        eprintln!("note: {}", lmcompare_report::escape_controls(n));
+    }
     let doc = serde_json::to_value(&report)?;
     if let Some(dir) = &args.out {
         write_files(

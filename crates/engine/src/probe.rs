@@ -124,6 +124,12 @@ impl Probe {
         }
     }
 
+    /// (classes, features, feature means, feature scales, weights `k × (d + 1)` with the
+    /// intercept last): what a differentiable copy of the probe needs.
+    pub fn parameters(&self) -> (usize, usize, &[f64], &[f64], &[f64]) {
+        (self.k, self.d, &self.mean, &self.scale, &self.w)
+    }
+
     pub fn predict_proba(&self, x: &[f32]) -> Vec<f64> {
         let mut row: Vec<f64> = x
             .iter()

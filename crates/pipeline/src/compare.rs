@@ -237,6 +237,19 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             tokenizers.push(stats);
         }
     }
+    // Which models explain can run on: native encoder classifiers (folders, not ONNX).
+    let explainable: Vec<(String, String, Option<std::path::PathBuf>)> = models
+        .iter()
+        .map(|m| {
+            let dir = match &m.resolved {
+                Resolved::Encoder(r) if r.onnx.is_none() && cfg.task == Task::Classify => {
+                    Some(r.dir.clone())
+                }
+                _ => None,
+            };
+            (m.spec.name.clone(), m.spec.spec.clone(), dir)
+        })
+        .collect();
     let mut runs = Vec::new();
     for m in models {
         let name = &m.spec.name;
@@ -286,6 +299,16 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
         tokenizers,
     };
     let mut report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
+    if cfg.explain > 0 {
+        report.explanations = Some(crate::explain::for_comparison(
+            &runs,
+            &explainable,
+            &scored.examples,
+            &ds.labels,
+            cfg.explain,
+            cfg.max_length,
+        )?);
+    }
     for (m, from) in report.models.iter_mut().zip(reused_from) {
         m.reused_from_runs = from.into_iter().map(|(run, _)| run).collect();
     }

@@ -216,6 +216,8 @@ pub struct CompareConfig {
     pub remote: RemoteConfig,
     /// Test examples kept in the report for its examples table (disagreements first).
     pub html_examples: usize,
+    /// Attributions for this many test examples where the models disagree most.
+    pub explain: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

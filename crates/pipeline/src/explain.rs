@@ -618,6 +618,54 @@ mod tests {
     }
 }
 
+/// An encoder without a classification head, explained through a linear probe fitted on
+/// its pooled embeddings of `train` (text, label) exactly as `compare --task probe` fits
+/// one: same embeddings, same L-BFGS logistic regression.
+pub fn load_probe(
+    dir: &Path,
+    max_length: Option<usize>,
+    train: &[(&str, &str)],
+    labels: &[String],
+) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
+    use lmcompare_engine::encoder_model::{LoadOptions, TextEncoder};
+    let resolved = lmcompare_engine::spec::resolve(&dir.display().to_string())?;
+    let enc = TextEncoder::load(
+        resolved,
+        &LoadOptions {
+            max_length,
+            ..Default::default()
+        },
+    )?;
+    let texts: Vec<&str> = train.iter().map(|(t, _)| *t).collect();
+    let y: Vec<usize> = train
+        .iter()
+        .map(|(_, l)| {
+            labels
+                .iter()
+                .position(|x| x == l)
+                .ok_or_else(|| bad!("train label {l:?} is not a dataset label"))
+        })
+        .collect::<Result<_>>()?;
+    let mut present: Vec<usize> = y.clone();
+    present.sort_unstable();
+    present.dedup();
+    if present.len() < 2 {
+        return Err(bad!(
+            "the train split has fewer than two labels: a probe needs at least two"
+        ));
+    }
+    let encoded = enc.tokenizer.encode_batch(&texts)?;
+    let x = enc.embed(&encoded, 32)?;
+    let probe = lmcompare_engine::probe::Probe::fit(
+        &x,
+        &y,
+        labels.len(),
+        &lmcompare_engine::probe::ProbeOptions::default(),
+    );
+    let model = GradEncoder::with_probe(dir, enc.pooling, probe)?;
+    Ok((model, enc.tokenizer, labels.to_vec()))
+}
+
 /// Which class is explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetChoice {
@@ -682,6 +730,9 @@ pub struct ExplainReport {
     pub settings: serde_json::Value,
     pub examples: Vec<ExplainedExample>,
     pub warnings: Vec<String>,
+    /// How models without a classification head were explained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What a spec that is not a native encoder classifier is, for the refusal.
@@ -740,10 +791,16 @@ fn settings_json(s: &ExplainSettings) -> serde_json::Value {
     v
 }
 
+/// The train split's (text, label) pairs and the dataset's labels, for probes.
+type ProbeData = (Vec<(String, String)>, Vec<String>);
+
 /// Attributions of every model for every text or example.
 pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
     let specs = crate::models::parse_named_specs(&cfg.models)?;
     let mut examples: Vec<(String, String, Option<String>)> = Vec::new();
+    // The train split and labels, for probes on encoders without a head.
+    let mut probe_data: Option<ProbeData> = None;
+    let mut probe_note: Option<String> = None;
     for (i, t) in cfg.texts.iter().enumerate() {
         if t.trim().is_empty() {
             return Err(bad!("--text {}: the text is empty", i + 1));
@@ -757,6 +814,13 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             cfg.test_size,
             cfg.settings.seed,
         )?;
+        probe_data = Some((
+            ds.split(lmcompare_engine::data::Split::Train)
+                .iter()
+                .map(|e| (e.text.clone(), e.label.clone()))
+                .collect(),
+            ds.labels.clone(),
+        ));
         if cfg.ids.is_empty() {
             let mut test = ds.split(lmcompare_engine::data::Split::Test);
             if let Some(n) = cfg.limit {
@@ -803,8 +867,29 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
         }
         let resolved = lmcompare_engine::spec::resolve(&m.spec)
             .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
-        let (model, tok, labels) = load_classifier(&resolved.dir, cfg.max_length)
-            .map_err(|e| e.context(format!("model {}", m.name)))?;
+        let has_head = lmcompare_engine::attribution::GradEncoder::load(&resolved.dir).is_ok();
+        let (model, tok, labels) = if has_head {
+            load_classifier(&resolved.dir, cfg.max_length)
+        } else {
+            match &probe_data {
+                Some((train, labels)) => {
+                    probe_note.get_or_insert_with(|| {
+                        format!(
+                            "models without a classification head are explained through a linear probe fitted on their pooled embeddings of the {} train examples (as compare --task probe)",
+                            train.len()
+                        )
+                    });
+                    let pairs: Vec<(&str, &str)> =
+                        train.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
+                    load_probe(&resolved.dir, cfg.max_length, &pairs, labels)
+                }
+                None => Err(bad!(
+                    "{}: no classification head; give --data FILE to explain it through a linear probe fitted on the data's train split (as compare --task probe does)",
+                    resolved.dir.display()
+                )),
+            }
+        }
+        .map_err(|e| e.context(format!("model {}", m.name)))?;
         let mut truncated = 0;
         for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
             let target = match &cfg.target {
@@ -844,5 +929,117 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
         settings: settings_json(&cfg.settings),
         examples: out,
         warnings,
+        notes: probe_note.into_iter().collect(),
     })
+}
+
+/// `compare --explain N`: the `n` scored examples where the models disagree most (the
+/// largest total-variation distance between two models' probabilities; a different label
+/// counts 1 where a model has none; one model alone: its least gold-sure examples),
+/// explained by every native encoder classifier among the models.
+pub fn for_comparison(
+    runs: &[crate::runner::ModelRun],
+    models: &[(String, String, Option<std::path::PathBuf>)],
+    test: &[&lmcompare_engine::data::Example],
+    labels: &[String],
+    n: usize,
+    max_length: Option<usize>,
+) -> Result<serde_json::Value> {
+    use std::collections::HashMap;
+    let by_model: Vec<HashMap<&str, &lmcompare_engine::store::StoredPrediction>> = runs
+        .iter()
+        .map(|r| {
+            r.predictions
+                .iter()
+                .map(|p| (p.example_id.as_str(), p))
+                .collect()
+        })
+        .collect();
+    let disagreement = |e: &lmcompare_engine::data::Example| -> f64 {
+        let preds: Vec<&lmcompare_engine::store::StoredPrediction> = by_model
+            .iter()
+            .filter_map(|m| m.get(e.id.as_str()).copied())
+            .collect();
+        if preds.len() == 1 {
+            let gold = labels.iter().position(|l| *l == e.label);
+            return match (gold, preds[0].probabilities.is_empty()) {
+                (Some(g), false) => 1.0 - preds[0].probabilities.get(g).copied().unwrap_or(0.0),
+                _ => f64::from(u8::from(preds[0].label != e.label)),
+            };
+        }
+        let mut worst = 0.0f64;
+        for (i, a) in preds.iter().enumerate() {
+            for b in &preds[i + 1..] {
+                let d = if a.probabilities.len() == b.probabilities.len()
+                    && !a.probabilities.is_empty()
+                {
+                    0.5 * a
+                        .probabilities
+                        .iter()
+                        .zip(&b.probabilities)
+                        .map(|(x, y)| (x - y).abs())
+                        .sum::<f64>()
+                } else {
+                    f64::from(u8::from(a.label != b.label))
+                };
+                worst = worst.max(d);
+            }
+        }
+        worst
+    };
+    let mut order: Vec<(usize, f64)> = test
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, disagreement(e)))
+        .collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let chosen: Vec<(usize, f64)> = order.into_iter().take(n).collect();
+    let settings = ExplainSettings::default();
+    let mut notes = Vec::new();
+    let mut examples: Vec<serde_json::Value> = chosen
+        .iter()
+        .map(|&(i, d)| {
+            serde_json::json!({"id": test[i].id, "text": test[i].text, "gold": test[i].label,
+                "disagreement": d, "models": []})
+        })
+        .collect();
+    for (name, spec, dir) in models {
+        let Some(dir) = dir else {
+            notes.push(format!("{name}: not explained ({spec} is not a native encoder classifier; explain covers those so far)"));
+            continue;
+        };
+        let (model, tok, model_labels) = match load_classifier(dir, max_length) {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!("{name}: not explained ({e})"));
+                continue;
+            }
+        };
+        for (ex, &(i, _)) in examples.iter_mut().zip(&chosen) {
+            let a = attribute(
+                &model,
+                &tok,
+                &model_labels,
+                &test[i].text,
+                None,
+                &settings,
+                None,
+            )
+            .map_err(|e| e.context(format!("--explain: model {name}, example {}", test[i].id)))?;
+            if let Some(list) = ex["models"].as_array_mut() {
+                list.push(serde_json::to_value(ModelAttribution {
+                    model: name.clone(),
+                    spec: spec.clone(),
+                    attribution: a,
+                })?);
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "method": settings.method.key(),
+        "settings": settings_json(&settings),
+        "selection": "the test examples where the models' predicted probabilities differ most (total-variation distance, the largest over pairs of models; a different label counts 1 when a model has no probabilities); each model explains its own predicted class",
+        "examples": examples,
+        "warnings": notes,
+    }))
 }

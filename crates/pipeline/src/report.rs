@@ -228,6 +228,7 @@ pub fn comparison_doc(
         dataset: ctx.dataset,
         run: ctx.run,
         details: Some(details),
+        explanations: None,
     })
 }
 

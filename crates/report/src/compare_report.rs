@@ -233,6 +233,12 @@ pub fn render_compare_table(doc: &CompareReport) -> String {
             s.push_str(&format!("warning ({}): {w}\n", m.name));
         }
     }
+    if let Some(x) = &doc.explanations {
+        s.push_str(&format!(
+            "explanations of the {} examples where the models disagree most: in the JSON and HTML report\n",
+            x["examples"].as_array().map_or(0, Vec::len)
+        ));
+    }
     s
 }
 
@@ -272,6 +278,21 @@ pub fn render_compare_markdown(doc: &CompareReport) -> String {
         s.push_str("\n## Warnings\n\n");
         for w in &warnings {
             s.push_str(&format!("- {}\n", crate::text::markdown_escape(w)));
+        }
+    }
+    if let Some(x) = &doc.explanations {
+        s.push_str("\n## Why they disagree\n\n");
+        for line in crate::explain_report::render_explain_markdown(x)
+            .lines()
+            .skip(1)
+        {
+            // The explain document's headings one level down.
+            if line.starts_with('#') {
+                s.push_str(&format!("#{line}\n"));
+            } else {
+                s.push_str(line);
+                s.push('\n');
+            }
         }
     }
     s

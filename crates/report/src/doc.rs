@@ -189,6 +189,9 @@ pub struct CompareReport {
     /// The evidence behind the numbers (curves, examples, tokenizers) for the HTML report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Details>,
+    /// `compare --explain N`: attributions of the examples where the models disagree most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanations: Option<serde_json::Value>,
 }
 
 /// What the pictures are drawn from beyond the metrics: each model's reliability, ROC and

@@ -5,10 +5,12 @@
 //! pass packs the tokens of every sequence of a batch into one matrix, so the dense layers
 //! never multiply padding, and runs attention per sequence at its true length.
 
+mod backward;
 mod bert;
 mod distilbert;
 mod roberta;
 
+pub use backward::{InputGradients, ProbeHead};
 use rayon::prelude::*;
 
 use crate::config::{Activation, Architecture, EncoderConfig};

@@ -265,6 +265,21 @@ fn comparison_sections(page: &mut Page, doc: &CompareReport, nested: bool) {
     if let Some(ex) = doc.details.as_ref().and_then(|d| d.examples.as_ref()) {
         page.push("examples", "Examples", examples(ex));
     }
+    if let Some(x) = &doc.explanations {
+        let mut h = format!(
+            "<p class=\"muted\">{}; {} ({} steps). Green words push towards the model's own prediction, red ones against it.</p>",
+            esc(x["selection"].as_str().unwrap_or("")),
+            esc(x["method"].as_str().unwrap_or("")),
+            x["settings"]["n_steps"]
+        );
+        h.push_str(&explanations_html(
+            x["examples"].as_array().map_or(&[][..], Vec::as_slice),
+        ));
+        for w in x["warnings"].as_array().into_iter().flatten() {
+            let _ = write!(h, "<p class=\"note\">{}</p>", esc(w.as_str().unwrap_or("")));
+        }
+        page.push("explanations", "Why they disagree", h);
+    }
     if let Some(d) = doc.details.as_ref().filter(|d| !d.tokenizers.is_empty()) {
         page.push("tokenizers", "Tokenizers", tokenizers(&d.tokenizers));
     }
