@@ -57,6 +57,10 @@ pub struct ExplainArgs {
     seed: u64,
     #[arg(long, value_parser = crate::numbers::max_length)]
     max_length: Option<usize>,
+    /// The store whose answer cache generative models' scoring calls go through (a text
+    /// `compare` already scored costs no new request).
+    #[arg(long, default_value = "lmcompare.db")]
+    db: PathBuf,
     /// table (coloured words on a terminal), json, markdown or html.
     #[arg(long)]
     format: Option<Format>,
@@ -86,6 +90,7 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         test_size: args.test_size,
         target: args.target,
         max_length: args.max_length,
+        db: args.db,
         settings: ExplainSettings {
             method: args.method,
             n_steps: args.n_steps,

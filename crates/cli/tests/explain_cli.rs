@@ -4,7 +4,9 @@
 use serde_json::Value;
 
 mod common;
+use common::toy_server::{serve, Behaviour};
 use common::{bad, json_of, lmcompare, root, tiny};
+use std::sync::atomic::Ordering;
 
 #[test]
 fn explain_puts_two_models_side_by_side_with_words_summing_their_tokens() {
@@ -150,15 +152,17 @@ fn bad_explain_inputs_give_one_clear_line() {
         &["explain", "--model", &base, t[0], t[1]],
         "no classification head",
     );
-    let gguf = format!(
-        "g={}",
-        root()
-            .join("tests/fixtures/models/tiny-gemma/model.gguf")
-            .display()
+    // Generative models: explained on --data, by occlusion or Shapley only.
+    let data = root().join("tests/fixtures/data/reviews.jsonl");
+    let d = data.to_str().unwrap();
+    let llama = format!("l={}", tiny("tiny-llama"));
+    bad(
+        &["explain", "--model", &llama, t[0], t[1]],
+        "a generative model is explained on --data FILE",
     );
     bad(
-        &["explain", "--model", &gguf, t[0], t[1]],
-        "is a GGUF decoder; explain computes attributions",
+        &["explain", "--model", &llama, "--data", d, "--ids", "r00"],
+        "integrated_gradients needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work",
     );
     bad(
         &[
@@ -168,12 +172,17 @@ fn bad_explain_inputs_give_one_clear_line() {
             t[0],
             t[1],
         ],
-        "a remote model behind an OpenAI-compatible server",
+        "a generative model is explained on --data FILE",
     );
-    let llama = format!("l={}", tiny("tiny-llama"));
+    let onnx = format!(
+        "o={}",
+        root()
+            .join("assets/models/paraphrase-MiniLM-L3-v2-onnx")
+            .display()
+    );
     bad(
-        &["explain", "--model", &llama, t[0], t[1]],
-        "is a causal language model",
+        &["explain", "--model", &onnx, t[0], t[1]],
+        "is an ONNX graph; explain computes attributions",
     );
     // An unknown method is clap's: exit 2 naming the possible values.
     let out = lmcompare()
@@ -297,4 +306,119 @@ fn the_real_minilm_probe_is_complete_up_to_its_integration_error() {
         "json",
     ]);
     assert!(ratio(&hard["examples"][0]["models"][0]) < 0.001);
+}
+
+#[test]
+fn generative_models_are_explained_by_occlusion_and_shapley_through_the_answer_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let dbs = db.to_str().unwrap();
+    let data = root().join("tests/fixtures/data/reviews.jsonl");
+    let d = data.to_str().unwrap();
+    let llama = format!("l={}", tiny("tiny-llama"));
+    let shap = json_of(&[
+        "explain",
+        "--model",
+        &llama,
+        "--data",
+        d,
+        "--ids",
+        "r00",
+        "--method",
+        "shapley",
+        "--samples",
+        "4",
+        "--db",
+        dbs,
+        "--format",
+        "json",
+    ]);
+    let m = &shap["examples"][0]["models"][0];
+    assert_eq!(m["words"].as_array().unwrap().len(), 5);
+    assert!(m["tokens"].as_array().unwrap().is_empty());
+    // Shapley's marginal contributions telescope to F(x) - F(empty text).
+    assert!(m["completeness_gap"].as_f64().unwrap() < 1e-12);
+    let occ = json_of(&[
+        "explain",
+        "--model",
+        &llama,
+        "--data",
+        d,
+        "--ids",
+        "r00",
+        "--method",
+        "occlusion",
+        "--db",
+        dbs,
+        "--format",
+        "json",
+    ]);
+    let o = &occ["examples"][0]["models"][0];
+    assert_eq!(
+        o["f_input"], m["f_input"],
+        "the same text, the same cached answers"
+    );
+
+    // A remote model: what compare scored is not asked again, and a second explain sends
+    // no request at all.
+    let server = serve(Behaviour::default(), 5);
+    let remote = format!("good=openai:{}#toy-good", server.url);
+    let run = lmcompare()
+        .args([
+            "compare", "--task", "classify", "--model", &remote, "--data", d, "--db", dbs,
+            "--quiet", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let after_compare = server.state.requests.load(Ordering::SeqCst);
+    let args = [
+        "explain",
+        "--model",
+        &remote,
+        "--data",
+        d,
+        "--ids",
+        "r00",
+        "--method",
+        "occlusion",
+        "--db",
+        dbs,
+        "--format",
+        "json",
+    ];
+    let rows = |db: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM model_answers", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before_rows = rows(&db);
+    let first = json_of(&args);
+    let sent = server.state.requests.load(Ordering::SeqCst) - after_compare;
+
+    let words = first["examples"][0]["models"][0]["words"]
+        .as_array()
+        .unwrap()
+        .len();
+    // One answer per label for each text with a word left out (the full text's were
+    // cached by compare), and the client's prompt-log-probability probe before them.
+    assert_eq!(rows(&db) - before_rows, 2 * words as i64);
+    assert!(
+        (2 * words..=2 * words + 2).contains(&sent),
+        "{sent} requests for {words} words"
+    );
+    let again = json_of(&args);
+    assert_eq!(
+        server.state.requests.load(Ordering::SeqCst),
+        after_compare + sent
+    );
+    assert_eq!(
+        again["examples"][0]["models"][0]["words"],
+        first["examples"][0]["models"][0]["words"]
+    );
 }

@@ -666,6 +666,166 @@ pub fn load_probe(
     Ok((model, enc.tokenizer, labels.to_vec()))
 }
 
+/// Occlusion or Shapley sampling over the words of `text` for a generative model, through
+/// the same scoring calls as `compare` (the prompt template, each label's verbaliser scored
+/// by log-likelihood, softmax over the labels) and the store's answer cache: a text already
+/// scored costs no new request. A word is removed from the text itself (the remaining words
+/// joined by single spaces); Shapley's baseline is the empty text.
+#[allow(clippy::too_many_arguments)]
+pub fn attribute_generative(
+    model: &dyn crate::models::GenerativeModel,
+    store: &mut lmcompare_engine::store::Store,
+    prompts: &crate::tasks::prompts::PromptSettings,
+    labels: &[String],
+    text: &str,
+    target: Option<usize>,
+    s: &ExplainSettings,
+    permutations: Option<&[Vec<usize>]>,
+) -> Result<Attribution> {
+    use std::collections::HashMap;
+    if text.trim().is_empty() {
+        return Err(bad!("the text is empty: there is nothing to explain"));
+    }
+    let words = word_spans(text);
+    let nw = words.len();
+    let variant = |present: &dyn Fn(usize) -> bool| -> String {
+        if (0..nw).all(present) {
+            return text.to_owned();
+        }
+        words
+            .iter()
+            .enumerate()
+            .filter(|(w, _)| present(*w))
+            .map(|(_, &(a, b))| &text[a..b])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let drawn: Vec<Vec<usize>> = match (s.method, permutations) {
+        (Method::Shapley, Some(p)) => p.to_vec(),
+        (Method::Shapley, None) => {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
+            (0..s.samples.max(1))
+                .map(|_| {
+                    let mut p: Vec<usize> = (0..nw).collect();
+                    p.shuffle(&mut rng);
+                    p
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let mut texts: Vec<String> = vec![text.to_owned()];
+    match s.method {
+        Method::Occlusion => texts.extend((0..nw).map(|w| variant(&|o| o != w))),
+        Method::Shapley => {
+            texts.push(variant(&|_| false));
+            for perm in &drawn {
+                for k in 1..=nw {
+                    let on = &perm[..k];
+                    texts.push(variant(&|w| on.contains(&w)));
+                }
+            }
+        }
+        _ => {
+            return Err(bad!(
+                "{} needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work for {}",
+                s.method.key(),
+                model.describe()
+            ))
+        }
+    }
+    let mut distinct: Vec<String> = texts.clone();
+    distinct.sort();
+    distinct.dedup();
+    let requests: Vec<crate::models::LoglikRequest> = distinct
+        .iter()
+        .flat_map(|t| {
+            let context = crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, t);
+            prompts
+                .verbalizers
+                .iter()
+                .map(move |v| crate::models::LoglikRequest {
+                    context: context.clone(),
+                    continuation: v.clone(),
+                })
+        })
+        .collect();
+    let pb = indicatif::ProgressBar::hidden();
+    let answers = crate::cache::CachedModel::new(model).loglikelihood(store, &requests, &pb)?;
+    let k = labels.len();
+    let mut probs_of: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (i, t) in distinct.iter().enumerate() {
+        let mut sums = Vec::with_capacity(k);
+        for a in &answers.answers[i * k..(i + 1) * k] {
+            match a {
+                Ok(score) => sums.push(score.sum as f32),
+                Err(why) => return Err(crate::fail!("scoring {t:?}: {why}")),
+            }
+        }
+        probs_of.insert(
+            t.as_str(),
+            lmcompare_engine::encoder_model::softmax64(&sums),
+        );
+    }
+    let probabilities = probs_of[text].clone();
+    let predicted = crate::runner::argmax(&probabilities);
+    let target = target.unwrap_or(predicted);
+    let f = |t: &str| -> f64 {
+        let p = probs_of[t][target];
+        match s.scale {
+            TargetScale::Probability => p,
+            TargetScale::LogProbability => p.ln(),
+        }
+    };
+    let f_input = f(text);
+    let mut scores = vec![0.0f64; nw];
+    let (mut f_baseline, mut gap) = (None, None);
+    if s.method == Method::Occlusion {
+        for (w, score) in scores.iter_mut().enumerate() {
+            *score = f_input - f(&texts[1 + w]);
+        }
+    } else {
+        let fb = f(&texts[1]);
+        f_baseline = Some(fb);
+        let mut at = 2;
+        for perm in &drawn {
+            let mut prev = fb;
+            for &w in perm {
+                let cur = f(&texts[at]);
+                scores[w] += cur - prev;
+                prev = cur;
+                at += 1;
+            }
+        }
+        for v in &mut scores {
+            *v /= drawn.len() as f64;
+        }
+        gap = Some((scores.iter().sum::<f64>() - (f_input - fb)).abs());
+    }
+    Ok(Attribution {
+        target: labels[target].clone(),
+        target_index: target,
+        f_input,
+        f_baseline,
+        completeness_gap: gap,
+        probabilities,
+        predicted: labels[predicted].clone(),
+        tokens: Vec::new(),
+        words: words
+            .iter()
+            .zip(&scores)
+            .map(|(&(a, b), &score)| WordScore {
+                word: text[a..b].to_owned(),
+                start: char_index(text, a),
+                end: char_index(text, b),
+                score,
+            })
+            .collect(),
+        truncated: false,
+        raw: Vec::new(),
+    })
+}
+
 /// Which class is explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetChoice {
@@ -703,6 +863,8 @@ pub struct ExplainConfig {
     pub target: TargetChoice,
     pub max_length: Option<usize>,
     pub settings: ExplainSettings,
+    /// The store whose answer cache generative models' scoring calls go through.
+    pub db: std::path::PathBuf,
 }
 
 /// One model's attributions for one example.
@@ -857,7 +1019,91 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             models: Vec::new(),
         })
         .collect();
+    let mut store: Option<lmcompare_engine::store::Store> = None;
     for m in &specs {
+        let generative = m.spec.starts_with("openai:")
+            || matches!(
+                unsupported_kind(&m.spec),
+                Some("a GGUF decoder" | "a causal language model")
+            );
+        if generative {
+            let Some((_, labels)) = &probe_data else {
+                return Err(bad!(
+                    "model {}: a generative model is explained on --data FILE (its labels are what the model is asked to choose between)",
+                    m.name
+                ));
+            };
+            if !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley) {
+                return Err(bad!(
+                    "model {}: {} needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work for {}",
+                    m.name,
+                    cfg.settings.method.key(),
+                    m.spec
+                ));
+            }
+            if store.is_none() {
+                store = Some(lmcompare_engine::store::Store::open(&cfg.db)?);
+            }
+            let st = store.as_mut().ok_or_else(|| crate::fail!("no store"))?;
+            let remote = crate::config::RemoteConfig::default();
+            let opts = crate::models::ResolveOptions {
+                remote: &remote,
+                seed: cfg.settings.seed,
+                quiet: true,
+                generate_api: crate::config::GenerateApi::Chat,
+                max_length: cfg.max_length,
+            };
+            let crate::models::Resolved::Generative(g) = crate::models::resolve(m, st, &opts)?
+            else {
+                return Err(bad!(
+                    "model {}: {} is not a generative model",
+                    m.name,
+                    m.spec
+                ));
+            };
+            let prompts = crate::tasks::prompts::prompt_settings(
+                &crate::config::PromptConfig::default(),
+                cfg.settings.seed,
+                labels,
+                &[],
+                None,
+            )?;
+            for ex in out.iter_mut() {
+                let target = match &cfg.target {
+                    TargetChoice::Predicted => None,
+                    TargetChoice::Gold => ex
+                        .gold
+                        .as_ref()
+                        .and_then(|g| labels.iter().position(|l| l == g)),
+                    TargetChoice::Label(l) => {
+                        Some(labels.iter().position(|x| x == l).ok_or_else(|| {
+                            bad!(
+                                "model {}: the --target {l:?} is not one of the labels [{}]",
+                                m.name,
+                                labels.join(", ")
+                            )
+                        })?)
+                    }
+                };
+                let a = attribute_generative(
+                    g.as_ref(),
+                    st,
+                    &prompts,
+                    labels,
+                    &ex.text.clone(),
+                    target,
+                    &cfg.settings,
+                    None,
+                )
+                .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
+                ex.models.push(ModelAttribution {
+                    model: m.name.clone(),
+                    spec: m.spec.clone(),
+                    attribution: a,
+                });
+            }
+            continue;
+        }
         if let Some(kind) = unsupported_kind(&m.spec) {
             return Err(bad!(
                 "model {}: {} is {kind}; explain computes attributions (integrated gradients, input x gradient, saliency, occlusion, shapley) for native encoder classifiers only so far (a folder with config.json, safetensors or pytorch_model.bin weights and a classification head)",
