@@ -363,13 +363,18 @@ pub struct GradEncoder {
 }
 
 impl GradEncoder {
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// The native encoder of a checkpoint folder and its config.
+    fn native(dir: &Path) -> Result<(crate::model::Encoder, EncoderConfig)> {
         let config = EncoderConfig::from_file(&dir.join("config.json"))?;
         let wpath = weights_file(dir).ok_or_else(|| {
             EngineError::file(dir, "no weights (model.safetensors or pytorch_model.bin)")
         })?;
         let w = WeightFile::open(&wpath)?;
-        let encoder = crate::model::Encoder::load(config.clone(), &w)?;
+        Ok((crate::model::Encoder::load(config.clone(), &w)?, config))
+    }
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (encoder, config) = Self::native(dir)?;
         let num_labels = encoder.num_labels.ok_or_else(|| {
             EngineError::BadInput(format!(
                 "{}: no classification head: gradient attributions explain a classifier's classes",
@@ -391,12 +396,7 @@ impl GradEncoder {
         pooling: crate::pooling::Pooling,
         probe: crate::probe::Probe,
     ) -> Result<Self> {
-        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
-        let wpath = weights_file(dir).ok_or_else(|| {
-            EngineError::file(dir, "no weights (model.safetensors or pytorch_model.bin)")
-        })?;
-        let w = WeightFile::open(&wpath)?;
-        let encoder = crate::model::Encoder::load(config.clone(), &w)?;
+        let (encoder, config) = Self::native(dir)?;
         Ok(GradEncoder {
             encoder,
             config,

@@ -317,6 +317,25 @@ pub fn integrated_gradients(
     Ok((scores, f(x)?, f(xb)?))
 }
 
+/// The word orders Shapley sampling walks: the given ones, else `s.samples` seeded draws.
+fn shapley_permutations(
+    nw: usize,
+    s: &ExplainSettings,
+    given: Option<&[Vec<usize>]>,
+) -> Vec<Vec<usize>> {
+    if let Some(p) = given {
+        return p.to_vec();
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
+    (0..s.samples.max(1))
+        .map(|_| {
+            let mut p: Vec<usize> = (0..nw).collect();
+            p.shuffle(&mut rng);
+            p
+        })
+        .collect()
+}
+
 /// Explains `text` for `model`'s class `target` (None: the predicted class).
 pub fn attribute(
     model: &GradEncoder,
@@ -420,19 +439,7 @@ pub fn attribute(
                     scores[w] = f_input - f;
                 }
             } else {
-                let drawn: Vec<Vec<usize>> = match permutations {
-                    Some(p) => p.to_vec(),
-                    None => {
-                        let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
-                        (0..s.samples.max(1))
-                            .map(|_| {
-                                let mut p: Vec<usize> = (0..nw).collect();
-                                p.shuffle(&mut rng);
-                                p
-                            })
-                            .collect()
-                    }
-                };
+                let drawn = shapley_permutations(nw, s, permutations);
                 let fb = eval(vec![with(&|_| false)])?[0];
                 f_baseline = Some(fb);
                 for perm in &drawn {
@@ -700,19 +707,10 @@ pub fn attribute_generative(
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let drawn: Vec<Vec<usize>> = match (s.method, permutations) {
-        (Method::Shapley, Some(p)) => p.to_vec(),
-        (Method::Shapley, None) => {
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(s.seed);
-            (0..s.samples.max(1))
-                .map(|_| {
-                    let mut p: Vec<usize> = (0..nw).collect();
-                    p.shuffle(&mut rng);
-                    p
-                })
-                .collect()
-        }
-        _ => Vec::new(),
+    let drawn = if s.method == Method::Shapley {
+        shapley_permutations(nw, s, permutations)
+    } else {
+        Vec::new()
     };
     let mut texts: Vec<String> = vec![text.to_owned()];
     match s.method {
