@@ -110,6 +110,8 @@ pub struct DecoderConfig {
     pub tied_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// The padding token, where the model names one (explain's baseline token).
+    pub pad_token_id: Option<u32>,
 }
 
 fn inv_freq(base: f64, dim: usize) -> Vec<f64> {
@@ -226,6 +228,7 @@ impl DecoderConfig {
                 tied_embeddings: true,
                 bos_token_id: id(v, "bos_token_id"),
                 eos_token_id: id(v, "eos_token_id"),
+                pad_token_id: id(v, "pad_token_id"),
             };
             config.validate()?;
             return Ok(config);
@@ -360,6 +363,7 @@ impl DecoderConfig {
                 .unwrap_or(family.is_gemma()),
             bos_token_id: id(v, "bos_token_id"),
             eos_token_id: id(v, "eos_token_id"),
+            pad_token_id: id(v, "pad_token_id"),
         };
         config.validate()?;
         Ok(config)
@@ -544,6 +548,7 @@ impl DecoderConfig {
             tied_embeddings: true,
             bos_token_id: token("bos_token_id"),
             eos_token_id: token("eos_token_id"),
+            pad_token_id: token("padding_token_id"),
         };
         config.validate()?;
         Ok(config)

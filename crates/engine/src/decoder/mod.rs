@@ -11,6 +11,7 @@
 //!
 //! Generation (greedy) keeps a KV cache per sequence and feeds one token per step.
 
+mod backward;
 pub mod config;
 mod gguf;
 mod gguf_check;
@@ -23,6 +24,7 @@ use tokenizers::Tokenizer;
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{exp_f32, layer_norm, matmul, matmul_transposed_b, View};
+pub use backward::{LoglikTape, Scored, TreeLayout};
 pub use config::{DecoderConfig, DecoderFamily, FfnActivation, RopeLayout};
 use lmcompare_kernels::{fast_tanh, multiversion};
 
