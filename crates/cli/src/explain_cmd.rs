@@ -14,8 +14,9 @@ use crate::shared_args::ColumnArgs;
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// NAME=SPEC: a native encoder classifier (a folder with config.json, weights and a
-    /// classification head, or hf:org/name). Repeat to put models side by side.
+    /// NAME=SPEC: an encoder (a folder with config.json and weights, hf:org/name, or an
+    /// ONNX graph), a local decoder (a .gguf file or a causal-LM folder) or a remote model
+    /// (openai:URL#MODEL). Repeat to put models side by side.
     #[arg(long = "model", required = true, value_name = "NAME=SPEC")]
     models: Vec<String>,
     /// A text to explain (repeatable).
@@ -57,6 +58,14 @@ pub struct ExplainArgs {
     seed: u64,
     #[arg(long, value_parser = crate::numbers::max_length)]
     max_length: Option<usize>,
+    /// The head that explains an encoder: its own classification head (auto; a probe for
+    /// encoders without one), a linear probe fitted on --data's train split, or zero-shot
+    /// similarity to the labels' descriptions (as compare --task probe / zero-shot).
+    #[arg(long, default_value = "auto")]
+    head: lmcompare_pipeline::explain::heads::HeadChoice,
+    /// LABEL=DESCRIPTION for --head zero-shot (repeatable; default: the label itself).
+    #[arg(long = "label-desc", value_name = "LABEL=TEXT")]
+    label_desc: Vec<String>,
     /// The store whose answer cache generative models' scoring calls go through (a text
     /// `compare` already scored costs no new request).
     #[arg(long, default_value = "lmcompare.db")]
@@ -91,6 +100,8 @@ pub fn run(args: ExplainArgs) -> Result<()> {
         target: args.target,
         max_length: args.max_length,
         db: args.db,
+        head: args.head,
+        label_desc: args.label_desc,
         settings: ExplainSettings {
             method: args.method,
             n_steps: args.n_steps,

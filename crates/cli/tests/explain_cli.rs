@@ -152,7 +152,7 @@ fn bad_explain_inputs_give_one_clear_line() {
         &["explain", "--model", &base, t[0], t[1]],
         "no classification head",
     );
-    // Generative models: explained on --data, by occlusion or Shapley only.
+    // Generative models: explained on --data; remote ones by occlusion or Shapley only.
     let data = root().join("tests/fixtures/data/reviews.jsonl");
     let d = data.to_str().unwrap();
     let llama = format!("l={}", tiny("tiny-llama"));
@@ -161,8 +161,16 @@ fn bad_explain_inputs_give_one_clear_line() {
         "a generative model is explained on --data FILE",
     );
     bad(
-        &["explain", "--model", &llama, "--data", d, "--ids", "r00"],
-        "integrated_gradients needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work",
+        &[
+            "explain",
+            "--model",
+            "r=openai:http://127.0.0.1:9/v1#m",
+            "--data",
+            d,
+            "--ids",
+            "r00",
+        ],
+        "integrated_gradients needs gradients, which lmcompare computes for native encoders and local decoders (GGUF files, causal-LM folders); --method occlusion or shapley work",
     );
     bad(
         &[
@@ -181,8 +189,44 @@ fn bad_explain_inputs_give_one_clear_line() {
             .display()
     );
     bad(
-        &["explain", "--model", &onnx, t[0], t[1]],
-        "is an ONNX graph; explain computes attributions",
+        &["explain", "--model", &onnx, "--data", d, "--ids", "r00"],
+        "is an ONNX graph, which has no gradient path in lmcompare, so integrated_gradients cannot run on it; --method occlusion or shapley explain it on texts",
+    );
+    bad(
+        &[
+            "explain",
+            "--model",
+            &onnx,
+            t[0],
+            t[1],
+            "--method",
+            "occlusion",
+        ],
+        "an ONNX graph is explained through a head on its embeddings; give --data FILE",
+    );
+    bad(
+        &[
+            "explain",
+            "--model",
+            &rob,
+            t[0],
+            t[1],
+            "--head",
+            "zero-shot",
+        ],
+        "a probe or zero-shot head is fitted on labelled data; give --data FILE",
+    );
+    bad(
+        &[
+            "explain",
+            "--model",
+            &rob,
+            t[0],
+            t[1],
+            "--label-desc",
+            "fresh=good",
+        ],
+        "--label-desc describes the labels of --data FILE",
     );
     // An unknown method is clap's: exit 2 naming the possible values.
     let out = lmcompare()
@@ -230,16 +274,34 @@ fn compare_explains_the_examples_where_the_models_disagree_most() {
             .iter()
             .map(|m| m["model"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["rob", "distil"]);
+        assert_eq!(names, ["rob", "distil", "llama"]);
         for m in e["models"].as_array().unwrap() {
-            // Each model explains its own prediction.
+            // Each model explains its own prediction, and integrated gradients are complete.
             assert_eq!(m["target"], m["predicted"]);
+            assert!(m["completeness_gap"].as_f64().unwrap() < 1e-3);
+        }
+        // The decoder explains what compare scored: its stored probabilities.
+        let id = e["id"].as_str().unwrap();
+        let stored: Vec<f64> = serde_json::from_str(
+            &rusqlite::Connection::open(&db)
+                .unwrap()
+                .query_row(
+                    "SELECT probabilities FROM predictions WHERE model = 'llama' AND example_id = ?1",
+                    [id],
+                    |r| r.get::<_, String>(0),
+                )
+                .unwrap(),
+        )
+        .unwrap();
+        let ours = e["models"][2]["probabilities"].as_array().unwrap();
+        for (a, b) in ours.iter().zip(&stored) {
+            assert!(
+                (a.as_f64().unwrap() - b).abs() < 1e-6,
+                "{id}: {a} vs stored {b}"
+            );
         }
     }
-    assert!(x["warnings"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("llama: not explained"));
+    assert!(x["warnings"].as_array().unwrap().is_empty());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Why they disagree") && html.contains("class=\"attr\""));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -420,5 +482,179 @@ fn generative_models_are_explained_by_occlusion_and_shapley_through_the_answer_c
     assert_eq!(
         again["examples"][0]["models"][0]["words"],
         first["examples"][0]["models"][0]["words"]
+    );
+}
+
+/// Local decoders by integrated gradients on compare's target; zero-shot heads by
+/// gradients through the cosine similarity; ONNX graphs by occlusion and Shapley on token
+/// ids.
+#[test]
+fn decoders_zero_shot_and_onnx_heads_are_explained_as_compare_scores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbs = dir.path().join("s.db");
+    let db = dbs.to_str().unwrap();
+    let data = root().join("tests/fixtures/data/reviews.jsonl");
+    let d = data.to_str().unwrap();
+    let gemma = format!("g={}", tiny("tiny-gemma3"));
+    let doc = json_of(&[
+        "explain",
+        "--model",
+        &gemma,
+        "--data",
+        d,
+        "--ids",
+        "r00,r01",
+        "--log-prob",
+        "--target",
+        "rotten",
+        "--n-steps",
+        "64",
+        "--db",
+        db,
+        "--format",
+        "json",
+    ]);
+    for e in doc["examples"].as_array().unwrap() {
+        let m = &e["models"][0];
+        assert_eq!(m["target"], "rotten");
+        assert!(m["completeness_gap"].as_f64().unwrap() < 1e-3, "{m}");
+        let words = m["words"].as_array().unwrap();
+        assert_eq!(
+            words.len(),
+            e["text"].as_str().unwrap().split_whitespace().count()
+        );
+        // Template tokens are listed apart and carry no integrated-gradients score.
+        for t in m["tokens"].as_array().unwrap() {
+            if t["special"].as_bool().unwrap() {
+                assert_eq!(t["score"].as_f64().unwrap(), 0.0);
+            }
+        }
+        assert!(words
+            .iter()
+            .any(|w| w["score"].as_f64().unwrap().abs() > 1e-6));
+    }
+    assert!(doc["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("local decoders are explained"));
+    // Saliency and input x gradient run on the same gradients.
+    let sal = json_of(&[
+        "explain", "--model", &gemma, "--data", d, "--ids", "r00", "--method", "saliency", "--db",
+        db, "--format", "json",
+    ]);
+    assert!(sal["examples"][0]["models"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["score"].as_f64().unwrap() >= 0.0));
+
+    // Zero-shot: the probabilities are compare --task zero-shot's.
+    let base = format!("z={}", tiny("tiny-bert-base"));
+    let zs = json_of(&[
+        "explain",
+        "--model",
+        &base,
+        "--head",
+        "zero-shot",
+        "--label-desc",
+        "fresh=a wonderful film",
+        "--data",
+        d,
+        "--ids",
+        "r00",
+        "--format",
+        "json",
+    ]);
+    let z = &zs["examples"][0]["models"][0];
+    assert!(z["completeness_gap"].as_f64().unwrap() < 1e-4);
+    let cmp = json_of(&[
+        "compare",
+        "--task",
+        "zero-shot",
+        "--model",
+        &base,
+        "--label-desc",
+        "fresh=a wonderful film",
+        "--data",
+        d,
+        "--db",
+        db,
+        "--quiet",
+        "--format",
+        "json",
+    ]);
+    let stored: Vec<f64> = serde_json::from_str(
+        &rusqlite::Connection::open(&dbs)
+            .unwrap()
+            .query_row(
+                "SELECT p.probabilities FROM predictions p WHERE p.model = 'z' AND p.example_id = 'r00' ORDER BY p.run_id DESC",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(cmp["models"].as_array().is_some());
+    for (a, b) in z["probabilities"].as_array().unwrap().iter().zip(&stored) {
+        assert!(
+            (a.as_f64().unwrap() - b).abs() < 1e-5,
+            "{a} vs compare's {b}"
+        );
+    }
+
+    // ONNX graphs: occlusion on token ids under a probe fitted on the train split (the
+    // id-level path equals the embedding-level one: crates/pipeline/tests/explain_captum.rs).
+    let occ = |m: &str| -> Value {
+        json_of(&[
+            "explain",
+            "--model",
+            m,
+            "--head",
+            "probe",
+            "--method",
+            "occlusion",
+            "--data",
+            d,
+            "--ids",
+            "r02",
+            "--format",
+            "json",
+        ])
+    };
+    let onnx = format!(
+        "o={}",
+        root()
+            .join("assets/models/paraphrase-MiniLM-L3-v2-onnx")
+            .display()
+    );
+    let o = occ(&onnx);
+    let om = &o["examples"][0]["models"][0];
+    assert_eq!(om["words"].as_array().unwrap().len(), 3);
+    assert!(om["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["score"].as_f64().unwrap().abs() > 1e-6));
+    assert!(o["notes"][0].as_str().unwrap().contains("linear probe"));
+    let shap = json_of(&[
+        "explain",
+        "--model",
+        &onnx,
+        "--method",
+        "shapley",
+        "--samples",
+        "3",
+        "--data",
+        d,
+        "--ids",
+        "r02",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        shap["examples"][0]["models"][0]["completeness_gap"]
+            .as_f64()
+            .unwrap()
+            < 1e-9
     );
 }

@@ -354,12 +354,18 @@ impl AutogradEncoder {
 
 /// An encoder classifier on the native kernels with a hand-written backward pass for input
 /// gradients (`model::backward`): what `explain` runs.
+/// The head on pooled embeddings a [`GradEncoder`] owns.
+enum Pooled {
+    Probe(crate::probe::Probe),
+    ZeroShot(Vec<Vec<f32>>),
+}
+
 pub struct GradEncoder {
     encoder: crate::model::Encoder,
     pub config: EncoderConfig,
     pub num_labels: usize,
-    /// A linear probe on pooled embeddings instead of the checkpoint's head.
-    probe: Option<(crate::pooling::Pooling, crate::probe::Probe)>,
+    /// A head on pooled embeddings instead of the checkpoint's.
+    probe: Option<(crate::pooling::Pooling, Pooled)>,
 }
 
 impl GradEncoder {
@@ -401,16 +407,35 @@ impl GradEncoder {
             encoder,
             config,
             num_labels: probe.parameters().0,
-            probe: Some((pooling, probe)),
+            probe: Some((pooling, Pooled::Probe(probe))),
+        })
+    }
+
+    /// An encoder explained as `compare --task zero-shot` scores it: 20 × the cosine
+    /// similarity of its pooled embedding to each label description's, softmaxed.
+    pub fn with_zero_shot(
+        dir: &Path,
+        pooling: crate::pooling::Pooling,
+        label_embeddings: Vec<Vec<f32>>,
+    ) -> Result<Self> {
+        let (encoder, config) = Self::native(dir)?;
+        Ok(GradEncoder {
+            encoder,
+            config,
+            num_labels: label_embeddings.len(),
+            probe: Some((pooling, Pooled::ZeroShot(label_embeddings))),
         })
     }
 
     fn probe(&self) -> Option<crate::model::ProbeHead<'_>> {
         self.probe
             .as_ref()
-            .map(|(pooling, probe)| crate::model::ProbeHead {
+            .map(|(pooling, head)| crate::model::ProbeHead {
                 pooling: *pooling,
-                probe,
+                head: match head {
+                    Pooled::Probe(p) => crate::model::PooledHead::Probe(p),
+                    Pooled::ZeroShot(l) => crate::model::PooledHead::ZeroShot(l),
+                },
             })
     }
 
@@ -517,6 +542,68 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The zero-shot head's gradient (cosine similarity to label embeddings, through mean
+    /// pooling and L2 normalisation) against Richardson-extrapolated central differences.
+    #[test]
+    fn zero_shot_gradients_equal_finite_differences() {
+        use crate::pooling::{Pooling, PoolingMode};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/tiny-bert-base");
+        for normalize in [true, false] {
+            let d = EncoderConfig::from_file(&dir.join("config.json"))
+                .unwrap()
+                .hidden;
+            let labels: Vec<Vec<f32>> = (0..3)
+                .map(|k| {
+                    (0..d)
+                        .map(|j| (((j * 31 + k * 17) % 11) as f32 - 5.0) / 5.0)
+                        .collect()
+                })
+                .collect();
+            let m = GradEncoder::with_zero_shot(
+                &dir,
+                Pooling {
+                    mode: PoolingMode::Mean,
+                    normalize,
+                },
+                labels,
+            )
+            .unwrap();
+            let t = 6;
+            let x: Vec<f32> = (0..t * d)
+                .map(|i| (((i * 7919) % 23) as f32 - 11.0) / 40.0)
+                .collect();
+            let dir_v: Vec<f32> = (0..t * d)
+                .map(|i| (((i * 104729) % 13) as f32 - 6.0) / 6.0)
+                .collect();
+            for target in 0..3 {
+                let g = m
+                    .gradients(
+                        std::slice::from_ref(&x),
+                        t,
+                        target,
+                        TargetScale::LogProbability,
+                    )
+                    .unwrap();
+                let analytic: f64 = g.grads[0]
+                    .iter()
+                    .zip(&dir_v)
+                    .map(|(a, b)| f64::from(a * b))
+                    .sum();
+                let f = |h: f32| -> f64 {
+                    let moved: Vec<f32> = x.iter().zip(&dir_v).map(|(a, r)| a + h * r).collect();
+                    f64::from(m.probabilities(&[moved], t).unwrap()[0][target]).ln()
+                };
+                let central = |h: f32| (f(h) - f(-h)) / (2.0 * f64::from(h));
+                let numeric = (4.0 * central(1e-3) - central(2e-3)) / 3.0;
+                assert!(
+                    (analytic - numeric).abs() < 2e-3 * analytic.abs().max(0.5),
+                    "normalize {normalize}, class {target}: {analytic} vs {numeric}"
+                );
             }
         }
     }

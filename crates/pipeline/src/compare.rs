@@ -35,9 +35,12 @@ fn load_label_map(path: Option<&Path>) -> Result<HashMap<String, String>> {
     })
 }
 
-fn label_descriptions(cfg: &CompareConfig, labels: &[String]) -> Result<HashMap<String, String>> {
+pub(crate) fn label_descriptions(
+    label_desc: &[String],
+    labels: &[String],
+) -> Result<HashMap<String, String>> {
     let mut descriptions = HashMap::new();
-    for d in &cfg.label_desc {
+    for d in label_desc {
         let (l, t) = d
             .split_once('=')
             .ok_or_else(|| bad!("--label-desc {d:?}: expected LABEL=TEXT"))?;
@@ -161,7 +164,7 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
         check_probe_train(&cfg.data, &train)?;
     }
     let label_map = load_label_map(cfg.label_map.as_deref())?;
-    let descriptions = label_descriptions(cfg, &ds.labels)?;
+    let descriptions = label_descriptions(&cfg.label_desc, &ds.labels)?;
     let mut store = Store::open(&cfg.db)?;
     let models = competitors(cfg, &store)?;
     // The run key covers everything that changes results (batch size does not: inference
@@ -237,17 +240,42 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             tokenizers.push(stats);
         }
     }
-    // Which models explain can run on: native encoder classifiers (folders, not ONNX).
-    let explainable: Vec<(String, String, Option<std::path::PathBuf>)> = models
+    // How explain can run on each model, as the comparison scored it.
+    let explainable: Vec<crate::explain::ComparisonModel> = models
         .iter()
         .map(|m| {
-            let dir = match &m.resolved {
-                Resolved::Encoder(r) if r.onnx.is_none() && cfg.task == Task::Classify => {
-                    Some(r.dir.clone())
+            use crate::explain::ExplainKind;
+            let kind = match &m.resolved {
+                Resolved::Encoder(r) if r.onnx.is_some() && cfg.task != Task::Classify => {
+                    ExplainKind::PooledOnnx
                 }
-                _ => None,
+                Resolved::Encoder(r) if r.onnx.is_some() => ExplainKind::Unsupported(
+                    "an ONNX classifier has no gradient path; lmcompare explain --method occlusion covers ONNX graphs under --task probe or zero-shot".into(),
+                ),
+                Resolved::Encoder(r) if cfg.task == Task::Classify => {
+                    ExplainKind::Classifier(r.dir.clone())
+                }
+                Resolved::Encoder(r) => ExplainKind::Pooled(r.dir.clone()),
+                Resolved::Generative(_) => match crate::models::local_decoder_path(&m.spec.spec) {
+                    Some(path)
+                        if p.decoder_scoring != DecoderScoring::Generate
+                            && prompts.as_ref().is_some_and(|s| s.choices.is_none()) =>
+                    {
+                        ExplainKind::Decoder(path)
+                    }
+                    Some(_) => ExplainKind::Unsupported(
+                        "answers by generation have no label probabilities to attribute".into(),
+                    ),
+                    None => ExplainKind::Unsupported(
+                        "a remote model; lmcompare explain --method occlusion or shapley explains it through the answer cache".into(),
+                    ),
+                },
             };
-            (m.spec.name.clone(), m.spec.spec.clone(), dir)
+            crate::explain::ComparisonModel {
+                name: m.spec.name.clone(),
+                spec: m.spec.spec.clone(),
+                kind,
+            }
         })
         .collect();
     let mut runs = Vec::new();
@@ -300,13 +328,21 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
     };
     let mut report = comparison_doc(&runs, &scored.examples, &ds.labels, &scoring(cfg), ctx)?;
     if cfg.explain > 0 {
+        let inputs = crate::explain::ComparisonInputs {
+            task: cfg.task,
+            labels: &ds.labels,
+            train: &train,
+            descriptions: &descriptions,
+            prompts: prompts.as_ref(),
+            length_norm: p.length_norm,
+            max_length: cfg.max_length,
+        };
         report.explanations = Some(crate::explain::for_comparison(
             &runs,
             &explainable,
             &scored.examples,
-            &ds.labels,
+            &inputs,
             cfg.explain,
-            cfg.max_length,
         )?);
     }
     for (m, from) in report.models.iter_mut().zip(reused_from) {

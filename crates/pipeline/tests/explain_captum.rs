@@ -260,3 +260,53 @@ fn attributions_keep_their_promises() {
     )
     .is_err());
 }
+
+/// Occlusion on token ids (the path ONNX graphs take) equals occlusion on word embeddings
+/// (the native path) for the same encoder and probe: a removed word's tokens become the
+/// pad token either way.
+#[test]
+fn occlusion_on_ids_equals_occlusion_on_embeddings() {
+    use lmcompare_pipeline::explain::heads::{self, HeadChoice, HeadData};
+    use lmcompare_pipeline::explain::{attribute_by_ids, Attribution};
+    let dir = root().join("tests/fixtures/models/tiny-bert-base");
+    let train: Vec<(String, String)> = [
+        ("A gripping, beautifully shot thriller.", "fresh"),
+        ("Dull and lifeless.", "rotten"),
+        ("Funny, warm, unmissable.", "fresh"),
+        ("A tedious mess.", "rotten"),
+    ]
+    .iter()
+    .map(|(t, l)| (t.to_string(), l.to_string()))
+    .collect();
+    let labels = vec!["fresh".to_owned(), "rotten".to_owned()];
+    let descriptions = std::collections::HashMap::new();
+    let data = HeadData {
+        train: &train,
+        labels: &labels,
+        descriptions: &descriptions,
+    };
+    let s = settings(Method::Occlusion);
+    let text = "Warm and funny, though a little long.";
+    for head in [HeadChoice::Probe, HeadChoice::ZeroShot] {
+        let (model, tok, _) = heads::load_pooled(&dir, None, head, &data).unwrap();
+        let native: Attribution = attribute(&model, &tok, &labels, text, None, &s, None).unwrap();
+        let resolved = lmcompare_engine::spec::resolve(&dir.display().to_string()).unwrap();
+        let enc = heads::load_encoder(resolved, None).unwrap();
+        let fit = heads::fit(&enc, head, &data).unwrap();
+        let pad = enc.config.as_ref().unwrap().pad_token_id;
+        let by_ids = attribute_by_ids(&enc.tokenizer, pad, &labels, text, None, &s, &mut |e| {
+            Ok(enc
+                .embed(e, 8)?
+                .iter()
+                .map(|v| fit.probabilities(v))
+                .collect())
+        })
+        .unwrap();
+        assert_close(
+            &by_ids.words.iter().map(|w| w.score).collect::<Vec<_>>(),
+            &native.words.iter().map(|w| w.score).collect::<Vec<_>>(),
+            &format!("{head:?} occlusion"),
+        );
+        assert!(native.words.iter().any(|w| w.score.abs() > 1e-6));
+    }
+}

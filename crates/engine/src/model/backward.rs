@@ -14,13 +14,24 @@ use crate::config::Activation;
 use crate::error::{EngineError, Result};
 use crate::kernels::{add_bias, matmul, matmul_transposed_b, scaled_softmax, View};
 
-/// A linear probe on pooled sentence embeddings, as `compare --task probe` fits it:
-/// pooling (and L2 normalisation) of the final token states, standardisation, then
-/// multinomial logistic regression.
+/// A head on pooled sentence embeddings: pooling (and L2 normalisation) of the final token
+/// states, then either a linear probe as `compare --task probe` fits it (standardisation,
+/// multinomial logistic regression) or zero-shot as `compare --task zero-shot` scores it
+/// (20 × the cosine similarity to each label description's embedding, softmaxed).
 pub struct ProbeHead<'a> {
     pub pooling: crate::pooling::Pooling,
-    pub probe: &'a crate::probe::Probe,
+    pub head: PooledHead<'a>,
 }
+
+#[derive(Clone, Copy)]
+pub enum PooledHead<'a> {
+    Probe(&'a crate::probe::Probe),
+    /// The label descriptions' embeddings, in label order.
+    ZeroShot(&'a [Vec<f32>]),
+}
+
+/// sentence-transformers' contrastive scale, as `compare --task zero-shot` uses it.
+pub const ZERO_SHOT_SCALE: f64 = 20.0;
 
 impl ProbeHead<'_> {
     /// Class probabilities of one sequence's final states (`t × d`), and with `target`
@@ -28,7 +39,10 @@ impl ProbeHead<'_> {
     fn run(&self, states: &[f32], d: usize, target: Option<(usize, bool)>) -> ProbeRun {
         use crate::pooling::PoolingMode;
         let t = states.len() / d;
-        let (k, _, mean, scale, w) = self.probe.parameters();
+        let k = match self.head {
+            PooledHead::Probe(p) => p.parameters().0,
+            PooledHead::ZeroShot(l) => l.len(),
+        };
         // Pooling, in f64 as the probe's features are computed.
         let mut argmax = vec![0usize; d];
         let u: Vec<f64> = match self.pooling.mode {
@@ -62,18 +76,56 @@ impl ProbeHead<'_> {
             1.0
         };
         let v: Vec<f64> = u.iter().map(|x| f64::from((x / norm) as f32)).collect();
-        let z: Vec<f64> = v
-            .iter()
-            .zip(mean)
-            .zip(scale)
-            .map(|((x, m), s)| (x - m) / s)
-            .collect();
-        let logits: Vec<f64> = (0..k)
-            .map(|c| {
-                let row = &w[c * (d + 1)..(c + 1) * (d + 1)];
-                row[..d].iter().zip(&z).map(|(a, b)| a * b).sum::<f64>() + row[d]
-            })
-            .collect();
+        // Per class: its logit and d logit / dv.
+        let (logits, dlogit_dv): (Vec<f64>, Vec<Vec<f64>>) = match self.head {
+            PooledHead::Probe(probe) => {
+                let (_, _, mean, scale, w) = probe.parameters();
+                let z: Vec<f64> = v
+                    .iter()
+                    .zip(mean)
+                    .zip(scale)
+                    .map(|((x, m), s)| (x - m) / s)
+                    .collect();
+                (0..k)
+                    .map(|c| {
+                        let row = &w[c * (d + 1)..(c + 1) * (d + 1)];
+                        let logit =
+                            row[..d].iter().zip(&z).map(|(a, b)| a * b).sum::<f64>() + row[d];
+                        (
+                            logit,
+                            row[..d].iter().zip(scale).map(|(a, s)| a / s).collect(),
+                        )
+                    })
+                    .unzip()
+            }
+            PooledHead::ZeroShot(labels) => {
+                let nv = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+                labels
+                    .iter()
+                    .map(|l| {
+                        let nl = l
+                            .iter()
+                            .map(|&x| f64::from(x) * f64::from(x))
+                            .sum::<f64>()
+                            .sqrt();
+                        let den = (nv * nl).max(1e-12);
+                        let dot: f64 = v.iter().zip(l).map(|(a, &b)| a * f64::from(b)).sum();
+                        let cos = dot / den;
+                        // As compare computes it: the scaled similarity in f32.
+                        let logit = f64::from((ZERO_SHOT_SCALE * cos) as f32);
+                        let grad = v
+                            .iter()
+                            .zip(l)
+                            .map(|(x, &b)| {
+                                ZERO_SHOT_SCALE
+                                    * (f64::from(b) / den - cos * x / (nv * nv).max(1e-24))
+                            })
+                            .collect();
+                        (logit, grad)
+                    })
+                    .unzip()
+            }
+        };
         let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
         let sum: f64 = e.iter().sum();
@@ -94,7 +146,7 @@ impl ProbeHead<'_> {
             })
             .collect();
         let dv: Vec<f64> = (0..d)
-            .map(|j| (0..k).map(|c| dlogits[c] * w[c * (d + 1) + j]).sum::<f64>() / scale[j])
+            .map(|j| (0..k).map(|c| dlogits[c] * dlogit_dv[c][j]).sum::<f64>())
             .collect();
         let du: Vec<f64> = if self.pooling.normalize {
             let dot: f64 = v.iter().zip(&dv).map(|(a, b)| a * b).sum();
@@ -601,7 +653,10 @@ impl Encoder {
         log: bool,
     ) -> Result<InputGradients> {
         let d = self.config.hidden;
-        let k = ph.probe.parameters().0;
+        let k = match ph.head {
+            PooledHead::Probe(p) => p.parameters().0,
+            PooledHead::ZeroShot(l) => l.len(),
+        };
         if let Some(c) = target.filter(|&c| c >= k) {
             return Err(EngineError::BadInput(format!(
                 "target class {c}: the probe has {k} classes"

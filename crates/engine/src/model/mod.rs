@@ -10,7 +10,7 @@ mod bert;
 mod distilbert;
 mod roberta;
 
-pub use backward::{InputGradients, ProbeHead};
+pub use backward::{InputGradients, PooledHead, ProbeHead, ZERO_SHOT_SCALE};
 use rayon::prelude::*;
 
 use crate::config::{Activation, Architecture, EncoderConfig};

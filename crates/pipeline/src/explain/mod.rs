@@ -20,6 +20,9 @@
 //! their tokens' scores (occlusion and Shapley score words directly, and each of a word's
 //! tokens carries the word's score, as Captum's feature masks do).
 
+pub mod decoder;
+pub mod heads;
+
 use std::path::Path;
 
 use lmcompare_engine::attribution::{GradEncoder, TargetScale};
@@ -257,6 +260,59 @@ pub fn token_words(text: &str, enc: &Encoded) -> (Vec<(usize, usize)>, Vec<Optio
     (words, map)
 }
 
+/// Each token of `enc` with its character span in `text`, its word and `score(i)`.
+fn token_scores(
+    text: &str,
+    enc: &Encoded,
+    token_word: &[Option<usize>],
+    score: impl Fn(usize) -> f64,
+) -> Vec<TokenScore> {
+    enc.tokens
+        .iter()
+        .enumerate()
+        .map(|(i, tok)| {
+            let (bs, be) = enc.offsets[i];
+            TokenScore {
+                token: tok.clone(),
+                start: char_index(text, bs),
+                end: char_index(text, be),
+                special: enc.special[i],
+                score: score(i),
+                word: token_word[i],
+            }
+        })
+        .collect()
+}
+
+/// Saliency (|∇F| summed over the hidden dimension) or input × gradient, per token.
+pub(crate) fn gradient_scores(method: Method, grad: &[f32], x: &[f32], d: usize) -> Vec<f64> {
+    grad.chunks_exact(d)
+        .zip(x.chunks_exact(d))
+        .map(|(g, xv)| {
+            g.iter()
+                .zip(xv)
+                .map(|(&gv, &xe)| {
+                    f64::from(if method == Method::Saliency {
+                        gv.abs()
+                    } else {
+                        gv * xe
+                    })
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// Integrated gradients per token: Σ over the hidden dimension of (x − x′) ⊙ the
+/// accumulated gradient.
+pub(crate) fn ig_scores(total: &[f32], diff: &[f32], d: usize) -> Vec<f64> {
+    total
+        .chunks_exact(d)
+        .zip(diff.chunks_exact(d))
+        .map(|(t, df)| t.iter().zip(df).map(|(a, b)| f64::from(a * b)).sum())
+        .collect()
+}
+
 fn char_index(text: &str, byte: usize) -> usize {
     text.get(..byte).map_or(0, |t| t.chars().count())
 }
@@ -300,13 +356,7 @@ pub fn integrated_gradients(
             }
         }
     }
-    let scores = (0..t)
-        .map(|tok| {
-            (0..d)
-                .map(|j| f64::from(total[tok * d + j] * diff[tok * d + j]))
-                .sum()
-        })
-        .collect();
+    let scores = ig_scores(&total, &diff, d);
     let f = |v: &[f32]| -> Result<f64> {
         let p = model.probabilities(&[v.to_vec()], t)?.remove(0);
         Ok(match s.scale {
@@ -396,19 +446,7 @@ pub fn attribute(
         }
         Method::Saliency | Method::InputXGradient => {
             let g = model.gradients(std::slice::from_ref(&x), t, target, s.scale)?;
-            let grad = &g.grads[0];
-            for (tok, score) in per_token.iter_mut().enumerate() {
-                *score = (0..d)
-                    .map(|j| {
-                        let gv = grad[tok * d + j];
-                        f64::from(if s.method == Method::Saliency {
-                            gv.abs()
-                        } else {
-                            gv * x[tok * d + j]
-                        })
-                    })
-                    .sum();
-            }
+            per_token = gradient_scores(s.method, &g.grads[0], &x, d);
         }
         Method::Occlusion | Method::Shapley => {
             let with = |present: &dyn Fn(usize) -> bool| -> Vec<f32> {
@@ -483,22 +521,7 @@ pub fn attribute(
         }
         v
     });
-    let tokens = enc
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, tok)| {
-            let (bs, be) = enc.offsets[i];
-            TokenScore {
-                token: tok.clone(),
-                start: char_index(text, bs),
-                end: char_index(text, be),
-                special: enc.special[i],
-                score: per_token[i],
-                word: token_word[i],
-            }
-        })
-        .collect();
+    let tokens = token_scores(text, &enc, &token_word, |i| per_token[i]);
     let words = words
         .iter()
         .zip(&word_scores)
@@ -529,7 +552,15 @@ pub fn load_classifier(
     dir: &Path,
     max_length: Option<usize>,
 ) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
-    let model = GradEncoder::load(dir)?;
+    classifier_parts(GradEncoder::load(dir)?, dir, max_length)
+}
+
+/// A loaded classifier with its tokenizer (checked against it) and labels.
+fn classifier_parts(
+    model: GradEncoder,
+    dir: &Path,
+    max_length: Option<usize>,
+) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
     let limit = model.config.max_tokens();
     let tokenizer = TextTokenizer::load(dir, max_length.unwrap_or(limit).min(limit))?;
     if tokenizer.max_id() as usize >= model.config.vocab_size {
@@ -625,59 +656,31 @@ mod tests {
     }
 }
 
-/// An encoder without a classification head, explained through a linear probe fitted on
-/// its pooled embeddings of `train` (text, label) exactly as `compare --task probe` fits
-/// one: same embeddings, same L-BFGS logistic regression.
+/// An encoder explained through a linear probe fitted on `train`, as `compare --task probe`
+/// fits one: same embeddings, same L-BFGS logistic regression.
 pub fn load_probe(
     dir: &Path,
     max_length: Option<usize>,
-    train: &[(&str, &str)],
+    train: &[(String, String)],
     labels: &[String],
 ) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
-    use lmcompare_engine::encoder_model::{LoadOptions, TextEncoder};
-    let resolved = lmcompare_engine::spec::resolve(&dir.display().to_string())?;
-    let enc = TextEncoder::load(
-        resolved,
-        &LoadOptions {
-            max_length,
-            ..Default::default()
+    let descriptions = std::collections::HashMap::new();
+    heads::load_pooled(
+        dir,
+        max_length,
+        heads::HeadChoice::Probe,
+        &heads::HeadData {
+            train,
+            labels,
+            descriptions: &descriptions,
         },
-    )?;
-    let texts: Vec<&str> = train.iter().map(|(t, _)| *t).collect();
-    let y: Vec<usize> = train
-        .iter()
-        .map(|(_, l)| {
-            labels
-                .iter()
-                .position(|x| x == l)
-                .ok_or_else(|| bad!("train label {l:?} is not a dataset label"))
-        })
-        .collect::<Result<_>>()?;
-    let mut present: Vec<usize> = y.clone();
-    present.sort_unstable();
-    present.dedup();
-    if present.len() < 2 {
-        return Err(bad!(
-            "the train split has fewer than two labels: a probe needs at least two"
-        ));
-    }
-    let encoded = enc.tokenizer.encode_batch(&texts)?;
-    let x = enc.embed(&encoded, 32)?;
-    let probe = lmcompare_engine::probe::Probe::fit(
-        &x,
-        &y,
-        labels.len(),
-        &lmcompare_engine::probe::ProbeOptions::default(),
-    );
-    let model = GradEncoder::with_probe(dir, enc.pooling, probe)?;
-    Ok((model, enc.tokenizer, labels.to_vec()))
+    )
 }
 
 /// Occlusion or Shapley sampling over the words of `text` for a generative model, through
 /// the same scoring calls as `compare` (the prompt template, each label's verbaliser scored
 /// by log-likelihood, softmax over the labels) and the store's answer cache: a text already
-/// scored costs no new request. A word is removed from the text itself (the remaining words
-/// joined by single spaces); Shapley's baseline is the empty text.
+/// scored costs no new request.
 #[allow(clippy::too_many_arguments)]
 pub fn attribute_generative(
     model: &dyn crate::models::GenerativeModel,
@@ -689,107 +692,141 @@ pub fn attribute_generative(
     s: &ExplainSettings,
     permutations: Option<&[Vec<usize>]>,
 ) -> Result<Attribution> {
-    use std::collections::HashMap;
-    if text.trim().is_empty() {
-        return Err(bad!("the text is empty: there is nothing to explain"));
+    if !matches!(s.method, Method::Occlusion | Method::Shapley) {
+        return Err(bad!(
+            "{} needs gradients, which lmcompare computes for native encoders and local decoders; --method occlusion or shapley work for {}",
+            s.method.key(),
+            model.describe()
+        ));
     }
-    let words = word_spans(text);
-    let nw = words.len();
-    let variant = |present: &dyn Fn(usize) -> bool| -> String {
-        if (0..nw).all(present) {
-            return text.to_owned();
-        }
-        words
+    let k = labels.len();
+    let mut score = |texts: &[String]| -> Result<Vec<Vec<f64>>> {
+        let requests: Vec<crate::models::LoglikRequest> = texts
+            .iter()
+            .flat_map(|t| {
+                let context = crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, t);
+                prompts
+                    .verbalizers
+                    .iter()
+                    .map(move |v| crate::models::LoglikRequest {
+                        context: context.clone(),
+                        continuation: v.clone(),
+                    })
+            })
+            .collect();
+        let pb = indicatif::ProgressBar::hidden();
+        let answers = crate::cache::CachedModel::new(model).loglikelihood(store, &requests, &pb)?;
+        texts
             .iter()
             .enumerate()
-            .filter(|(w, _)| present(*w))
-            .map(|(_, &(a, b))| &text[a..b])
-            .collect::<Vec<_>>()
-            .join(" ")
+            .map(|(i, t)| {
+                let mut sums = Vec::with_capacity(k);
+                for a in &answers.answers[i * k..(i + 1) * k] {
+                    match a {
+                        Ok(score) => sums.push(score.sum as f32),
+                        Err(why) => return Err(crate::fail!("scoring {t:?}: {why}")),
+                    }
+                }
+                Ok(lmcompare_engine::encoder_model::softmax64(&sums))
+            })
+            .collect()
     };
+    attribute_by_texts(labels, text, target, s, permutations, &mut score)
+}
+
+/// Label probabilities of each input of a batch (texts, token ids, word masks).
+pub type Scorer<'a, T> = dyn FnMut(&[T]) -> Result<Vec<Vec<f64>>> + 'a;
+
+/// What word ablation (occlusion or Shapley sampling) found.
+struct Ablation {
+    probabilities: Vec<f64>,
+    predicted: usize,
+    target: usize,
+    f_input: f64,
+    f_baseline: Option<f64>,
+    gap: Option<f64>,
+    /// Per word.
+    scores: Vec<f64>,
+}
+
+/// Occlusion or Shapley sampling over `nw` words. `eval` gives the label probabilities of
+/// each presence mask (true: the word is kept), called once with every distinct mask.
+fn ablate(
+    nw: usize,
+    labels: &[String],
+    target: Option<usize>,
+    s: &ExplainSettings,
+    permutations: Option<&[Vec<usize>]>,
+    eval: &mut Scorer<'_, Vec<bool>>,
+) -> Result<Ablation> {
+    use std::collections::HashMap;
     let drawn = if s.method == Method::Shapley {
         shapley_permutations(nw, s, permutations)
     } else {
         Vec::new()
     };
-    let mut texts: Vec<String> = vec![text.to_owned()];
+    let mut masks: Vec<Vec<bool>> = vec![vec![true; nw]];
     match s.method {
-        Method::Occlusion => texts.extend((0..nw).map(|w| variant(&|o| o != w))),
+        Method::Occlusion => masks.extend((0..nw).map(|w| (0..nw).map(|o| o != w).collect())),
         Method::Shapley => {
-            texts.push(variant(&|_| false));
+            masks.push(vec![false; nw]);
             for perm in &drawn {
-                for k in 1..=nw {
-                    let on = &perm[..k];
-                    texts.push(variant(&|w| on.contains(&w)));
+                if perm.len() != nw {
+                    return Err(bad!(
+                        "a permutation of {} words for a text of {nw}",
+                        perm.len()
+                    ));
+                }
+                let mut m = vec![false; nw];
+                for &w in perm {
+                    m[w] = true;
+                    masks.push(m.clone());
                 }
             }
         }
         _ => {
             return Err(bad!(
-                "{} needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work for {}",
-                s.method.key(),
-                model.describe()
+                "{} needs gradients; --method occlusion or shapley work without them",
+                s.method.key()
             ))
         }
     }
-    let mut distinct: Vec<String> = texts.clone();
+    let mut distinct = masks.clone();
     distinct.sort();
     distinct.dedup();
-    let requests: Vec<crate::models::LoglikRequest> = distinct
-        .iter()
-        .flat_map(|t| {
-            let context = crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, t);
-            prompts
-                .verbalizers
-                .iter()
-                .map(move |v| crate::models::LoglikRequest {
-                    context: context.clone(),
-                    continuation: v.clone(),
-                })
-        })
-        .collect();
-    let pb = indicatif::ProgressBar::hidden();
-    let answers = crate::cache::CachedModel::new(model).loglikelihood(store, &requests, &pb)?;
-    let k = labels.len();
-    let mut probs_of: HashMap<&str, Vec<f64>> = HashMap::new();
-    for (i, t) in distinct.iter().enumerate() {
-        let mut sums = Vec::with_capacity(k);
-        for a in &answers.answers[i * k..(i + 1) * k] {
-            match a {
-                Ok(score) => sums.push(score.sum as f32),
-                Err(why) => return Err(crate::fail!("scoring {t:?}: {why}")),
-            }
-        }
-        probs_of.insert(
-            t.as_str(),
-            lmcompare_engine::encoder_model::softmax64(&sums),
-        );
-    }
-    let probabilities = probs_of[text].clone();
+    let scored = eval(&distinct)?;
+    let probs_of: HashMap<&Vec<bool>, &Vec<f64>> = distinct.iter().zip(scored.iter()).collect();
+    let probabilities = probs_of[&masks[0]].clone();
     let predicted = crate::runner::argmax(&probabilities);
     let target = target.unwrap_or(predicted);
-    let f = |t: &str| -> f64 {
-        let p = probs_of[t][target];
+    if target >= labels.len() {
+        return Err(bad!(
+            "target class {target}: the model has {} labels",
+            labels.len()
+        ));
+    }
+    let f = |m: &Vec<bool>| -> f64 {
+        let p = probs_of[m][target];
         match s.scale {
             TargetScale::Probability => p,
             TargetScale::LogProbability => p.ln(),
         }
     };
-    let f_input = f(text);
+    let f_input = f(&masks[0]);
     let mut scores = vec![0.0f64; nw];
     let (mut f_baseline, mut gap) = (None, None);
     if s.method == Method::Occlusion {
         for (w, score) in scores.iter_mut().enumerate() {
-            *score = f_input - f(&texts[1 + w]);
+            *score = f_input - f(&masks[1 + w]);
         }
     } else {
-        let fb = f(&texts[1]);
+        let fb = f(&masks[1]);
         f_baseline = Some(fb);
         let mut at = 2;
         for perm in &drawn {
             let mut prev = fb;
             for &w in perm {
-                let cur = f(&texts[at]);
+                let cur = f(&masks[at]);
                 scores[w] += cur - prev;
                 prev = cur;
                 at += 1;
@@ -800,28 +837,129 @@ pub fn attribute_generative(
         }
         gap = Some((scores.iter().sum::<f64>() - (f_input - fb)).abs());
     }
-    Ok(Attribution {
-        target: labels[target].clone(),
-        target_index: target,
+    Ok(Ablation {
+        probabilities,
+        predicted,
+        target,
         f_input,
         f_baseline,
-        completeness_gap: gap,
-        probabilities,
-        predicted: labels[predicted].clone(),
-        tokens: Vec::new(),
-        words: words
-            .iter()
-            .zip(&scores)
-            .map(|(&(a, b), &score)| WordScore {
-                word: text[a..b].to_owned(),
-                start: char_index(text, a),
-                end: char_index(text, b),
-                score,
-            })
-            .collect(),
-        truncated: false,
-        raw: Vec::new(),
+        gap,
+        scores,
     })
+}
+
+impl Ablation {
+    fn attribution(
+        self,
+        labels: &[String],
+        text: &str,
+        words: &[(usize, usize)],
+        tokens: Vec<TokenScore>,
+        truncated: bool,
+    ) -> Attribution {
+        Attribution {
+            target: labels[self.target].clone(),
+            target_index: self.target,
+            f_input: self.f_input,
+            f_baseline: self.f_baseline,
+            completeness_gap: self.gap,
+            probabilities: self.probabilities,
+            predicted: labels[self.predicted].clone(),
+            raw: tokens.iter().map(|t| t.score).collect(),
+            tokens,
+            words: words
+                .iter()
+                .zip(&self.scores)
+                .map(|(&(a, b), &score)| WordScore {
+                    word: text[a..b].to_owned(),
+                    start: char_index(text, a),
+                    end: char_index(text, b),
+                    score,
+                })
+                .collect(),
+            truncated,
+        }
+    }
+}
+
+/// Occlusion or Shapley sampling over the words of `text` for any model that maps texts to
+/// label probabilities (`score`, called once with every distinct variant). A word is
+/// removed from the text itself (the remaining words joined by single spaces); Shapley's
+/// baseline is the empty text.
+pub fn attribute_by_texts(
+    labels: &[String],
+    text: &str,
+    target: Option<usize>,
+    s: &ExplainSettings,
+    permutations: Option<&[Vec<usize>]>,
+    score: &mut Scorer<'_, String>,
+) -> Result<Attribution> {
+    if text.trim().is_empty() {
+        return Err(bad!("the text is empty: there is nothing to explain"));
+    }
+    let words = word_spans(text);
+    let mut eval = |masks: &[Vec<bool>]| -> Result<Vec<Vec<f64>>> {
+        let texts: Vec<String> = masks
+            .iter()
+            .map(|m| {
+                if m.iter().all(|&on| on) {
+                    return text.to_owned();
+                }
+                words
+                    .iter()
+                    .zip(m)
+                    .filter(|(_, &on)| on)
+                    .map(|(&(a, b), _)| &text[a..b])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        score(&texts)
+    };
+    let ab = ablate(words.len(), labels, target, s, permutations, &mut eval)?;
+    Ok(ab.attribution(labels, text, &words, Vec::new(), false))
+}
+
+/// Occlusion or Shapley sampling over the words of `text` for an encoder that is run on
+/// token ids (an ONNX graph): a removed word's tokens become the pad token, the special
+/// tokens and the sequence length stay, as the embedding-level methods do it.
+pub fn attribute_by_ids(
+    tokenizer: &TextTokenizer,
+    pad: u32,
+    labels: &[String],
+    text: &str,
+    target: Option<usize>,
+    s: &ExplainSettings,
+    score: &mut Scorer<'_, Encoded>,
+) -> Result<Attribution> {
+    if text.trim().is_empty() {
+        return Err(bad!("the text is empty: there is nothing to explain"));
+    }
+    let enc = tokenizer
+        .encode_batch(&[text])?
+        .pop()
+        .ok_or_else(|| bad!("the tokenizer returned nothing"))?;
+    let (words, token_word) = token_words(text, &enc);
+    let mut eval = |masks: &[Vec<bool>]| -> Result<Vec<Vec<f64>>> {
+        let variants: Vec<Encoded> = masks
+            .iter()
+            .map(|m| {
+                let mut v = enc.clone();
+                for (id, w) in v.ids.iter_mut().zip(&token_word) {
+                    if w.is_some_and(|w| !m[w]) {
+                        *id = pad;
+                    }
+                }
+                v
+            })
+            .collect();
+        score(&variants)
+    };
+    let ab = ablate(words.len(), labels, target, s, None, &mut eval)?;
+    let tokens = token_scores(text, &enc, &token_word, |i| {
+        token_word[i].map_or(0.0, |w| ab.scores[w])
+    });
+    Ok(ab.attribution(labels, text, &words, tokens, enc.truncated))
 }
 
 /// Which class is explained.
@@ -863,6 +1001,33 @@ pub struct ExplainConfig {
     pub settings: ExplainSettings,
     /// The store whose answer cache generative models' scoring calls go through.
     pub db: std::path::PathBuf,
+    /// The head of encoders: their own, a probe, or zero-shot.
+    pub head: heads::HeadChoice,
+    /// LABEL=TEXT descriptions for zero-shot (the label itself otherwise).
+    pub label_desc: Vec<String>,
+}
+
+/// The class index `choice` names for a model with `labels`.
+fn resolve_target(
+    choice: &TargetChoice,
+    labels: &[String],
+    gold: &Option<String>,
+    model: &str,
+) -> Result<Option<usize>> {
+    let (l, what) = match choice {
+        TargetChoice::Predicted => return Ok(None),
+        TargetChoice::Gold => match gold {
+            Some(g) => (g, "gold label"),
+            None => return Ok(None),
+        },
+        TargetChoice::Label(l) => (l, "--target"),
+    };
+    labels.iter().position(|x| x == l).map(Some).ok_or_else(|| {
+        bad!(
+            "model {model}: the {what} {l:?} is not one of the model's labels [{}]",
+            labels.join(", ")
+        )
+    })
 }
 
 /// One model's attributions for one example.
@@ -961,6 +1126,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
     // The train split and labels, for probes on encoders without a head.
     let mut probe_data: Option<ProbeData> = None;
     let mut probe_note: Option<String> = None;
+    let mut decoder_note: Option<String> = None;
     for (i, t) in cfg.texts.iter().enumerate() {
         if t.trim().is_empty() {
             return Err(bad!("--text {}: the text is empty", i + 1));
@@ -1017,6 +1183,15 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             models: Vec::new(),
         })
         .collect();
+    let descriptions = match &probe_data {
+        Some((_, labels)) => crate::compare::label_descriptions(&cfg.label_desc, labels)?,
+        None if !cfg.label_desc.is_empty() => {
+            return Err(bad!(
+                "--label-desc describes the labels of --data FILE; give the data"
+            ))
+        }
+        None => std::collections::HashMap::new(),
+    };
     let mut store: Option<lmcompare_engine::store::Store> = None;
     for m in &specs {
         let generative = m.spec.starts_with("openai:")
@@ -1031,13 +1206,60 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     m.name
                 ));
             };
-            if !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley) {
+            let gradient = !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley);
+            let local = crate::models::local_decoder_path(&m.spec);
+            if gradient && local.is_none() {
                 return Err(bad!(
-                    "model {}: {} needs gradients, which lmcompare computes for native encoders only; --method occlusion or shapley work for {}",
+                    "model {}: {} needs gradients, which lmcompare computes for native encoders and local decoders (GGUF files, causal-LM folders); --method occlusion or shapley work for {}",
                     m.name,
                     cfg.settings.method.key(),
                     m.spec
                 ));
+            }
+            let prompts = crate::tasks::prompts::prompt_settings(
+                &crate::config::PromptConfig::default(),
+                cfg.settings.seed,
+                labels,
+                &[],
+                None,
+            )?;
+            let target_of =
+                |gold: &Option<String>| resolve_target(&cfg.target, labels, gold, &m.name);
+            if let (true, Some(path)) = (gradient, &local) {
+                let mut dec = lmcompare_engine::decoder::Decoder::load(path)
+                    .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
+                if let Some(n) = cfg.max_length {
+                    dec.limit_positions(n)?;
+                }
+                let mut truncated = 0;
+                for ex in out.iter_mut() {
+                    let context =
+                        crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, &ex.text);
+                    let a = decoder::attribute_decoder(
+                        &dec,
+                        &context,
+                        &ex.text,
+                        &prompts.verbalizers,
+                        labels,
+                        target_of(&ex.gold)?,
+                        &cfg.settings,
+                    )
+                    .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
+                    truncated += usize::from(a.truncated);
+                    ex.models.push(ModelAttribution {
+                        model: m.name.clone(),
+                        spec: m.spec.clone(),
+                        attribution: a,
+                    });
+                }
+                if truncated > 0 {
+                    warnings.push(format!(
+                        "model {}: {truncated} prompt(s) were longer than the model's {} positions and lost tokens from the left, as compare cuts them; those tokens are not explained",
+                        m.name, dec.config.max_positions
+                    ));
+                }
+                decoder_note.get_or_insert_with(|| decoder::BASELINE.to_owned());
+                continue;
             }
             if store.is_none() {
                 store = Some(lmcompare_engine::store::Store::open(&cfg.db)?);
@@ -1059,30 +1281,8 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     m.spec
                 ));
             };
-            let prompts = crate::tasks::prompts::prompt_settings(
-                &crate::config::PromptConfig::default(),
-                cfg.settings.seed,
-                labels,
-                &[],
-                None,
-            )?;
             for ex in out.iter_mut() {
-                let target = match &cfg.target {
-                    TargetChoice::Predicted => None,
-                    TargetChoice::Gold => ex
-                        .gold
-                        .as_ref()
-                        .and_then(|g| labels.iter().position(|l| l == g)),
-                    TargetChoice::Label(l) => {
-                        Some(labels.iter().position(|x| x == l).ok_or_else(|| {
-                            bad!(
-                                "model {}: the --target {l:?} is not one of the labels [{}]",
-                                m.name,
-                                labels.join(", ")
-                            )
-                        })?)
-                    }
-                };
+                let target = target_of(&ex.gold)?;
                 let a = attribute_generative(
                     g.as_ref(),
                     st,
@@ -1102,55 +1302,98 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             }
             continue;
         }
-        if let Some(kind) = unsupported_kind(&m.spec) {
+        let kind = unsupported_kind(&m.spec);
+        let pooled_head = if cfg.head == heads::HeadChoice::ZeroShot {
+            heads::HeadChoice::ZeroShot
+        } else {
+            heads::HeadChoice::Probe
+        };
+        let head_data = |what: &str| -> Result<heads::HeadData<'_>> {
+            let Some((train, labels)) = &probe_data else {
+                return Err(bad!(
+                    "model {}: {what}; give --data FILE to explain it through a probe fitted on the data's train split (as compare --task probe does) or, with --head zero-shot, through its similarity to the labels' descriptions",
+                    m.name
+                ));
+            };
+            Ok(heads::HeadData {
+                train,
+                labels,
+                descriptions: &descriptions,
+            })
+        };
+        if kind == Some("an ONNX graph") {
+            if !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley) {
+                return Err(bad!(
+                    "model {}: {} is an ONNX graph, which has no gradient path in lmcompare, so {} cannot run on it; --method occlusion or shapley explain it on texts",
+                    m.name,
+                    m.spec,
+                    cfg.settings.method.key()
+                ));
+            }
+            let data = head_data("an ONNX graph is explained through a head on its embeddings")?;
+            let resolved = lmcompare_engine::spec::resolve(&m.spec)
+                .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
+            let enc = heads::load_encoder(resolved, cfg.max_length)
+                .map_err(|e| e.context(format!("model {}", m.name)))?;
+            let fit = heads::fit(&enc, pooled_head, &data)
+                .map_err(|e| e.context(format!("model {}", m.name)))?;
+            probe_note.get_or_insert_with(|| heads::note(pooled_head, data.train.len()));
+            let pad = enc.config.as_ref().map_or(0, |c| c.pad_token_id);
+            let mut score = |encoded: &[Encoded]| -> Result<Vec<Vec<f64>>> {
+                let v = enc.embed(encoded, 32)?;
+                Ok(v.iter().map(|x| fit.probabilities(x)).collect())
+            };
+            for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
+                let target = resolve_target(&cfg.target, data.labels, gold, &m.name)?;
+                let a = attribute_by_ids(
+                    &enc.tokenizer,
+                    pad,
+                    data.labels,
+                    text,
+                    target,
+                    &cfg.settings,
+                    &mut score,
+                )
+                .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
+                ex.models.push(ModelAttribution {
+                    model: m.name.clone(),
+                    spec: m.spec.clone(),
+                    attribution: a,
+                });
+            }
+            continue;
+        }
+        if let Some(kind) = kind {
             return Err(bad!(
-                "model {}: {} is {kind}; explain computes attributions (integrated gradients, input x gradient, saliency, occlusion, shapley) for native encoder classifiers only so far (a folder with config.json, safetensors or pytorch_model.bin weights and a classification head)",
+                "model {}: {} is {kind}, which explain does not cover",
                 m.name,
                 m.spec
             ));
         }
         let resolved = lmcompare_engine::spec::resolve(&m.spec)
             .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
-        let has_head = lmcompare_engine::attribution::GradEncoder::load(&resolved.dir).is_ok();
-        let (model, tok, labels) = if has_head {
-            load_classifier(&resolved.dir, cfg.max_length)
-        } else {
-            match &probe_data {
-                Some((train, labels)) => {
-                    probe_note.get_or_insert_with(|| {
-                        format!(
-                            "models without a classification head are explained through a linear probe fitted on their pooled embeddings of the {} train examples (as compare --task probe)",
-                            train.len()
-                        )
-                    });
-                    let pairs: Vec<(&str, &str)> =
-                        train.iter().map(|(t, l)| (t.as_str(), l.as_str())).collect();
-                    load_probe(&resolved.dir, cfg.max_length, &pairs, labels)
-                }
-                None => Err(bad!(
-                    "{}: no classification head; give --data FILE to explain it through a linear probe fitted on the data's train split (as compare --task probe does)",
-                    resolved.dir.display()
-                )),
+        let own_head = match cfg.head {
+            heads::HeadChoice::Auto => GradEncoder::load(&resolved.dir).ok(),
+            _ => None,
+        };
+        let (model, tok, labels) = match own_head {
+            Some(model) => classifier_parts(model, &resolved.dir, cfg.max_length),
+            None => {
+                let what = if cfg.head == heads::HeadChoice::Auto {
+                    "no classification head"
+                } else {
+                    "a probe or zero-shot head is fitted on labelled data"
+                };
+                head_data(what).and_then(|data| {
+                    probe_note.get_or_insert_with(|| heads::note(pooled_head, data.train.len()));
+                    heads::load_pooled(&resolved.dir, cfg.max_length, pooled_head, &data)
+                })
             }
         }
         .map_err(|e| e.context(format!("model {}", m.name)))?;
         let mut truncated = 0;
         for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
-            let target = match &cfg.target {
-                TargetChoice::Predicted => None,
-                TargetChoice::Gold => gold.as_ref().map(|g| (g.clone(), "gold label")),
-                TargetChoice::Label(l) => Some((l.clone(), "--target")),
-            };
-            let target = match target {
-                None => None,
-                Some((l, what)) => Some(labels.iter().position(|x| *x == l).ok_or_else(|| {
-                    bad!(
-                        "model {}: the {what} {l:?} is not one of the model's labels [{}]",
-                        m.name,
-                        labels.join(", ")
-                    )
-                })?),
-            };
+            let target = resolve_target(&cfg.target, &labels, gold, &m.name)?;
             let a = attribute(&model, &tok, &labels, text, target, &cfg.settings, None)
                 .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
             truncated += usize::from(a.truncated);
@@ -1173,22 +1416,57 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
         settings: settings_json(&cfg.settings),
         examples: out,
         warnings,
-        notes: probe_note.into_iter().collect(),
+        notes: probe_note.into_iter().chain(decoder_note).collect(),
     })
+}
+
+/// How a compared model can be explained.
+#[derive(Debug, Clone)]
+pub enum ExplainKind {
+    /// A native encoder with its own classification head (task classify).
+    Classifier(std::path::PathBuf),
+    /// A native encoder under a probe or zero-shot head (tasks probe, zero-shot).
+    Pooled(std::path::PathBuf),
+    /// An ONNX encoder under a probe or zero-shot head.
+    PooledOnnx,
+    /// A local decoder scored by label log-likelihood.
+    Decoder(std::path::PathBuf),
+    /// Why not.
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ComparisonModel {
+    pub name: String,
+    pub spec: String,
+    pub kind: ExplainKind,
+}
+
+/// What the comparison asked the models, so explanations explain the same target.
+pub struct ComparisonInputs<'a> {
+    pub task: crate::config::Task,
+    pub labels: &'a [String],
+    pub train: &'a [&'a lmcompare_engine::data::Example],
+    pub descriptions: &'a std::collections::HashMap<String, String>,
+    pub prompts: Option<&'a crate::tasks::prompts::PromptSettings>,
+    pub length_norm: crate::config::LengthNorm,
+    pub max_length: Option<usize>,
 }
 
 /// `compare --explain N`: the `n` scored examples where the models disagree most (the
 /// largest total-variation distance between two models' probabilities; a different label
 /// counts 1 where a model has none; one model alone: its least gold-sure examples),
-/// explained by every native encoder classifier among the models.
+/// explained by every model explain can run on as the comparison scored it: encoders with
+/// their own head, probe or zero-shot head (ONNX graphs by occlusion), local decoders by
+/// integrated gradients on the run's prompts.
 pub fn for_comparison(
     runs: &[crate::runner::ModelRun],
-    models: &[(String, String, Option<std::path::PathBuf>)],
+    models: &[ComparisonModel],
     test: &[&lmcompare_engine::data::Example],
-    labels: &[String],
+    inputs: &ComparisonInputs<'_>,
     n: usize,
-    max_length: Option<usize>,
 ) -> Result<serde_json::Value> {
+    let labels = inputs.labels;
     use std::collections::HashMap;
     let by_model: Vec<HashMap<&str, &lmcompare_engine::store::StoredPrediction>> = runs
         .iter()
@@ -1247,33 +1525,112 @@ pub fn for_comparison(
                 "disagreement": d, "models": []})
         })
         .collect();
-    for (name, spec, dir) in models {
-        let Some(dir) = dir else {
-            notes.push(format!("{name}: not explained ({spec} is not a native encoder classifier; explain covers those so far)"));
-            continue;
-        };
-        let (model, tok, model_labels) = match load_classifier(dir, max_length) {
-            Ok(m) => m,
-            Err(e) => {
-                notes.push(format!("{name}: not explained ({e})"));
-                continue;
+    let train: Vec<(String, String)> = inputs
+        .train
+        .iter()
+        .map(|e| (e.text.clone(), e.label.clone()))
+        .collect();
+    let head = if inputs.task == crate::config::Task::ZeroShot {
+        heads::HeadChoice::ZeroShot
+    } else {
+        heads::HeadChoice::Probe
+    };
+    let data = heads::HeadData {
+        train: &train,
+        labels,
+        descriptions: inputs.descriptions,
+    };
+    for m in models {
+        let name = &m.name;
+        let mut attributions: Vec<Attribution> = Vec::with_capacity(chosen.len());
+        let texts: Vec<&str> = chosen.iter().map(|&(i, _)| test[i].text.as_str()).collect();
+        let outcome: Result<()> = (|| {
+            match &m.kind {
+                ExplainKind::Classifier(dir) | ExplainKind::Pooled(dir) => {
+                    let (model, tok, model_labels) = match &m.kind {
+                        ExplainKind::Classifier(_) => load_classifier(dir, inputs.max_length)?,
+                        _ => heads::load_pooled(dir, inputs.max_length, head, &data)?,
+                    };
+                    for t in &texts {
+                        attributions.push(attribute(
+                            &model,
+                            &tok,
+                            &model_labels,
+                            t,
+                            None,
+                            &settings,
+                            None,
+                        )?);
+                    }
+                }
+                ExplainKind::PooledOnnx => {
+                    let resolved = lmcompare_engine::spec::resolve(&m.spec)?;
+                    let enc = heads::load_encoder(resolved, inputs.max_length)?;
+                    let fit = heads::fit(&enc, head, &data)?;
+                    let pad = enc.config.as_ref().map_or(0, |c| c.pad_token_id);
+                    let occlusion = ExplainSettings {
+                        method: Method::Occlusion,
+                        ..settings.clone()
+                    };
+                    let mut score = |encoded: &[Encoded]| -> Result<Vec<Vec<f64>>> {
+                        let v = enc.embed(encoded, 32)?;
+                        Ok(v.iter().map(|x| fit.probabilities(x)).collect())
+                    };
+                    for t in &texts {
+                        attributions.push(attribute_by_ids(
+                            &enc.tokenizer,
+                            pad,
+                            labels,
+                            t,
+                            None,
+                            &occlusion,
+                            &mut score,
+                        )?);
+                    }
+                    notes.push(format!(
+                        "{name}: an ONNX graph has no gradient path here; explained by occlusion (each word's tokens set to the pad token)"
+                    ));
+                }
+                ExplainKind::Decoder(path) => {
+                    let prompts = inputs
+                        .prompts
+                        .ok_or_else(|| crate::fail!("no prompt settings for a decoder"))?;
+                    let mut dec = lmcompare_engine::decoder::Decoder::load(path)?;
+                    if let Some(n) = inputs.max_length {
+                        dec.limit_positions(n)?;
+                    }
+                    for t in &texts {
+                        let context =
+                            crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, t);
+                        let mut p =
+                            decoder::decoder_prompt(&dec, &context, t, &prompts.verbalizers)?;
+                        p.divisors = decoder::length_divisors(
+                            inputs.length_norm,
+                            &prompts.verbalizers,
+                            &p.continuations,
+                        );
+                        attributions.push(decoder::attribute_prompt(
+                            &dec, &p, t, labels, None, &settings,
+                        )?);
+                    }
+                }
+                ExplainKind::Unsupported(why) => {
+                    notes.push(format!("{name}: not explained ({why})"));
+                }
             }
-        };
-        for (ex, &(i, _)) in examples.iter_mut().zip(&chosen) {
-            let a = attribute(
-                &model,
-                &tok,
-                &model_labels,
-                &test[i].text,
-                None,
-                &settings,
-                None,
-            )
-            .map_err(|e| e.context(format!("--explain: model {name}, example {}", test[i].id)))?;
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            let at = chosen
+                .get(attributions.len())
+                .map_or(String::new(), |&(i, _)| format!(", example {}", test[i].id));
+            return Err(e.context(format!("--explain: model {name}{at}")));
+        }
+        for (ex, a) in examples.iter_mut().zip(attributions) {
             if let Some(list) = ex["models"].as_array_mut() {
                 list.push(serde_json::to_value(ModelAttribution {
                     model: name.clone(),
-                    spec: spec.clone(),
+                    spec: m.spec.clone(),
                     attribution: a,
                 })?);
             }

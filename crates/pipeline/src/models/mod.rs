@@ -234,7 +234,7 @@ pub fn resolve(m: &NamedSpec, store: &Store, opts: &ResolveOptions<'_>) -> Resul
 
 /// The file or folder of a local generative model named by `spec` (a `.gguf` file, or a
 /// folder / `hf:` snapshot whose config.json names a decoder family), if it is one.
-fn local_decoder_path(spec: &str) -> Option<PathBuf> {
+pub(crate) fn local_decoder_path(spec: &str) -> Option<PathBuf> {
     use lmcompare_engine::decoder::Decoder;
     let path = std::path::Path::new(spec);
     if path.is_file() && Decoder::is_decoder(path) {

@@ -381,27 +381,39 @@ fn zero_shot(
     t: &EncoderInputs<'_>,
     batch_size: usize,
 ) -> Result<Vec<Vec<f64>>> {
+    let label_emb = label_embeddings(model, labels, t.descriptions, batch_size)?;
+    t.test
+        .iter()
+        .map(|e| Ok(zero_shot_probabilities(embedding(cache, e)?, &label_emb)))
+        .collect()
+}
+
+/// The embedding of each label's description (the label itself where none is given).
+pub(crate) fn label_embeddings(
+    model: &TextEncoder,
+    labels: &[String],
+    descriptions: &HashMap<String, String>,
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>> {
     let desc: Vec<String> = labels
         .iter()
-        .map(|l| t.descriptions.get(l).cloned().unwrap_or_else(|| l.clone()))
+        .map(|l| descriptions.get(l).cloned().unwrap_or_else(|| l.clone()))
         .collect();
     let refs: Vec<&str> = desc.iter().map(String::as_str).collect();
     let enc = model.tokenizer.encode_batch(&refs)?;
-    let label_emb = model.embed(&enc, batch_size).map_err(|e| {
+    model.embed(&enc, batch_size).map_err(|e| {
         at_input(e, &model.resolved.spec, |i| {
             format!("the description of label `{}`", labels[i])
         })
-    })?;
-    t.test
-        .iter()
-        .map(|e| {
-            let v = embedding(cache, e)?;
-            // Cosine similarity scaled by 20 (sentence-transformers' contrastive scale)
-            // through a softmax: probabilities that track similarity.
-            let sims: Vec<f32> = label_emb.iter().map(|l| 20.0 * cosine(v, l)).collect();
-            Ok(softmax64(&sims))
-        })
-        .collect()
+    })
+}
+
+/// Cosine similarity scaled by 20 (sentence-transformers' contrastive scale) through a
+/// softmax: probabilities that track similarity.
+pub(crate) fn zero_shot_probabilities(v: &[f32], label_emb: &[Vec<f32>]) -> Vec<f64> {
+    let scale = lmcompare_engine::model::ZERO_SHOT_SCALE as f32;
+    let sims: Vec<f32> = label_emb.iter().map(|l| scale * cosine(v, l)).collect();
+    softmax64(&sims)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
