@@ -1232,7 +1232,9 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     dec.limit_positions(n)?;
                 }
                 let mut truncated = 0;
+                let pb = crate::runner::bar(false, out.len(), &m.name);
                 for ex in out.iter_mut() {
+                    pb.inc(1);
                     let context =
                         crate::tasks::prompts::prompt(&prompts.template, &prompts.shots, &ex.text);
                     let a = decoder::attribute_decoder(
@@ -1252,6 +1254,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                         attribution: a,
                     });
                 }
+                pb.finish_and_clear();
                 if truncated > 0 {
                     warnings.push(format!(
                         "model {}: {truncated} prompt(s) were longer than the model's {} positions and lost tokens from the left, as compare cuts them; those tokens are not explained",
@@ -1392,7 +1395,9 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
         }
         .map_err(|e| e.context(format!("model {}", m.name)))?;
         let mut truncated = 0;
+        let pb = crate::runner::bar(false, out.len(), &m.name);
         for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
+            pb.inc(1);
             let target = resolve_target(&cfg.target, &labels, gold, &m.name)?;
             let a = attribute(&model, &tok, &labels, text, target, &cfg.settings, None)
                 .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
@@ -1403,6 +1408,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                 attribution: a,
             });
         }
+        pb.finish_and_clear();
         if truncated > 0 {
             warnings.push(format!(
                 "model {}: {truncated} text(s) were longer than {} tokens and were cut at the end; their tails are not explained",
