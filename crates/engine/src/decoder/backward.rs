@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::{
     add_into, gated_activation, gelu_tanh_inplace, rms_norm, softmax_rows, sum_exp, Decoder,
-    FfnActivation, Linear, Norm, RopeLayout, RopeTable,
+    FfnActivation, Linear, Norm, RopeTable,
 };
 use crate::error::{EngineError, Result};
 use crate::kernels::{matmul, matmul_transposed_b, matmul_transposed_b_parallel, View};
@@ -349,7 +349,7 @@ impl Decoder {
             if let Some(table) = self.layer_table(&tables, li) {
                 for (r, row) in d_qkv.chunks_exact_mut(width).enumerate() {
                     let p = layout.positions[r % n];
-                    table.rotate_back(&mut row[..qd + kvd], p, cfg.head_dim, cfg.rope_layout);
+                    table.rotate_by(&mut row[..qd + kvd], p, cfg.head_dim, cfg.rope_layout, -1.0);
                 }
             }
             if let Some(pre) = &lt.qkv_projected {
@@ -546,37 +546,6 @@ impl Decoder {
                 }
             });
         d_qkv
-    }
-}
-
-impl RopeTable {
-    /// The inverse rotation (the transpose), which carries gradients back through
-    /// [`RopeTable::rotate`].
-    fn rotate_back(&self, row: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout) {
-        let half = self.half;
-        let (c, s) = (
-            &self.cos[pos * half..(pos + 1) * half],
-            &self.sin[pos * half..(pos + 1) * half],
-        );
-        for v in row.chunks_exact_mut(head_dim) {
-            match layout {
-                RopeLayout::Halves => {
-                    let (a, b) = v.split_at_mut(half);
-                    for i in 0..half {
-                        let (x, y) = (a[i], b[i]);
-                        a[i] = x * c[i] + y * s[i];
-                        b[i] = y * c[i] - x * s[i];
-                    }
-                }
-                RopeLayout::Pairs => {
-                    for i in 0..half {
-                        let (x, y) = (v[2 * i], v[2 * i + 1]);
-                        v[2 * i] = x * c[i] + y * s[i];
-                        v[2 * i + 1] = y * c[i] - x * s[i];
-                    }
-                }
-            }
-        }
     }
 }
 

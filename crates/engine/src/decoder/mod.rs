@@ -954,6 +954,20 @@ impl RopeTable {
 
     /// Rotates every head vector in `row` (queries then keys, all `head_dim` wide).
     fn rotate(&self, row: &mut [f32], pos: usize, head_dim: usize, layout: RopeLayout) {
+        self.rotate_by(row, pos, head_dim, layout, 1.0);
+    }
+
+    /// The rotation by `sign` × each angle: -1 is the inverse (the transpose), which
+    /// carries gradients back through [`RopeTable::rotate`].
+    #[inline(always)]
+    fn rotate_by(
+        &self,
+        row: &mut [f32],
+        pos: usize,
+        head_dim: usize,
+        layout: RopeLayout,
+        sign: f32,
+    ) {
         let half = self.half;
         let (c, s) = (
             &self.cos[pos * half..(pos + 1) * half],
@@ -964,16 +978,16 @@ impl RopeTable {
                 RopeLayout::Halves => {
                     let (a, b) = v.split_at_mut(half);
                     for i in 0..half {
-                        let (x, y) = (a[i], b[i]);
-                        a[i] = x * c[i] - y * s[i];
-                        b[i] = y * c[i] + x * s[i];
+                        let (x, y, sn) = (a[i], b[i], sign * s[i]);
+                        a[i] = x * c[i] - y * sn;
+                        b[i] = y * c[i] + x * sn;
                     }
                 }
                 RopeLayout::Pairs => {
                     for i in 0..half {
-                        let (x, y) = (v[2 * i], v[2 * i + 1]);
-                        v[2 * i] = x * c[i] - y * s[i];
-                        v[2 * i + 1] = y * c[i] + x * s[i];
+                        let (x, y, sn) = (v[2 * i], v[2 * i + 1], sign * s[i]);
+                        v[2 * i] = x * c[i] - y * sn;
+                        v[2 * i + 1] = y * c[i] + x * sn;
                     }
                 }
             }

@@ -1039,6 +1039,16 @@ pub struct ModelAttribution {
     pub attribution: Attribution,
 }
 
+impl ModelAttribution {
+    fn of(m: &crate::models::NamedSpec, attribution: Attribution) -> ModelAttribution {
+        ModelAttribution {
+            model: m.name.clone(),
+            spec: m.spec.clone(),
+            attribution,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExplainedExample {
     pub id: String,
@@ -1248,11 +1258,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     )
                     .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
                     truncated += usize::from(a.truncated);
-                    ex.models.push(ModelAttribution {
-                        model: m.name.clone(),
-                        spec: m.spec.clone(),
-                        attribution: a,
-                    });
+                    ex.models.push(ModelAttribution::of(m, a));
                 }
                 pb.finish_and_clear();
                 if truncated > 0 {
@@ -1297,11 +1303,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     None,
                 )
                 .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
-                ex.models.push(ModelAttribution {
-                    model: m.name.clone(),
-                    spec: m.spec.clone(),
-                    attribution: a,
-                });
+                ex.models.push(ModelAttribution::of(m, a));
             }
             continue;
         }
@@ -1358,11 +1360,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                     &mut score,
                 )
                 .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
-                ex.models.push(ModelAttribution {
-                    model: m.name.clone(),
-                    spec: m.spec.clone(),
-                    attribution: a,
-                });
+                ex.models.push(ModelAttribution::of(m, a));
             }
             continue;
         }
@@ -1402,11 +1400,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             let a = attribute(&model, &tok, &labels, text, target, &cfg.settings, None)
                 .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
             truncated += usize::from(a.truncated);
-            ex.models.push(ModelAttribution {
-                model: m.name.clone(),
-                spec: m.spec.clone(),
-                attribution: a,
-            });
+            ex.models.push(ModelAttribution::of(m, a));
         }
         pb.finish_and_clear();
         if truncated > 0 {
