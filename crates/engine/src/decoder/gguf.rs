@@ -119,6 +119,36 @@ fn gguf_naming(norm_offset: f32) -> Naming {
     }
 }
 
+/// Every tensor of a GGUF file dequantised to f32 (name, storage type, values), in file
+/// order: what the f32 path loads, for checking it against the reference dequantisation.
+pub fn dequantize_all(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
+    super::gguf_check::check_gguf(&bytes)
+        .map_err(|m| EngineError::file(path, format!("not a readable GGUF file: {m}")))?;
+    let content = Content::read(&mut Cursor::new(&bytes[..]))
+        .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
+    let tensors = GgufTensors {
+        content: &content,
+        bytes: &bytes,
+        path,
+        cache: std::sync::Mutex::new(HashMap::new()),
+    };
+    let mut names: Vec<(&String, u64)> = content
+        .tensor_infos
+        .iter()
+        .map(|(n, i)| (n, i.offset))
+        .collect();
+    names.sort_by_key(|(_, off)| *off);
+    names
+        .into_iter()
+        .map(|(n, _)| {
+            let ty = format!("{:?}", content.tensor_infos[n].ggml_dtype);
+            Ok((n.clone(), ty, tensors.dequantize(n)?))
+        })
+        .collect()
+}
+
 pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
     let file = std::fs::File::open(path)
         .map_err(|e| EngineError::file(path, format!("cannot open: {e}")))?;

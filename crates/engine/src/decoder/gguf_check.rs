@@ -181,6 +181,33 @@ fn ggml_dtype(id: u32) -> Option<GgmlDType> {
     })
 }
 
+/// ggml's names for the type ids lmcompare does not read (ggml.h's `ggml_type`), so a
+/// refusal names the type as the file's maker knows it.
+fn unsupported_type_name(id: u32) -> Option<&'static str> {
+    Some(match id {
+        4 => "Q4_2 (removed from ggml)",
+        5 => "Q4_3 (removed from ggml)",
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => return None,
+    })
+}
+
 /// Checks that every length, count and tensor extent in a GGUF file fits inside `bytes`.
 pub(crate) fn check_gguf(bytes: &[u8]) -> Result<(), String> {
     let mut w = Walk {
@@ -242,7 +269,12 @@ pub(crate) fn check_gguf(bytes: &[u8]) -> Result<(), String> {
         }
         let dtype_id = w.u32(&format!("type of tensor `{name}`"))?;
         let dtype = ggml_dtype(dtype_id).ok_or_else(|| {
-            format!("tensor `{name}` has ggml type {dtype_id}, which is not supported")
+            match unsupported_type_name(dtype_id) {
+                Some(t) => format!(
+                    "tensor `{name}` is stored as {t}, which lmcompare does not read (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K; re-quantise the model to one of those)"
+                ),
+                None => format!("tensor `{name}` has ggml type {dtype_id}, which is not supported"),
+            }
         })?;
         let offset = w.u64(&format!("offset of tensor `{name}`"))?;
         let block = dtype.block_size() as u64;

@@ -26,6 +26,7 @@ use crate::error::{EngineError, Result};
 use crate::kernels::{exp_f32, layer_norm, matmul, matmul_transposed_b, View};
 pub use backward::{LoglikTape, Scored, TreeLayout};
 pub use config::{DecoderConfig, DecoderFamily, FfnActivation, RopeLayout};
+pub use gguf::dequantize_all as dequantize_gguf;
 use lmcompare_kernels::{fast_tanh, multiversion};
 
 /// A linear layer stored transposed (`in × out`) for `x · W`.
