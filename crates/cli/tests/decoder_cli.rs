@@ -430,3 +430,35 @@ fn classification_by_generation_counts_answers_naming_no_label_as_invalid() {
     // The random tiny model answers gibberish: all invalid.
     assert_eq!(model(&doc, "llama")["generation"]["invalid_answers"], 12);
 }
+
+/// A GGUF whose f32 weights would not fit the memory left is refused before anything is
+/// allocated, with the numbers (the memory limit forced as a container would set it).
+#[test]
+fn a_gguf_too_large_for_the_memory_left_is_refused_with_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = root().join("assets/models/gemma-3-270m-q4_k_m.gguf");
+    let out = common::lmcompare()
+        .env("LMCOMPARE_MEMORY_AVAILABLE", "500000000")
+        .args([
+            "compare",
+            "--model",
+            &format!("g={}", gguf.display()),
+            "--data",
+            root()
+                .join("tests/fixtures/data/reviews.jsonl")
+                .to_str()
+                .unwrap(),
+            "--db",
+            dir.path().join("s.db").to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("dequantising its 268098176 weights to f32 (4 bytes each) needs 1.07 GB but only 0.50 GB of memory is available"),
+        "{err}"
+    );
+}

@@ -79,6 +79,35 @@ fn probe(t: &tokenizers::Tokenizer) -> Result<(), String> {
     })
 }
 
+/// Bytes of memory the system can give a new allocation without swapping: `MemAvailable`
+/// of /proc/meminfo, or `LMCOMPARE_MEMORY_AVAILABLE` (bytes) where set, so the refusal can
+/// be tested and a user can tell lmcompare what a container allows. None where unknown.
+pub fn memory_available() -> Option<u64> {
+    if let Some(v) = std::env::var("LMCOMPARE_MEMORY_AVAILABLE")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(v);
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses to load what does not fit: `needed` bytes for `what`, against
+/// [`memory_available`].
+pub fn check_memory(needed: u64, what: &str) -> Result<(), String> {
+    match memory_available() {
+        Some(available) if needed > available => Err(format!(
+            "{what} needs {:.2} GB but only {:.2} GB of memory is available (MemAvailable in /proc/meminfo, or LMCOMPARE_MEMORY_AVAILABLE); free memory or use a smaller model",
+            needed as f64 / 1e9,
+            available as f64 / 1e9
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,17 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
         .map_err(|m| EngineError::file(path, format!("not a readable GGUF file: {m}")))?;
     let content = Content::read(&mut Cursor::new(&mmap[..]))
         .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
+    // The f32 path keeps 4 bytes per weight: say so before allocating, not by being killed.
+    let values: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.elem_count() as u64)
+        .sum();
+    crate::guard::check_memory(
+        values * 4,
+        &format!("dequantising its {values} weights to f32 (4 bytes each)"),
+    )
+    .map_err(|m| EngineError::file(path, m))?;
     let meta: HashMap<String, GgufScalar> = content
         .metadata
         .iter()
