@@ -240,9 +240,10 @@ pub fn compare(cfg: &CompareConfig) -> Result<Document> {
             tokenizers.push(stats);
         }
     }
-    // How explain can run on each model, as the comparison scored it.
+    // How explain can run on each model, as the comparison scored it (with --explain).
     let explainable: Vec<crate::explain::ComparisonModel> = models
         .iter()
+        .filter(|_| cfg.explain > 0)
         .map(|m| {
             use crate::explain::ExplainKind;
             let kind = match &m.resolved {

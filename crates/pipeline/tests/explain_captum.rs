@@ -5,7 +5,9 @@
 //! occlusion and Shapley value sampling with the same permutations; and the properties
 //! every attribution method owes its users.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{numbers, root};
 
 use lmcompare_engine::attribution::TargetScale;
 use lmcompare_pipeline::explain::{
@@ -13,22 +15,10 @@ use lmcompare_pipeline::explain::{
 };
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn reference() -> Value {
     let text = std::fs::read_to_string(root().join("tests/fixtures/models/explain_reference.json"))
         .unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 /// Within 1e-4 absolute and 1e-3 of the largest magnitude (the scores are small).

@@ -4,25 +4,15 @@
 //! classifier, the labels' log-likelihoods softmaxed, Gauss-Legendre and Riemann rules,
 //! probability and log-probability targets, convergence deltas.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{numbers, root};
 
 use lmcompare_engine::attribution::TargetScale;
 use lmcompare_engine::decoder::Decoder;
 use lmcompare_pipeline::explain::decoder::{attribute_prompt, decoder_prompt};
 use lmcompare_pipeline::explain::{ExplainSettings, IgRule, Method};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
 
 fn ids(v: &Value) -> Vec<u32> {
     numbers(v).into_iter().map(|x| x as u32).collect()

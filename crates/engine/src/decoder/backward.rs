@@ -17,7 +17,8 @@ use super::{
     FfnActivation, Linear, Norm, RopeTable,
 };
 use crate::error::{EngineError, Result};
-use crate::kernels::{matmul, matmul_transposed_b, matmul_transposed_b_parallel, View};
+use crate::kernels::{matmul, matmul_transposed_b, matmul_transposed_b_parallel};
+use crate::model::backward::{transpose_square, view};
 use lmcompare_kernels::fast_tanh;
 
 /// What one layer's forward pass keeps for its backward pass (`rows = batch · n`).
@@ -489,7 +490,7 @@ impl Decoder {
                         view(&d_out[head * hd..], n, hd, qd),
                         view(&rows[v_at..], n, hd, width),
                     );
-                    transpose(p, n, &mut t);
+                    transpose_square(p, n, &mut t);
                     matmul(
                         &mut dq[v_at..],
                         width,
@@ -534,7 +535,7 @@ impl Decoder {
                         false,
                         false,
                     );
-                    transpose(&dp, n, &mut t);
+                    transpose_square(&dp, n, &mut t);
                     matmul(
                         &mut dq[k_at..],
                         width,
@@ -546,23 +547,6 @@ impl Decoder {
                 }
             });
         d_qkv
-    }
-}
-
-fn view(data: &[f32], rows: usize, cols: usize, row_stride: usize) -> View<'_> {
-    View {
-        data,
-        rows,
-        cols,
-        row_stride,
-    }
-}
-
-fn transpose(m: &[f32], n: usize, out: &mut [f32]) {
-    for i in 0..n {
-        for j in 0..n {
-            out[j * n + i] = m[i * n + j];
-        }
     }
 }
 

@@ -122,12 +122,7 @@ fn gguf_naming(norm_offset: f32) -> Naming {
 /// Every tensor of a GGUF file dequantised to f32 (name, storage type, values), in file
 /// order: what the f32 path loads, for checking it against the reference dequantisation.
 pub fn dequantize_all(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
-    let bytes =
-        std::fs::read(path).map_err(|e| EngineError::file(path, format!("cannot read: {e}")))?;
-    super::gguf_check::check_gguf(&bytes)
-        .map_err(|m| EngineError::file(path, format!("not a readable GGUF file: {m}")))?;
-    let content = Content::read(&mut Cursor::new(&bytes[..]))
-        .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
+    let (bytes, content) = open_gguf(path)?;
     let tensors = GgufTensors {
         content: &content,
         bytes: &bytes,
@@ -149,7 +144,8 @@ pub fn dequantize_all(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
         .collect()
 }
 
-pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
+/// The file mapped, its structure checked against its bytes, and its header read.
+fn open_gguf(path: &Path) -> Result<(memmap2::Mmap, Content)> {
     let file = std::fs::File::open(path)
         .map_err(|e| EngineError::file(path, format!("cannot open: {e}")))?;
     // SAFETY: the file is only read; a concurrent writer could change what we read, as with
@@ -160,15 +156,20 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
         .map_err(|m| EngineError::file(path, format!("not a readable GGUF file: {m}")))?;
     let content = Content::read(&mut Cursor::new(&mmap[..]))
         .map_err(|e| EngineError::file(path, format!("not a readable GGUF file: {e}")))?;
-    // The f32 path keeps 4 bytes per weight: say so before allocating, not by being killed.
-    let values: u64 = content
+    Ok((mmap, content))
+}
+
+pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
+    let (mmap, content) = open_gguf(path)?;
+    let parameters: u64 = content
         .tensor_infos
         .values()
         .map(|t| t.shape.elem_count() as u64)
         .sum();
+    // The f32 path keeps 4 bytes per weight: say so before allocating, not by being killed.
     crate::guard::check_memory(
-        values * 4,
-        &format!("dequantising its {values} weights to f32 (4 bytes each)"),
+        parameters * 4,
+        &format!("dequantising its {parameters} weights to f32 (4 bytes each)"),
     )
     .map_err(|m| EngineError::file(path, m))?;
     let meta: HashMap<String, GgufScalar> = content
@@ -305,11 +306,6 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
     for info in content.tensor_infos.values() {
         *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
     }
-    let parameters: u64 = content
-        .tensor_infos
-        .values()
-        .map(|t| t.shape.elem_count() as u64)
-        .sum();
     let prefix = if add_bos {
         cfg.bos_token_id.into_iter().collect()
     } else {

@@ -277,7 +277,7 @@ struct LayerCache {
     ln2: NormCache,
 }
 
-fn transpose_square(m: &[f32], n: usize, out: &mut [f32]) {
+pub(crate) fn transpose_square(m: &[f32], n: usize, out: &mut [f32]) {
     for i in 0..n {
         for j in 0..n {
             out[j * n + i] = m[i * n + j];
@@ -285,7 +285,7 @@ fn transpose_square(m: &[f32], n: usize, out: &mut [f32]) {
     }
 }
 
-fn view(data: &[f32], rows: usize, cols: usize, row_stride: usize) -> View<'_> {
+pub(crate) fn view(data: &[f32], rows: usize, cols: usize, row_stride: usize) -> View<'_> {
     View {
         data,
         rows,

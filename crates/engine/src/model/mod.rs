@@ -5,7 +5,7 @@
 //! pass packs the tokens of every sequence of a batch into one matrix, so the dense layers
 //! never multiply padding, and runs attention per sequence at its true length.
 
-mod backward;
+pub(crate) mod backward;
 mod bert;
 mod distilbert;
 mod roberta;

@@ -15,8 +15,8 @@ use lmcompare_engine::attribution::TargetScale;
 use lmcompare_engine::decoder::{Decoder, Scored, TreeLayout};
 
 use super::{
-    char_index, gradient_scores, ig_scores, steps_and_alphas, word_spans, Attribution,
-    ExplainSettings, IgRule, Method, TokenScore, WordScore,
+    char_index, gradient_scores, ig_scores, steps_and_alphas, sum_by_word, word_list, word_spans,
+    Attribution, ExplainSettings, IgRule, Method, TokenScore,
 };
 use crate::{bad, fail, Result};
 
@@ -168,17 +168,15 @@ fn batch_bound(dec: &Decoder, p: &DecoderPrompt, wanted: usize) -> usize {
 
 /// What [`decoder_target`] computes for a batch of inputs.
 pub struct TargetPass {
-    /// F per input.
-    pub values: Vec<f64>,
     /// The label probabilities per input.
     pub probabilities: Vec<Vec<f64>>,
     /// dF/dinputs (`batch × context × hidden`), when asked.
     pub gradients: Option<Vec<f32>>,
 }
 
-/// F (the target label's probability or log-probability after the softmax over the
-/// labels' log-likelihoods) for `batch` context inputs (`batch × context × hidden`), each
-/// input's label probabilities, and with `grad`, dF/dinputs.
+/// Each of `batch` context inputs' (`batch × context × hidden`) label probabilities (the
+/// softmax over the labels' log-likelihoods), and with `grad`, dF/dinputs where F is the
+/// target label's probability or log-probability.
 pub fn decoder_target(
     dec: &Decoder,
     p: &DecoderPrompt,
@@ -216,7 +214,6 @@ pub fn decoder_target(
         x.extend_from_slice(&fed);
     }
     let (lls, tape) = dec.loglik_forward(&x, batch, &layout, &scored)?;
-    let mut f = Vec::with_capacity(batch);
     let mut probs = Vec::with_capacity(batch);
     let mut upstream = vec![vec![0.0f32; k]; batch];
     for (b, ll) in lls.iter().enumerate() {
@@ -226,10 +223,6 @@ pub fn decoder_target(
         let sum: f64 = e.iter().sum();
         let pr: Vec<f64> = e.iter().map(|v| v / sum).collect();
         let pt = pr[target];
-        f.push(match scale {
-            TargetScale::Probability => pt,
-            TargetScale::LogProbability => pt.ln(),
-        });
         for (j, up) in upstream[b].iter_mut().enumerate() {
             let delta = f64::from(u8::from(j == target));
             *up = (match scale {
@@ -241,7 +234,6 @@ pub fn decoder_target(
     }
     if !grad {
         return Ok(TargetPass {
-            values: f,
             probabilities: probs,
             gradients: None,
         });
@@ -252,7 +244,6 @@ pub fn decoder_target(
         g.extend_from_slice(&full[b * n * d..(b * n + nc) * d]);
     }
     Ok(TargetPass {
-        values: f,
         probabilities: probs,
         gradients: Some(g),
     })
@@ -365,12 +356,7 @@ pub fn attribute_prompt(
             ))
         }
     }
-    let mut word_scores = vec![0.0f64; p.words.len()];
-    for (tok, w) in p.token_words.iter().enumerate() {
-        if let Some(w) = w {
-            word_scores[*w] += per_token[tok];
-        }
-    }
+    let word_scores = sum_by_word(p.words.len(), &p.token_words, &per_token);
     Ok(Attribution {
         target: labels[target].clone(),
         target_index: target,
@@ -393,17 +379,7 @@ pub fn attribute_prompt(
                 word: *w,
             })
             .collect(),
-        words: p
-            .words
-            .iter()
-            .zip(&word_scores)
-            .map(|(&(a, b), &score)| WordScore {
-                word: text[a..b].to_owned(),
-                start: char_index(text, a),
-                end: char_index(text, b),
-                score,
-            })
-            .collect(),
+        words: word_list(text, &p.words, &word_scores),
         truncated: p.cut > 0,
         raw: per_token,
     })

@@ -118,6 +118,50 @@ pub fn load_pooled(
     Ok((model, enc.tokenizer, data.labels.to_vec()))
 }
 
+/// An encoder run on token ids (an ONNX graph) under a pooled head, explained by word
+/// ablation on its ids (`explain::attribute_by_ids`).
+pub struct IdAblation {
+    enc: TextEncoder,
+    fit: PooledFit,
+    pad: u32,
+}
+
+impl IdAblation {
+    pub fn load(
+        resolved: ResolvedModel,
+        max_length: Option<usize>,
+        head: HeadChoice,
+        data: &HeadData<'_>,
+    ) -> Result<IdAblation> {
+        let enc = load_encoder(resolved, max_length)?;
+        let fit = fit(&enc, head, data)?;
+        let pad = enc.config.as_ref().map_or(0, |c| c.pad_token_id);
+        Ok(IdAblation { enc, fit, pad })
+    }
+
+    pub fn attribute(
+        &self,
+        labels: &[String],
+        text: &str,
+        target: Option<usize>,
+        s: &super::ExplainSettings,
+    ) -> Result<super::Attribution> {
+        let mut score = |encoded: &[lmcompare_engine::tokenize::Encoded]| {
+            let v = self.enc.embed(encoded, 32)?;
+            Ok(v.iter().map(|x| self.fit.probabilities(x)).collect())
+        };
+        super::attribute_by_ids(
+            &self.enc.tokenizer,
+            self.pad,
+            labels,
+            text,
+            target,
+            s,
+            &mut score,
+        )
+    }
+}
+
 /// The note the report carries for a pooled head.
 pub fn note(head: HeadChoice, train: usize) -> String {
     match head {

@@ -313,6 +313,35 @@ pub(crate) fn ig_scores(total: &[f32], diff: &[f32], d: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Each word's score: the sum of its tokens' (`token_word` maps tokens to words).
+pub(crate) fn sum_by_word(
+    words: usize,
+    token_word: &[Option<usize>],
+    per_token: &[f64],
+) -> Vec<f64> {
+    let mut v = vec![0.0; words];
+    for (w, s) in token_word.iter().zip(per_token) {
+        if let Some(w) = w {
+            v[*w] += s;
+        }
+    }
+    v
+}
+
+/// The words of `text` (byte spans) with their scores and character spans.
+pub(crate) fn word_list(text: &str, spans: &[(usize, usize)], scores: &[f64]) -> Vec<WordScore> {
+    spans
+        .iter()
+        .zip(scores)
+        .map(|(&(a, b), &score)| WordScore {
+            word: text[a..b].to_owned(),
+            start: char_index(text, a),
+            end: char_index(text, b),
+            score,
+        })
+        .collect()
+}
+
 fn char_index(text: &str, byte: usize) -> usize {
     text.get(..byte).map_or(0, |t| t.chars().count())
 }
@@ -512,26 +541,10 @@ pub fn attribute(
             per_word = Some(scores);
         }
     }
-    let word_scores: Vec<f64> = per_word.unwrap_or_else(|| {
-        let mut v = vec![0.0; words.len()];
-        for (tok, w) in token_word.iter().enumerate() {
-            if let Some(w) = w {
-                v[*w] += per_token[tok];
-            }
-        }
-        v
-    });
+    let word_scores: Vec<f64> =
+        per_word.unwrap_or_else(|| sum_by_word(words.len(), &token_word, &per_token));
     let tokens = token_scores(text, &enc, &token_word, |i| per_token[i]);
-    let words = words
-        .iter()
-        .zip(&word_scores)
-        .map(|(&(bs, be), &score)| WordScore {
-            word: text[bs..be].to_owned(),
-            start: char_index(text, bs),
-            end: char_index(text, be),
-            score,
-        })
-        .collect();
+    let words = word_list(text, &words, &word_scores);
     Ok(Attribution {
         target: labels[target].clone(),
         target_index: target,
@@ -654,27 +667,6 @@ mod tests {
         assert_eq!(words, vec![(0, 4), (5, 9)]);
         assert_eq!(map, vec![None, Some(0), Some(1), Some(1), None]);
     }
-}
-
-/// An encoder explained through a linear probe fitted on `train`, as `compare --task probe`
-/// fits one: same embeddings, same L-BFGS logistic regression.
-pub fn load_probe(
-    dir: &Path,
-    max_length: Option<usize>,
-    train: &[(String, String)],
-    labels: &[String],
-) -> Result<(GradEncoder, TextTokenizer, Vec<String>)> {
-    let descriptions = std::collections::HashMap::new();
-    heads::load_pooled(
-        dir,
-        max_length,
-        heads::HeadChoice::Probe,
-        &heads::HeadData {
-            train,
-            labels,
-            descriptions: &descriptions,
-        },
-    )
 }
 
 /// Occlusion or Shapley sampling over the words of `text` for a generative model, through
@@ -867,16 +859,7 @@ impl Ablation {
             predicted: labels[self.predicted].clone(),
             raw: tokens.iter().map(|t| t.score).collect(),
             tokens,
-            words: words
-                .iter()
-                .zip(&self.scores)
-                .map(|(&(a, b), &score)| WordScore {
-                    word: text[a..b].to_owned(),
-                    start: char_index(text, a),
-                    end: char_index(text, b),
-                    score,
-                })
-                .collect(),
+            words: word_list(text, words, &self.scores),
             truncated,
         }
     }
@@ -1070,36 +1053,6 @@ pub struct ExplainReport {
     pub notes: Vec<String>,
 }
 
-/// What a spec that is not a native encoder classifier is, for the refusal.
-fn unsupported_kind(spec: &str) -> Option<&'static str> {
-    if spec.starts_with("openai:") {
-        return Some("a remote model behind an OpenAI-compatible server");
-    }
-    let p = Path::new(spec);
-    if p.extension().is_some_and(|e| e == "gguf") {
-        return Some("a GGUF decoder");
-    }
-    if p.extension().is_some_and(|e| e == "onnx") {
-        return Some("an ONNX graph");
-    }
-    if p.is_dir()
-        && !p.join("model.safetensors").exists()
-        && !p.join("pytorch_model.bin").exists()
-        && std::fs::read_dir(p)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.path().extension().is_some_and(|x| x == "onnx"))
-            })
-            .unwrap_or(false)
-    {
-        return Some("an ONNX graph");
-    }
-    if p.is_dir() && lmcompare_engine::decoder::Decoder::is_decoder(p) {
-        return Some("a causal language model");
-    }
-    None
-}
-
 fn settings_json(s: &ExplainSettings) -> serde_json::Value {
     let mut v = serde_json::json!({
         "method": s.method.key(),
@@ -1204,11 +1157,10 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
     };
     let mut store: Option<lmcompare_engine::store::Store> = None;
     for m in &specs {
+        let local = crate::models::local_decoder_path(&m.spec);
         let generative = m.spec.starts_with("openai:")
-            || matches!(
-                unsupported_kind(&m.spec),
-                Some("a GGUF decoder" | "a causal language model")
-            );
+            || local.is_some()
+            || Path::new(&m.spec).extension().is_some_and(|e| e == "gguf");
         if generative {
             let Some((_, labels)) = &probe_data else {
                 return Err(bad!(
@@ -1217,7 +1169,6 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                 ));
             };
             let gradient = !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley);
-            let local = crate::models::local_decoder_path(&m.spec);
             if gradient && local.is_none() {
                 return Err(bad!(
                     "model {}: {} needs gradients, which lmcompare computes for native encoders and local decoders (GGUF files, causal-LM folders); --method occlusion or shapley work for {}",
@@ -1307,7 +1258,8 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             }
             continue;
         }
-        let kind = unsupported_kind(&m.spec);
+        let resolved = lmcompare_engine::spec::resolve(&m.spec)
+            .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
         let pooled_head = if cfg.head == heads::HeadChoice::ZeroShot {
             heads::HeadChoice::ZeroShot
         } else {
@@ -1326,7 +1278,7 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                 descriptions: &descriptions,
             })
         };
-        if kind == Some("an ONNX graph") {
+        if resolved.onnx.is_some() {
             if !matches!(cfg.settings.method, Method::Occlusion | Method::Shapley) {
                 return Err(bad!(
                     "model {}: {} is an ONNX graph, which has no gradient path in lmcompare, so {} cannot run on it; --method occlusion or shapley explain it on texts",
@@ -1336,43 +1288,18 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
                 ));
             }
             let data = head_data("an ONNX graph is explained through a head on its embeddings")?;
-            let resolved = lmcompare_engine::spec::resolve(&m.spec)
-                .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
-            let enc = heads::load_encoder(resolved, cfg.max_length)
-                .map_err(|e| e.context(format!("model {}", m.name)))?;
-            let fit = heads::fit(&enc, pooled_head, &data)
+            let model = heads::IdAblation::load(resolved, cfg.max_length, pooled_head, &data)
                 .map_err(|e| e.context(format!("model {}", m.name)))?;
             probe_note.get_or_insert_with(|| heads::note(pooled_head, data.train.len()));
-            let pad = enc.config.as_ref().map_or(0, |c| c.pad_token_id);
-            let mut score = |encoded: &[Encoded]| -> Result<Vec<Vec<f64>>> {
-                let v = enc.embed(encoded, 32)?;
-                Ok(v.iter().map(|x| fit.probabilities(x)).collect())
-            };
             for (ex, (_, text, gold)) in out.iter_mut().zip(&examples) {
                 let target = resolve_target(&cfg.target, data.labels, gold, &m.name)?;
-                let a = attribute_by_ids(
-                    &enc.tokenizer,
-                    pad,
-                    data.labels,
-                    text,
-                    target,
-                    &cfg.settings,
-                    &mut score,
-                )
-                .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
+                let a = model
+                    .attribute(data.labels, text, target, &cfg.settings)
+                    .map_err(|e| e.context(format!("model {}, {}", m.name, ex.id)))?;
                 ex.models.push(ModelAttribution::of(m, a));
             }
             continue;
         }
-        if let Some(kind) = kind {
-            return Err(bad!(
-                "model {}: {} is {kind}, which explain does not cover",
-                m.name,
-                m.spec
-            ));
-        }
-        let resolved = lmcompare_engine::spec::resolve(&m.spec)
-            .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
         let own_head = match cfg.head {
             heads::HeadChoice::Auto => GradEncoder::load(&resolved.dir).ok(),
             _ => None,
@@ -1565,27 +1492,13 @@ pub fn for_comparison(
                 }
                 ExplainKind::PooledOnnx => {
                     let resolved = lmcompare_engine::spec::resolve(&m.spec)?;
-                    let enc = heads::load_encoder(resolved, inputs.max_length)?;
-                    let fit = heads::fit(&enc, head, &data)?;
-                    let pad = enc.config.as_ref().map_or(0, |c| c.pad_token_id);
+                    let model = heads::IdAblation::load(resolved, inputs.max_length, head, &data)?;
                     let occlusion = ExplainSettings {
                         method: Method::Occlusion,
                         ..settings.clone()
                     };
-                    let mut score = |encoded: &[Encoded]| -> Result<Vec<Vec<f64>>> {
-                        let v = enc.embed(encoded, 32)?;
-                        Ok(v.iter().map(|x| fit.probabilities(x)).collect())
-                    };
                     for t in &texts {
-                        attributions.push(attribute_by_ids(
-                            &enc.tokenizer,
-                            pad,
-                            labels,
-                            t,
-                            None,
-                            &occlusion,
-                            &mut score,
-                        )?);
+                        attributions.push(model.attribute(labels, t, None, &occlusion)?);
                     }
                     notes.push(format!(
                         "{name}: an ONNX graph has no gradient path here; explained by occlusion (each word's tokens set to the pad token)"
