@@ -342,6 +342,17 @@ pub(crate) fn word_list(text: &str, spans: &[(usize, usize)], scores: &[f64]) ->
         .collect()
 }
 
+/// The one text an attribution explains, tokenized (an empty text is refused).
+fn encode_text(tokenizer: &TextTokenizer, text: &str) -> Result<Encoded> {
+    if text.trim().is_empty() {
+        return Err(bad!("the text is empty: there is nothing to explain"));
+    }
+    tokenizer
+        .encode_batch(&[text])?
+        .pop()
+        .ok_or_else(|| bad!("the tokenizer returned nothing"))
+}
+
 fn char_index(text: &str, byte: usize) -> usize {
     text.get(..byte).map_or(0, |t| t.chars().count())
 }
@@ -425,13 +436,7 @@ pub fn attribute(
     s: &ExplainSettings,
     permutations: Option<&[Vec<usize>]>,
 ) -> Result<Attribution> {
-    if text.trim().is_empty() {
-        return Err(bad!("the text is empty: there is nothing to explain"));
-    }
-    let enc = tokenizer
-        .encode_batch(&[text])?
-        .pop()
-        .ok_or_else(|| bad!("the tokenizer returned nothing"))?;
+    let enc = encode_text(tokenizer, text)?;
     let t = enc.ids.len();
     let d = model.hidden();
     let pad = model.config.pad_token_id;
@@ -915,13 +920,7 @@ pub fn attribute_by_ids(
     s: &ExplainSettings,
     score: &mut Scorer<'_, Encoded>,
 ) -> Result<Attribution> {
-    if text.trim().is_empty() {
-        return Err(bad!("the text is empty: there is nothing to explain"));
-    }
-    let enc = tokenizer
-        .encode_batch(&[text])?
-        .pop()
-        .ok_or_else(|| bad!("the tokenizer returned nothing"))?;
+    let enc = encode_text(tokenizer, text)?;
     let (words, token_word) = token_words(text, &enc);
     let mut eval = |masks: &[Vec<bool>]| -> Result<Vec<Vec<f64>>> {
         let variants: Vec<Encoded> = masks
