@@ -42,6 +42,11 @@ pub struct CompareArgs {
     pub batch_size: usize,
     #[arg(long, value_parser = crate::numbers::max_length)]
     pub max_length: Option<usize>,
+    /// Load GGUF decoders' weights dequantised to f32 (their exact values, 4 bytes per
+    /// weight) instead of keeping the quantised blocks with int8 kernels; the same as giving
+    /// each GGUF spec the `dequantize:` prefix.
+    #[arg(long)]
+    pub dequantize: bool,
     #[arg(long, value_parser = crate::numbers::seed, default_value_t = 0)]
     pub seed: u64,
     /// Test fraction of the stratified split when the data has no split column.
@@ -139,7 +144,14 @@ pub struct CompareArgs {
 impl CompareArgs {
     pub fn config(&self) -> CompareConfig {
         CompareConfig {
-            models: self.models.clone(),
+            models: if self.dequantize {
+                self.models
+                    .iter()
+                    .map(|m| lmcompare_pipeline::models::dequantized_spec(m))
+                    .collect()
+            } else {
+                self.models.clone()
+            },
             data: self.data.clone(),
             cols: self.cols.config(),
             task: self.task,

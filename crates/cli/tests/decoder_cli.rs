@@ -437,28 +437,95 @@ fn classification_by_generation_counts_answers_naming_no_label_as_invalid() {
 fn a_gguf_too_large_for_the_memory_left_is_refused_with_the_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = root().join("assets/models/gemma-3-270m-q4_k_m.gguf");
-    let out = common::lmcompare()
-        .env("LMCOMPARE_MEMORY_AVAILABLE", "500000000")
-        .args([
-            "compare",
-            "--model",
-            &format!("g={}", gguf.display()),
-            "--data",
-            root()
-                .join("tests/fixtures/data/reviews.jsonl")
-                .to_str()
-                .unwrap(),
-            "--db",
-            dir.path().join("s.db").to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let run = |available: &str, extra: &[&str]| {
+        let out = common::lmcompare()
+            .env("LMCOMPARE_MEMORY_AVAILABLE", available)
+            .args([
+                "compare",
+                "--model",
+                &format!("g={}", gguf.display()),
+                "--data",
+                root()
+                    .join("tests/fixtures/data/reviews.jsonl")
+                    .to_str()
+                    .unwrap(),
+                "--db",
+                dir.path().join("s.db").to_str().unwrap(),
+                "--quiet",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        err
+    };
+    // The f32 path needs 4 bytes per weight.
+    let err = run("500000000", &["--dequantize"]);
     assert!(
         err.contains("dequantising its 268098176 weights to f32 (4 bytes each) needs 1.07 GB but only 0.50 GB of memory is available"),
         "{err}"
     );
+    // The quantised path needs the file's bytes (mapped) and its few f32 tensors.
+    let err = run("200000000", &[]);
+    assert!(
+        err.contains("its 253113024 bytes of weights (mapped from the file, kept quantised) and 55936 f32 values needs 0.25 GB but only 0.20 GB of memory is available"),
+        "{err}"
+    );
+}
+
+/// The same GGUF twice: its quantised blocks with int8 kernels (the default) and, through the
+/// `dequantize:` spec prefix, its weights in f32; the efficiency block says which path ran.
+#[test]
+fn a_gguf_runs_quantised_by_default_and_in_f32_on_request_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = root().join("assets/models/gemma-3-270m-q4_k_m.gguf");
+    let data = root().join("assets/data/rotten_tomatoes_binary.jsonl");
+    let doc = json_of(&[
+        "compare",
+        "--model",
+        &format!("q4km={}", gguf.display()),
+        "--model",
+        &format!("f32=dequantize:{}", gguf.display()),
+        "--data",
+        data.to_str().unwrap(),
+        "--template",
+        "Review: {text}\nSentiment:",
+        "--verbalizer",
+        "fresh= positive",
+        "--verbalizer",
+        "rotten= negative",
+        "--limit",
+        "16",
+        "--db",
+        dir.path().join("s.db").to_str().unwrap(),
+        "--format",
+        "json",
+        "--quiet",
+    ]);
+    let source = |name: &str| {
+        model(&doc, name)["efficiency"]["parameter_source"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let q = source("q4km");
+    assert!(
+        q.contains("quantised blocks mapped from the file, int8 activations")
+            && q.contains("Q4_K")
+            && q.contains("bits per parameter"),
+        "{q}"
+    );
+    assert!(
+        source("f32").contains("f32, dequantised at load"),
+        "{}",
+        source("f32")
+    );
+    for name in ["q4km", "f32"] {
+        assert_eq!(model(&doc, name)["computed_examples"], 16);
+        let acc = model(&doc, name)["metrics"]["accuracy"].as_f64().unwrap();
+        assert!(acc > 0.5, "{name}: accuracy {acc}");
+    }
+    assert_eq!(doc["pairwise"].as_array().unwrap().len(), 1);
 }

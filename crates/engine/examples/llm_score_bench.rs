@@ -3,15 +3,20 @@
 //! Sentiment:", continuations " positive" / " negative", higher summed log-probability wins),
 //! timed in-process from tokenization to predictions, model load excluded.
 //!
-//!   llm_score_bench MODEL DATA [LIMIT] [BATCH]   → one JSON line on stdout
+//!   llm_score_bench MODEL DATA [LIMIT] [BATCH] [--dequantize]   → one JSON line on stdout
+//!
+//! `--dequantize` runs the f32 path (weights dequantised at load) instead of the quantised
+//! blocks with int8 kernels. The line also reports the process's peak RSS.
 
 use std::time::Instant;
 
-use lmcompare_engine::decoder::{Decoder, ScoreRequest};
+use lmcompare_engine::decoder::{Decoder, LoadOptions, ScoreRequest};
 use serde_json::Value;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let dequantize = args.iter().any(|a| a == "--dequantize");
+    args.retain(|a| a != "--dequantize");
     if args.len() < 3 {
         return Err("usage: llm_score_bench MODEL DATA [LIMIT] [BATCH]".into());
     }
@@ -28,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .take(limit)
         .collect();
     let t_load = Instant::now();
-    let dec = Decoder::load(std::path::Path::new(&args[1]))?;
+    let dec = Decoder::load_with(std::path::Path::new(&args[1]), LoadOptions { dequantize })?;
     let load_s = t_load.elapsed().as_secs_f64();
     // One warm-up call, as the peer does one warm-up decode.
     let warm = dec.encode_pair("Review: fine\nSentiment:", " positive")?;
@@ -68,7 +73,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "examples": test.len(), "seconds": seconds, "examples_per_s": test.len() as f64 / seconds,
             "accuracy": right as f64 / test.len().max(1) as f64, "tokens_fed": fed,
             "load_seconds": load_s, "batch": batch, "threads": rayon::current_num_threads(),
+            "weights": dec.size.compute, "weight_bytes": dec.size.weight_bytes,
+            "file_bytes": dec.size.file_bytes, "peak_rss_bytes": peak_rss(),
         })
     );
     Ok(())
+}
+
+/// VmHWM from /proc/self/status (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

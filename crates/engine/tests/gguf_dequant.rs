@@ -9,6 +9,18 @@ use lmcompare_engine::decoder::dequantize_gguf;
 
 #[test]
 fn every_tensor_type_dequantises_bit_for_bit_as_the_reference() {
+    check_against_reference(dequantize_gguf);
+}
+
+/// The quantised path's own block decoder (embedding rows, the integer kernels' weights).
+#[test]
+fn the_block_decoder_dequantises_bit_for_bit_as_the_reference() {
+    check_against_reference(lmcompare_engine::decoder::dequantize_gguf_blocks);
+}
+
+type Dequantised = lmcompare_engine::Result<Vec<(String, String, Vec<f32>)>>;
+
+fn check_against_reference(dequantize: fn(&Path) -> Dequantised) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf");
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("quant_types.json")).unwrap())
@@ -18,7 +30,7 @@ fn every_tensor_type_dequantises_bit_for_bit_as_the_reference() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let ours = dequantize_gguf(&dir.join("quant_types.gguf")).unwrap();
+    let ours = dequantize(&dir.join("quant_types.gguf")).unwrap();
     let listed = index["tensors"].as_array().unwrap();
     assert_eq!(ours.len(), listed.len());
     let mut at = 0;

@@ -7,6 +7,7 @@
 //! supports runs.
 
 pub mod dense;
+pub mod quant;
 
 use std::sync::OnceLock;
 

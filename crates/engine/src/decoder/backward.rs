@@ -105,9 +105,9 @@ impl Decoder {
     pub fn word_embeddings(&self, ids: &[u32]) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         let d = self.config.hidden;
-        let mut out = Vec::with_capacity(ids.len() * d);
-        for &t in ids {
-            out.extend_from_slice(&self.weights.embed[t as usize * d..(t as usize + 1) * d]);
+        let mut out = vec![0.0f32; ids.len() * d];
+        for (&t, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
+            self.weights.embed.row_into(t as usize, row);
         }
         Ok(out)
     }
@@ -271,7 +271,7 @@ impl Decoder {
 
     /// The gradient of Σ_b Σ_g `upstream[b][g]` · LL_bg with respect to the inputs of
     /// [`Decoder::loglik_forward`] (`batch × n × hidden`).
-    pub fn loglik_backward(&self, tape: &LoglikTape, upstream: &[Vec<f32>]) -> Vec<f32> {
+    pub fn loglik_backward(&self, tape: &LoglikTape, upstream: &[Vec<f32>]) -> Result<Vec<f32>> {
         let cfg = &self.config;
         let (d, v, n, batch) = (cfg.hidden, cfg.vocab_size, tape.n, tape.batch);
         let rows = batch * n;
@@ -295,7 +295,12 @@ impl Decoder {
                     }
                 }
             });
-        let table = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        let table = self
+            .weights
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.weights.embed)
+            .f32_rows()?;
         let mut dh = vec![0.0f32; batch * ns * d];
         matmul(
             &mut dh,
@@ -332,9 +337,9 @@ impl Decoder {
                 (Some(nm), Some(pre)) => norm_backward(nm, pre, &dx, cfg.norm_eps),
                 _ => dx.clone(),
             };
-            let d_act = linear_backward(&layer.down, &dp, rows);
+            let d_act = linear_backward(&layer.down, &dp, rows)?;
             let d_ff = activation_backward(layer.gated, &lt.ff, &d_act, cfg.ffn, cfg.activation);
-            let d_h = linear_backward(&layer.up, &d_ff, rows);
+            let d_h = linear_backward(&layer.up, &d_ff, rows)?;
             add_into(
                 &mut dx,
                 &norm_backward(&layer.ffn_norm, &lt.x_mid, &d_h, cfg.norm_eps),
@@ -344,7 +349,7 @@ impl Decoder {
                 (Some(nm), Some(pre)) => norm_backward(nm, pre, &dx, cfg.norm_eps),
                 _ => dx.clone(),
             };
-            let d_attn = linear_backward(&layer.o, &dp, rows);
+            let d_attn = linear_backward(&layer.o, &dp, rows)?;
             let window = cfg.sliding_window.filter(|_| cfg.sliding_layers[li]);
             let mut d_qkv = self.attention_backward(lt, &d_attn, batch, layout, window);
             if let Some(table) = self.layer_table(&tables, li) {
@@ -366,7 +371,7 @@ impl Decoder {
                     }
                 }
             }
-            let d_h = linear_backward(&layer.qkv, &d_qkv, rows);
+            let d_h = linear_backward(&layer.qkv, &d_qkv, rows)?;
             add_into(
                 &mut dx,
                 &norm_backward(&layer.attn_norm, &lt.x_in, &d_h, cfg.norm_eps),
@@ -378,7 +383,7 @@ impl Decoder {
                 *g *= scale;
             }
         }
-        dx
+        Ok(dx)
     }
 
     fn rope_tables(&self, positions: usize) -> Vec<Option<RopeTable>> {
@@ -551,15 +556,15 @@ impl Decoder {
 }
 
 /// `dy · Wᵀ` for a layer stored `in × out`: the gradient of its input.
-fn linear_backward(l: &Linear, dy: &[f32], rows: usize) -> Vec<f32> {
+fn linear_backward(l: &Linear, dy: &[f32], rows: usize) -> Result<Vec<f32>> {
     let mut dx = vec![0.0f32; rows * l.input];
     matmul_transposed_b_parallel(
         &mut dx,
         l.input,
         view(dy, rows, l.output, l.output),
-        view(&l.w, l.input, l.output, l.output),
+        view(l.f32_weights()?, l.input, l.output, l.output),
     );
-    dx
+    Ok(dx)
 }
 
 /// The feed-forward activation as the forward pass applies it (gated: act(gate) · up).
@@ -760,7 +765,7 @@ mod tests {
                 );
             }
             let upstream = [vec![1.0f32, 0.3], vec![-0.5, 0.8]];
-            let grad = m.loglik_backward(&tape, &upstream);
+            let grad = m.loglik_backward(&tape, &upstream).unwrap();
             let dir: Vec<f32> = (0..inputs.len())
                 .map(|i| (((i * 7919) % 13) as f32 - 6.0) / 6.0)
                 .collect();
@@ -802,10 +807,35 @@ mod real_model {
     /// The shipped Gemma 3 270M (scripts/fetch-assets.sh): the gradient along a direction
     /// against central differences, on a real review's prompt.
     #[test]
-    fn gemma_gradient_equals_finite_differences() {
+    fn the_quantised_path_refuses_gradients_and_names_the_way_out() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../assets/models/gemma-3-270m-q4_k_m.gguf");
         let m = Decoder::load(&path).expect("bash scripts/fetch-assets.sh fetches the Gemma GGUF");
+        let ids = m.encode("A delight.").unwrap();
+        let n = ids.len();
+        let inputs = m.word_embeddings(&ids).unwrap();
+        let scored = [Scored {
+            row: n - 2,
+            token: ids[n - 1],
+            group: 0,
+        }];
+        let (_, tape) = m
+            .loglik_forward(&inputs, 1, &TreeLayout::causal(n), &scored)
+            .unwrap();
+        let e = m
+            .loglik_backward(&tape, &[vec![1.0]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("load it with --dequantize"), "{e}");
+    }
+
+    #[test]
+    fn gemma_gradient_equals_finite_differences() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/models/gemma-3-270m-q4_k_m.gguf");
+        // Gradients need the f32 weights (the quantised path refuses, as tested below).
+        let m = Decoder::load_with(&path, super::super::LoadOptions { dequantize: true })
+            .expect("bash scripts/fetch-assets.sh fetches the Gemma GGUF");
         let (ctx, cont) = m
             .encode_pair("Funny, warm and unmissable, a delight.\nAnswer:", " fresh")
             .unwrap();
@@ -824,7 +854,7 @@ mod real_model {
             .collect();
         let x = m.word_embeddings(&seq).unwrap();
         let (_, tape) = m.loglik_forward(&x, 1, &layout, &scored).unwrap();
-        let grad = m.loglik_backward(&tape, &[vec![1.0]]);
+        let grad = m.loglik_backward(&tape, &[vec![1.0]]).unwrap();
         let dir: Vec<f32> = (0..x.len())
             .map(|i| (((i * 7919) % 13) as f32 - 6.0) / 600.0)
             .collect();

@@ -7,8 +7,13 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{Content, Value as GgufValue};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value as GgufValue};
+use candle_core::quantized::GgmlDType;
 use candle_core::Device;
+use lmcompare_kernels::quant::{BlockType, QuantMatrix};
+use memmap2::Mmap;
 use rayon::prelude::*;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
@@ -21,7 +26,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::config::{DecoderConfig, GgufScalar};
 use super::load::{build_weights, Naming, Part, TensorSource};
-use super::{Decoder, DecoderSize};
+use super::{Decoder, DecoderSize, Linear, QuantPart, Table, Weight};
 use crate::error::{EngineError, Result};
 
 struct GgufTensors<'a> {
@@ -30,6 +35,84 @@ struct GgufTensors<'a> {
     path: &'a Path,
     /// Dequantised tensors, filled in parallel before the builder asks for them.
     cache: std::sync::Mutex<HashMap<String, Vec<f32>>>,
+    /// The mapped file, when block-quantised weights stay in it (not dequantised).
+    mapped: Option<Arc<Mmap>>,
+}
+
+/// The block type lmcompare's integer kernels read for a GGML storage type (None: the
+/// tensor is used as f32).
+fn block_type(t: GgmlDType) -> Option<BlockType> {
+    Some(match t {
+        GgmlDType::Q4_0 => BlockType::Q4_0,
+        GgmlDType::Q4_1 => BlockType::Q4_1,
+        GgmlDType::Q5_0 => BlockType::Q5_0,
+        GgmlDType::Q5_1 => BlockType::Q5_1,
+        GgmlDType::Q8_0 => BlockType::Q8_0,
+        GgmlDType::Q2K => BlockType::Q2_K,
+        GgmlDType::Q3K => BlockType::Q3_K,
+        GgmlDType::Q4K => BlockType::Q4_K,
+        GgmlDType::Q5K => BlockType::Q5_K,
+        GgmlDType::Q6K => BlockType::Q6_K,
+        _ => return None,
+    })
+}
+
+/// The storage type as ggml spells it ("Q4_K", not candle's "Q4K").
+fn ggml_name(t: GgmlDType) -> String {
+    match block_type(t) {
+        Some(b) => b.name().to_owned(),
+        None => format!("{t:?}"),
+    }
+}
+
+impl GgufTensors<'_> {
+    /// `name` (`rows × cols`) as blocks in the mapped file, when it is stored in a block type
+    /// and the quantised path is on.
+    fn quant_part(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        col: usize,
+    ) -> Result<Option<QuantPart>> {
+        let Some(file) = &self.mapped else {
+            return Ok(None);
+        };
+        let info = self.info(name, &[rows, cols])?;
+        let Some(ty) = block_type(info.ggml_dtype) else {
+            return Ok(None);
+        };
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        let len = rows * ty.row_bytes(cols);
+        let bytes = file.get(start..start + len).unwrap_or(&[]);
+        QuantMatrix::new(ty, bytes, rows, cols)
+            .map_err(|m| EngineError::file(self.path, format!("tensor `{name}`: {m}")))?;
+        Ok(Some(QuantPart {
+            file: file.clone(),
+            ty,
+            start,
+            rows,
+            cols,
+            col,
+        }))
+    }
+
+    fn info(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
+        let info =
+            self.content.tensor_infos.get(name).ok_or_else(|| {
+                EngineError::file(self.path, format!("tensor `{name}` is missing"))
+            })?;
+        if info.shape.dims() != shape {
+            return Err(EngineError::file(
+                self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    info.shape.dims()
+                ),
+            ));
+        }
+        Ok(info)
+    }
 }
 
 impl GgufTensors<'_> {
@@ -52,24 +135,43 @@ impl TensorSource for GgufTensors<'_> {
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let info =
-            self.content.tensor_infos.get(name).ok_or_else(|| {
-                EngineError::file(self.path, format!("tensor `{name}` is missing"))
-            })?;
-        if info.shape.dims() != shape {
-            return Err(EngineError::file(
-                self.path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?}",
-                    info.shape.dims()
-                ),
-            ));
-        }
+        self.info(name, shape)?;
         // Each tensor is asked for once: hand it over instead of copying 1 GB of f32.
         let cached = self.cache.lock().ok().and_then(|mut c| c.remove(name));
         match cached {
             Some(v) => Ok(v),
             None => self.dequantize(name),
+        }
+    }
+
+    fn linear(
+        &self,
+        parts: &[(String, usize)],
+        input: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Linear> {
+        let mut quant = Vec::with_capacity(parts.len());
+        let mut col = 0;
+        for (name, out) in parts {
+            match self.quant_part(name, *out, input, col)? {
+                Some(p) => quant.push(p),
+                // A part in f32/f16 (or the f32 path): the whole layer in f32.
+                None => return super::load::f32_linear(self, parts, input, bias),
+            }
+            col += out;
+        }
+        Ok(Linear {
+            w: Weight::Quant(quant),
+            bias,
+            input,
+            output: col,
+        })
+    }
+
+    fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Table> {
+        match self.quant_part(name, rows, cols, 0)? {
+            Some(p) => Ok(Table::Quant(p)),
+            None => Ok(Table::F32(self.get(name, &[rows, cols])?)),
         }
     }
 }
@@ -128,6 +230,7 @@ pub fn dequantize_all(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
         bytes: &bytes,
         path,
         cache: std::sync::Mutex::new(HashMap::new()),
+        mapped: None,
     };
     let mut names: Vec<(&String, u64)> = content
         .tensor_infos
@@ -140,6 +243,42 @@ pub fn dequantize_all(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
         .map(|(n, _)| {
             let ty = format!("{:?}", content.tensor_infos[n].ggml_dtype);
             Ok((n.clone(), ty, tensors.dequantize(n)?))
+        })
+        .collect()
+}
+
+/// [`dequantize_all`] through lmcompare's own block decoder (what the quantised path reads:
+/// embedding rows, and the weights its integer kernels see) for every block type.
+pub fn dequantize_all_blocks(path: &Path) -> Result<Vec<(String, String, Vec<f32>)>> {
+    let (bytes, content) = open_gguf(path)?;
+    let mut names: Vec<(&String, &TensorInfo)> = content.tensor_infos.iter().collect();
+    names.sort_by_key(|(_, i)| i.offset);
+    let fallback = GgufTensors {
+        content: &content,
+        bytes: &bytes,
+        path,
+        cache: Default::default(),
+        mapped: None,
+    };
+    names
+        .into_iter()
+        .map(|(n, info)| {
+            let ty = format!("{:?}", info.ggml_dtype);
+            let Some(bt) = block_type(info.ggml_dtype) else {
+                return Ok((n.clone(), ty, fallback.dequantize(n)?));
+            };
+            let dims = info.shape.dims();
+            let cols = *dims.last().unwrap_or(&0);
+            let rows = info.shape.elem_count() / cols.max(1);
+            let start = (content.tensor_data_offset + info.offset) as usize;
+            let data = &bytes[start..start + rows * bt.row_bytes(cols)];
+            let m = QuantMatrix::new(bt, data, rows, cols)
+                .map_err(|e| EngineError::file(path, format!("tensor `{n}`: {e}")))?;
+            let mut out = vec![0.0f32; rows * cols];
+            for (r, o) in out.chunks_exact_mut(cols).enumerate() {
+                lmcompare_kernels::quant::dequantize_row(bt, m.row(r), o);
+            }
+            Ok((n.clone(), ty, out))
         })
         .collect()
 }
@@ -159,18 +298,34 @@ fn open_gguf(path: &Path) -> Result<(memmap2::Mmap, Content)> {
     Ok((mmap, content))
 }
 
-pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
+pub(crate) fn load_gguf(path: &Path, dequantize: bool) -> Result<Decoder> {
     let (mmap, content) = open_gguf(path)?;
     let parameters: u64 = content
         .tensor_infos
         .values()
         .map(|t| t.shape.elem_count() as u64)
         .sum();
-    // The f32 path keeps 4 bytes per weight: say so before allocating, not by being killed.
-    crate::guard::check_memory(
-        parameters * 4,
-        &format!("dequantising its {parameters} weights to f32 (4 bytes each)"),
-    )
+    // Say what will not fit before allocating, not by being killed.
+    if dequantize {
+        crate::guard::check_memory(
+            parameters * 4,
+            &format!("dequantising its {parameters} weights to f32 (4 bytes each)"),
+        )
+    } else {
+        let f32_values: u64 = content
+            .tensor_infos
+            .values()
+            .filter(|t| block_type(t.ggml_dtype).is_none())
+            .map(|t| t.shape.elem_count() as u64)
+            .sum();
+        crate::guard::check_memory(
+            mmap.len() as u64 + f32_values * 4,
+            &format!(
+                "its {} bytes of weights (mapped from the file, kept quantised) and {f32_values} f32 values",
+                mmap.len()
+            ),
+        )
+    }
     .map_err(|m| EngineError::file(path, m))?;
     let meta: HashMap<String, GgufScalar> = content
         .metadata
@@ -287,24 +442,28 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
         let add_bos = flag("add_bos_token", model == "llama");
         (t, format!("embedded in the GGUF file ({kind})"), add_bos)
     };
-    // Dequantise every tensor in parallel; the builder then only rearranges.
-    let names: Vec<&String> = content.tensor_infos.keys().collect();
+    let mmap = Arc::new(mmap);
     let mut src = GgufTensors {
         content: &content,
         bytes: &mmap[..],
         path,
         cache: Default::default(),
+        mapped: (!dequantize).then(|| mmap.clone()),
     };
-    let done: Vec<(String, Vec<f32>)> = names
-        .par_iter()
-        .map(|n| src.dequantize(n).map(|v| ((*n).clone(), v)))
-        .collect::<Result<_>>()?;
-    src.cache = std::sync::Mutex::new(done.into_iter().collect());
+    // The f32 path dequantises every tensor in parallel; the builder then only rearranges.
+    if dequantize {
+        let names: Vec<&String> = content.tensor_infos.keys().collect();
+        let done: Vec<(String, Vec<f32>)> = names
+            .par_iter()
+            .map(|n| src.dequantize(n).map(|v| ((*n).clone(), v)))
+            .collect::<Result<_>>()?;
+        src.cache = std::sync::Mutex::new(done.into_iter().collect());
+    }
     // llama.cpp's converter stores Gemma's norms as 1 + w already.
     let weights = build_weights(&cfg, &src, &gguf_naming(0.0))?;
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for info in content.tensor_infos.values() {
-        *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+        *counts.entry(ggml_name(info.ggml_dtype)).or_default() += 1;
     }
     let prefix = if add_bos {
         cfg.bos_token_id.into_iter().collect()
@@ -321,6 +480,9 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+            compute: String::new(),
+            weight_bytes: 0,
+            bits_per_weight: 0.0,
         },
         config: cfg,
         weights,
@@ -329,6 +491,7 @@ pub(crate) fn load_gguf(path: &Path) -> Result<Decoder> {
         source: path.to_owned(),
         format: "gguf",
         tokenizer_source,
+        llama_cpp_gelu: !dequantize,
     })
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::config::{DecoderConfig, DecoderFamily};
-use super::{Decoder, DecoderSize, Layer, Linear, Norm, Weights};
+use super::{Decoder, DecoderSize, Layer, Linear, Norm, Table, Weight, Weights};
 use crate::error::{EngineError, Result};
 use crate::weights::WeightFile;
 
@@ -16,6 +16,36 @@ pub(crate) trait TensorSource {
     fn has(&self, name: &str) -> bool;
     /// The tensor as f32 `rows × cols` (HF's `[out, in]` for linear weights).
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// A linear layer from `[out, in]` weights (named, with their `out`), side by side in the
+    /// output; by default dequantised and fused into one f32 matrix.
+    fn linear(
+        &self,
+        parts: &[(String, usize)],
+        input: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Linear> {
+        f32_linear(self, parts, input, bias)
+    }
+
+    /// A `rows × cols` table (embeddings, LM head); by default in f32.
+    fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Table> {
+        Ok(Table::F32(self.get(name, &[rows, cols])?))
+    }
+}
+
+/// [`TensorSource::linear`]'s f32 form: the parts dequantised and fused.
+pub(crate) fn f32_linear(
+    src: &(impl TensorSource + ?Sized),
+    parts: &[(String, usize)],
+    input: usize,
+    bias: Option<Vec<f32>>,
+) -> Result<Linear> {
+    let mut got = Vec::with_capacity(parts.len());
+    for (name, out) in parts {
+        got.push((src.get(name, &[*out, input])?, *out));
+    }
+    Ok(fused(got, input, bias))
 }
 
 impl TensorSource for WeightFile {
@@ -69,7 +99,7 @@ fn fused(parts: Vec<(Vec<f32>, usize)>, input: usize, bias: Option<Vec<f32>>) ->
         col += out;
     }
     Linear {
-        w,
+        w: Weight::F32(w),
         bias,
         input,
         output,
@@ -105,9 +135,6 @@ pub(crate) fn build_weights(
     let mut layers = Vec::new();
     for i in 0..cfg.layers {
         let n = |p: Part| (names.layer)(i, p);
-        let q = src.get(&n(Part::Q), &[qd, d])?;
-        let k = src.get(&n(Part::K), &[kvd, d])?;
-        let v = src.get(&n(Part::V), &[kvd, d])?;
         let bias = match (
             opt_bias(n(Part::Q), qd)?,
             opt_bias(n(Part::K), kvd)?,
@@ -120,15 +147,14 @@ pub(crate) fn build_weights(
             }
             _ => None,
         };
-        let qkv = fused(vec![(q, qd), (k, kvd), (v, kvd)], d, bias);
-        let o = fused(
-            vec![(src.get(&n(Part::O), &[d, qd])?, d)],
-            qd,
-            opt_bias(n(Part::O), d)?,
-        );
-        let gate = src.get(&n(Part::Gate), &[cfg.ffn, d])?;
-        let up = src.get(&n(Part::Up), &[cfg.ffn, d])?;
-        let down = src.get(&n(Part::Down), &[d, cfg.ffn])?;
+        let qkv = src.linear(
+            &[(n(Part::Q), qd), (n(Part::K), kvd), (n(Part::V), kvd)],
+            d,
+            bias,
+        )?;
+        let o = src.linear(&[(n(Part::O), d)], qd, opt_bias(n(Part::O), d)?)?;
+        let up = src.linear(&[(n(Part::Gate), cfg.ffn), (n(Part::Up), cfg.ffn)], d, None)?;
+        let down = src.linear(&[(n(Part::Down), d)], cfg.ffn, None)?;
         let head_norm = |p: Part| -> Result<Option<Vec<f32>>> {
             if !qk_norm {
                 return Ok(None);
@@ -150,9 +176,9 @@ pub(crate) fn build_weights(
                 None
             },
             ffn_norm: rms(&n(Part::FfnNorm), d)?,
-            up: fused(vec![(gate, cfg.ffn), (up, cfg.ffn)], d, None),
+            up,
             gated: true,
-            down: fused(vec![(down, d)], cfg.ffn, None),
+            down,
             post_ffn_norm: if sandwich {
                 Some(rms(&n(Part::PostFfnNorm), d)?)
             } else {
@@ -160,11 +186,11 @@ pub(crate) fn build_weights(
             },
         });
     }
-    let embed = src.get(&names.embed, &[cfg.vocab_size, d])?;
+    let embed = src.table(&names.embed, cfg.vocab_size, d)?;
     let lm_head = if cfg.tied_embeddings {
         None
     } else if src.has(&names.lm_head) {
-        Some(src.get(&names.lm_head, &[cfg.vocab_size, d])?)
+        Some(src.table(&names.lm_head, cfg.vocab_size, d)?)
     } else {
         return Err(EngineError::BadInput(format!(
             "the model does not tie its output to the embeddings, and `{}` is missing",
@@ -225,7 +251,7 @@ fn build_gpt2(cfg: &DecoderConfig, src: &dyn TensorSource, prefix: &str) -> Resu
     };
     let conv = |name: &str, input: usize, output: usize| -> Result<Linear> {
         Ok(Linear {
-            w: src.get(&format!("{prefix}{name}.weight"), &[input, output])?,
+            w: Weight::F32(src.get(&format!("{prefix}{name}.weight"), &[input, output])?),
             bias: Some(src.get(&format!("{prefix}{name}.bias"), &[output])?),
             input,
             output,
@@ -249,7 +275,7 @@ fn build_gpt2(cfg: &DecoderConfig, src: &dyn TensorSource, prefix: &str) -> Resu
         });
     }
     Ok(Weights {
-        embed: src.get(&format!("{prefix}wte.weight"), &[cfg.vocab_size, d])?,
+        embed: Table::F32(src.get(&format!("{prefix}wte.weight"), &[cfg.vocab_size, d])?),
         positions: Some(src.get(&format!("{prefix}wpe.weight"), &[cfg.max_positions, d])?),
         layers,
         final_norm: ln("ln_f")?,
@@ -348,6 +374,9 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
                 .map(|m| m.len())
                 .unwrap_or(0),
             storage: dtypes.join(", "),
+            compute: String::new(),
+            weight_bytes: 0,
+            bits_per_weight: 0.0,
         },
         config: cfg,
         weights,
@@ -356,5 +385,6 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
         source: dir.to_owned(),
         format: "safetensors",
         tokenizer_source: "tokenizer.json".into(),
+        llama_cpp_gelu: false,
     })
 }

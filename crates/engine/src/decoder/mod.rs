@@ -26,12 +26,52 @@ use crate::error::{EngineError, Result};
 use crate::kernels::{exp_f32, layer_norm, matmul, matmul_transposed_b, View};
 pub use backward::{LoglikTape, Scored, TreeLayout};
 pub use config::{DecoderConfig, DecoderFamily, FfnActivation, RopeLayout};
-pub use gguf::dequantize_all as dequantize_gguf;
+pub use gguf::{
+    dequantize_all as dequantize_gguf, dequantize_all_blocks as dequantize_gguf_blocks,
+};
+pub use lmcompare_kernels::quant::QuantKernel;
+use lmcompare_kernels::quant::{dequantize_row, quant_matmul, BlockType, QuantMatrix};
 use lmcompare_kernels::{fast_tanh, multiversion};
 
-/// A linear layer stored transposed (`in × out`) for `x · W`.
+/// Block-quantised weights inside the mapped GGUF file: a matrix of `rows` outputs × `cols`
+/// inputs, placed at output column `col` of the layer it belongs to.
+#[derive(Clone)]
+pub(crate) struct QuantPart {
+    pub file: std::sync::Arc<memmap2::Mmap>,
+    pub ty: BlockType,
+    pub start: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub col: usize,
+}
+
+impl QuantPart {
+    fn matrix(&self) -> QuantMatrix<'_> {
+        let len = self.rows * self.ty.row_bytes(self.cols);
+        QuantMatrix {
+            ty: self.ty,
+            data: &self.file[self.start..self.start + len],
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+/// The integer kernel for this process (the best the CPU has under `LMCOMPARE_SIMD`).
+pub fn quant_kernel() -> QuantKernel {
+    static KERNEL: std::sync::OnceLock<QuantKernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(QuantKernel::detect)
+}
+
+/// A linear layer's weights: f32 stored transposed (`in × out`) for `x · W`, or quantised
+/// blocks side by side in the output (Q, K and V fused as three parts).
+pub(crate) enum Weight {
+    F32(Vec<f32>),
+    Quant(Vec<QuantPart>),
+}
+
 pub(crate) struct Linear {
-    w: Vec<f32>,
+    w: Weight,
     bias: Option<Vec<f32>>,
     input: usize,
     output: usize,
@@ -41,26 +81,79 @@ impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
         out.clear();
         out.resize(rows * self.output, 0.0);
-        matmul(
-            out,
-            self.output,
-            View {
-                data: x,
-                rows,
-                cols: self.input,
-                row_stride: self.input,
-            },
-            View {
-                data: &self.w,
-                rows: self.input,
-                cols: self.output,
-                row_stride: self.output,
-            },
-            false,
-            true,
-        );
+        match &self.w {
+            Weight::F32(w) => matmul(
+                out,
+                self.output,
+                View {
+                    data: x,
+                    rows,
+                    cols: self.input,
+                    row_stride: self.input,
+                },
+                View {
+                    data: w,
+                    rows: self.input,
+                    cols: self.output,
+                    row_stride: self.output,
+                },
+                false,
+                true,
+            ),
+            Weight::Quant(parts) => {
+                for p in parts {
+                    quant_matmul(
+                        quant_kernel(),
+                        x,
+                        rows,
+                        &p.matrix(),
+                        out,
+                        self.output,
+                        p.col,
+                    );
+                }
+            }
+        }
         if let Some(b) = &self.bias {
             crate::kernels::add_bias(out, b);
+        }
+    }
+
+    /// The f32 weights (`in × out`), which the backward pass needs.
+    fn f32_weights(&self) -> Result<&[f32]> {
+        match &self.w {
+            Weight::F32(w) => Ok(w),
+            Weight::Quant(_) => Err(needs_f32()),
+        }
+    }
+}
+
+fn needs_f32() -> EngineError {
+    EngineError::BadInput(
+        "gradients need the decoder's weights in f32: load it with --dequantize".into(),
+    )
+}
+
+/// A `vocab × hidden` table (embeddings, LM head): f32, or quantised rows in the file.
+pub(crate) enum Table {
+    F32(Vec<f32>),
+    Quant(QuantPart),
+}
+
+impl Table {
+    /// Row `t` into `out` (`hidden` values).
+    fn row_into(&self, t: usize, out: &mut [f32]) {
+        let d = out.len();
+        match self {
+            Table::F32(w) => out.copy_from_slice(&w[t * d..(t + 1) * d]),
+            Table::Quant(p) => dequantize_row(p.ty, p.matrix().row(t), out),
+        }
+    }
+
+    fn f32_rows(&self) -> Result<&[f32]> {
+        match self {
+            Table::F32(w) => Ok(w),
+            Table::Quant(_) => Err(needs_f32()),
         }
     }
 }
@@ -96,14 +189,55 @@ pub(crate) struct Layer {
     post_ffn_norm: Option<Norm>,
 }
 
+impl Weights {
+    /// Bytes the weights occupy, and how many of them are quantised blocks.
+    fn bytes(&self) -> (u64, u64) {
+        let mut total = 0u64;
+        let mut quant = 0u64;
+        let mut part = |p: &QuantPart| {
+            let b = (p.rows * p.ty.row_bytes(p.cols)) as u64;
+            total += b;
+            quant += b;
+        };
+        let mut f32s = 0usize;
+        let norm = |n: &Norm| match n {
+            Norm::Rms(w) => w.len(),
+            Norm::Layer(g, b) => g.len() + b.len(),
+        };
+        for l in &self.layers {
+            for lin in [&l.qkv, &l.o, &l.up, &l.down] {
+                match &lin.w {
+                    Weight::F32(w) => f32s += w.len(),
+                    Weight::Quant(parts) => parts.iter().for_each(&mut part),
+                }
+                f32s += lin.bias.as_ref().map_or(0, Vec::len);
+            }
+            f32s += norm(&l.attn_norm) + norm(&l.ffn_norm);
+            f32s += [&l.post_attn_norm, &l.post_ffn_norm]
+                .iter()
+                .map(|n| n.as_ref().map_or(0, norm))
+                .sum::<usize>();
+            f32s += l.q_norm.as_ref().map_or(0, Vec::len) + l.k_norm.as_ref().map_or(0, Vec::len);
+        }
+        for t in std::iter::once(&self.embed).chain(self.lm_head.as_ref()) {
+            match t {
+                Table::F32(w) => f32s += w.len(),
+                Table::Quant(p) => part(p),
+            }
+        }
+        f32s += self.positions.as_ref().map_or(0, Vec::len) + norm(&self.final_norm);
+        (total + 4 * f32s as u64, quant)
+    }
+}
+
 pub(crate) struct Weights {
     /// `vocab × hidden`.
-    embed: Vec<f32>,
+    embed: Table,
     positions: Option<Vec<f32>>,
     layers: Vec<Layer>,
     final_norm: Norm,
     /// `vocab × hidden` when not tied to the embeddings.
-    lm_head: Option<Vec<f32>>,
+    lm_head: Option<Table>,
 }
 
 /// Parameters and bytes on disk, by component (read while loading).
@@ -114,6 +248,19 @@ pub struct DecoderSize {
     pub file_bytes: u64,
     /// Storage types of the weights as found (e.g. "Q4_K: 108, F32: 199" or "F32").
     pub storage: String,
+    /// How the weights are held and multiplied (quantised blocks with int8 kernels, or f32).
+    pub compute: String,
+    /// Bytes the weights occupy in memory (mapped file pages included), and per parameter.
+    pub weight_bytes: u64,
+    pub bits_per_weight: f64,
+}
+
+/// How to load a decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Dequantise GGUF weights to f32 at load (the weights' exact values, 4 bytes each)
+    /// instead of keeping the blocks and multiplying with int8 activations.
+    pub dequantize: bool,
 }
 
 pub struct Decoder {
@@ -127,6 +274,11 @@ pub struct Decoder {
     /// "safetensors" or "gguf".
     pub format: &'static str,
     pub tokenizer_source: String,
+    /// GEGLU as llama.cpp's CPU backend computes it (`GGML_GELU_FP16`): the gate rounded to
+    /// f16 and looked up in an f16 table. On quantised weights that rounding decides which way
+    /// many activations round to 8 bits, so the quantised path follows it to give llama.cpp's
+    /// numbers; the f32 path keeps the exact GELU.
+    llama_cpp_gelu: bool,
 }
 
 /// What a scoring call did, for the efficiency report.
@@ -180,10 +332,29 @@ pub struct KvCache {
 impl Decoder {
     /// Loads a `.gguf` file or an HF folder with `config.json`, a tokenizer and safetensors.
     pub fn load(path: &Path) -> Result<Decoder> {
-        if path.is_file() {
-            return gguf::load_gguf(path);
-        }
-        load::load_folder(path)
+        Decoder::load_with(path, LoadOptions::default())
+    }
+
+    pub fn load_with(path: &Path, options: LoadOptions) -> Result<Decoder> {
+        let mut d = if path.is_file() {
+            gguf::load_gguf(path, options.dequantize)?
+        } else {
+            load::load_folder(path)?
+        };
+        let (bytes, quantised) = d.weights.bytes();
+        d.size.weight_bytes = bytes;
+        d.size.bits_per_weight = bytes as f64 * 8.0 / d.size.parameters.max(1) as f64;
+        d.size.compute = if quantised > 0 {
+            format!(
+                "quantised blocks mapped from the file, int8 activations ({} kernel)",
+                quant_kernel().name()
+            )
+        } else if d.format == "gguf" {
+            "f32, dequantised at load".into()
+        } else {
+            "f32".into()
+        };
+        Ok(d)
     }
 
     /// Whether `path` holds a decoder lmcompare can run (a `.gguf` file, or a folder whose
@@ -614,22 +785,33 @@ impl Decoder {
         let cfg = &self.config;
         let table = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
         let mut logits = vec![0.0f32; rows * cfg.vocab_size];
-        crate::kernels::matmul_transposed_b_parallel(
-            &mut logits,
-            cfg.vocab_size,
-            View {
-                data: x,
+        match table {
+            Table::F32(table) => crate::kernels::matmul_transposed_b_parallel(
+                &mut logits,
+                cfg.vocab_size,
+                View {
+                    data: x,
+                    rows,
+                    cols: cfg.hidden,
+                    row_stride: cfg.hidden,
+                },
+                View {
+                    data: table,
+                    rows: cfg.vocab_size,
+                    cols: cfg.hidden,
+                    row_stride: cfg.hidden,
+                },
+            ),
+            Table::Quant(p) => quant_matmul(
+                quant_kernel(),
+                x,
                 rows,
-                cols: cfg.hidden,
-                row_stride: cfg.hidden,
-            },
-            View {
-                data: table,
-                rows: cfg.vocab_size,
-                cols: cfg.hidden,
-                row_stride: cfg.hidden,
-            },
-        );
+                &p.matrix(),
+                &mut logits,
+                cfg.vocab_size,
+                0,
+            ),
+        }
         if let Some(cap) = cfg.final_softcap {
             softcap(&mut logits, cap);
         }
@@ -652,9 +834,9 @@ impl Decoder {
         for s in seqs.iter() {
             for (&t, &p) in s.tokens.iter().zip(&s.positions) {
                 let dst = &mut x[r * d..(r + 1) * d];
-                let src = &self.weights.embed[t as usize * d..(t as usize + 1) * d];
-                for (o, e) in dst.iter_mut().zip(src) {
-                    *o = e * scale;
+                self.weights.embed.row_into(t as usize, dst);
+                for o in dst.iter_mut() {
+                    *o *= scale;
                 }
                 if let Some(pos) = &self.weights.positions {
                     if p >= cfg.max_positions {
@@ -739,12 +921,16 @@ impl Decoder {
             if layer.gated {
                 act.clear();
                 act.resize(rows * cfg.ffn, 0.0);
-                gated_activation(
-                    &ff,
-                    &mut act,
-                    cfg.ffn,
-                    cfg.activation == FfnActivation::Silu,
-                );
+                if self.llama_cpp_gelu && cfg.activation != FfnActivation::Silu {
+                    geglu_f16_table(&ff, &mut act, cfg.ffn);
+                } else {
+                    gated_activation(
+                        &ff,
+                        &mut act,
+                        cfg.ffn,
+                        cfg.activation == FfnActivation::Silu,
+                    );
+                }
                 layer.down.forward(&act, rows, &mut proj);
             } else {
                 gelu_tanh_inplace(&mut ff);
@@ -992,6 +1178,39 @@ impl RopeTable {
                     }
                 }
             }
+        }
+    }
+}
+
+/// ggml's `ggml_table_gelu_f16`: GELU (tanh form) of every f16, rounded to f16.
+fn gelu_f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                const GELU_COEF_A: f32 = 0.044_715;
+                let g = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+                half::f16::from_f32(g).to_f32()
+            })
+            .collect()
+    })
+}
+
+/// `ggml_vec_geglu_f32` with `GGML_GELU_FP16`: GELU(gate) from the f16 table, times up.
+fn geglu_f16_table(gate_up: &[f32], out: &mut [f32], ffn: usize) {
+    let table = gelu_f16_table();
+    for (gu, o) in gate_up.chunks_exact(2 * ffn).zip(out.chunks_exact_mut(ffn)) {
+        let (g, u) = gu.split_at(ffn);
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = if g <= -10.0 {
+                0.0
+            } else if g >= 10.0 {
+                g * u
+            } else {
+                table[half::f16::from_f32(g).to_bits() as usize] * u
+            };
         }
     }
 }

@@ -238,7 +238,7 @@ pub fn decoder_target(
             gradients: None,
         });
     }
-    let full = dec.loglik_backward(&tape, &upstream);
+    let full = dec.loglik_backward(&tape, &upstream)?;
     let mut g = Vec::with_capacity(batch * nc * d);
     for b in 0..batch {
         g.extend_from_slice(&full[b * n * d..(b * n + nc) * d]);

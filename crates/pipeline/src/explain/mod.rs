@@ -76,6 +76,10 @@ pub enum IgRule {
 
 /// Nodes and weights of the n-point Gauss-Legendre rule on [-1, 1] (NumPy's `leggauss`),
 /// by Newton's method on the Legendre polynomial from Chebyshev starting points.
+/// How explain loads a local decoder: gradients need the weights' f32 values.
+const F32_WEIGHTS: lmcompare_engine::decoder::LoadOptions =
+    lmcompare_engine::decoder::LoadOptions { dequantize: true };
+
 pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut nodes = vec![0.0; n];
     let mut weights = vec![0.0; n];
@@ -1186,7 +1190,8 @@ pub fn explain(cfg: &ExplainConfig) -> Result<ExplainReport> {
             let target_of =
                 |gold: &Option<String>| resolve_target(&cfg.target, labels, gold, &m.name);
             if let (true, Some(path)) = (gradient, &local) {
-                let mut dec = lmcompare_engine::decoder::Decoder::load(path)
+                // Gradients need the weights' f32 values.
+                let mut dec = lmcompare_engine::decoder::Decoder::load_with(path, F32_WEIGHTS)
                     .map_err(|e| crate::Error::from(e).context(format!("model {}", m.name)))?;
                 if let Some(n) = cfg.max_length {
                     dec.limit_positions(n)?;
@@ -1507,7 +1512,7 @@ pub fn for_comparison(
                     let prompts = inputs
                         .prompts
                         .ok_or_else(|| crate::fail!("no prompt settings for a decoder"))?;
-                    let mut dec = lmcompare_engine::decoder::Decoder::load(path)?;
+                    let mut dec = lmcompare_engine::decoder::Decoder::load_with(path, F32_WEIGHTS)?;
                     if let Some(n) = inputs.max_length {
                         dec.limit_positions(n)?;
                     }

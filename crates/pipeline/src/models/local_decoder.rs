@@ -28,6 +28,7 @@ pub struct LocalDecoder {
     truncated_prompts: Cell<usize>,
     max_tokens_said: Cell<usize>,
     max_length: Option<usize>,
+    dequantize: bool,
 }
 
 impl LocalDecoder {
@@ -40,10 +41,15 @@ impl LocalDecoder {
         path: PathBuf,
         store: &Store,
         max_length: Option<usize>,
+        dequantize: bool,
     ) -> Result<LocalDecoder> {
         let mut identity = String::new();
         for f in identity_files(&path) {
             identity.push_str(&store.file_sha256(&f)?);
+        }
+        // The two GGUF paths give different numbers: each its own predictions in the store.
+        if dequantize && path.is_file() {
+            identity.push_str("\nweights=f32");
         }
         if let Some(n) = max_length {
             if n < 2 {
@@ -59,6 +65,7 @@ impl LocalDecoder {
             truncated_prompts: Cell::new(0),
             max_tokens_said: Cell::new(0),
             max_length,
+            dequantize,
         })
     }
 
@@ -66,7 +73,10 @@ impl LocalDecoder {
         if let Some(d) = self.decoder.get() {
             return Ok(d);
         }
-        let mut d = Decoder::load(&self.path)
+        let options = lmcompare_engine::decoder::LoadOptions {
+            dequantize: self.dequantize,
+        };
+        let mut d = Decoder::load_with(&self.path, options)
             .map_err(|e| Error::from(e).context(format!("model {}", self.name)))?;
         if let Some(n) = self.max_length {
             d.limit_positions(n)?;
@@ -148,7 +158,14 @@ impl GenerativeModel for LocalDecoder {
             parameters: Some(d.size.parameters),
             bytes: Some(d.size.file_bytes),
             embedding_parameters: Some(d.size.embedding_parameters),
-            source: format!("{} header ({})", d.format, d.size.storage),
+            source: format!(
+                "{} header ({}); weights: {}, {:.2} bits per parameter, {} bytes in memory",
+                d.format,
+                d.size.storage,
+                d.size.compute,
+                d.size.bits_per_weight,
+                d.size.weight_bytes
+            ),
         })
     }
 

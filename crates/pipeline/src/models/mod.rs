@@ -225,6 +225,7 @@ pub fn resolve(m: &NamedSpec, store: &Store, opts: &ResolveOptions<'_>) -> Resul
             path,
             store,
             opts.max_length,
+            wants_dequantize(&m.spec),
         )?)));
     }
     let resolved = lmcompare_engine::spec::resolve(&m.spec)
@@ -232,10 +233,36 @@ pub fn resolve(m: &NamedSpec, store: &Store, opts: &ResolveOptions<'_>) -> Resul
     Ok(Resolved::Encoder(resolved))
 }
 
+/// The spec prefix that loads a GGUF decoder's weights dequantised to f32 (their exact
+/// values, 4 bytes each) instead of keeping the blocks and multiplying with int8 activations.
+pub const DEQUANTIZE_PREFIX: &str = "dequantize:";
+
+fn wants_dequantize(spec: &str) -> bool {
+    spec.starts_with(DEQUANTIZE_PREFIX)
+}
+
+/// `NAME=SPEC` with SPEC given the `dequantize:` prefix when it is a local GGUF decoder
+/// (what `--dequantize` does to every model); other specs unchanged.
+pub fn dequantized_spec(named: &str) -> String {
+    let (name, spec) = match named.split_once('=') {
+        Some((n, s)) => (Some(n), s),
+        None => (None, named),
+    };
+    let gguf = local_decoder_path(spec).is_some_and(|p| p.is_file());
+    if !gguf || wants_dequantize(spec) {
+        return named.to_owned();
+    }
+    match name {
+        Some(n) => format!("{n}={DEQUANTIZE_PREFIX}{spec}"),
+        None => format!("{DEQUANTIZE_PREFIX}{spec}"),
+    }
+}
+
 /// The file or folder of a local generative model named by `spec` (a `.gguf` file, or a
 /// folder / `hf:` snapshot whose config.json names a decoder family), if it is one.
 pub(crate) fn local_decoder_path(spec: &str) -> Option<PathBuf> {
     use lmcompare_engine::decoder::Decoder;
+    let spec = spec.strip_prefix(DEQUANTIZE_PREFIX).unwrap_or(spec);
     let path = std::path::Path::new(spec);
     if path.is_file() && Decoder::is_decoder(path) {
         return Some(path.to_owned());

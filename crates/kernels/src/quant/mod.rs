@@ -1,0 +1,566 @@
+//! GGML's block-quantised weights multiplied by int8-quantised activations, as llama.cpp
+//! computes them: each activation row is quantised per block (Q8_K, one scale per 256 values,
+//! for the K-quants; Q8_0, one fp16 scale per 32, for the others), the products are integer
+//! dot products, and one float multiply per weight sub-block applies both scales.
+//!
+//! The weights stay in their blocks (the caller hands us bytes, usually memory-mapped from
+//! the file). A product decodes a tile of weight rows once into a common form, unsigned
+//! 8-bit values `u` with a float scale `s` and offset `m` per group of `G` values (the weight
+//! is `s·(u − z) + m`, `z` a per-type zero point), then sweeps every activation row across
+//! the tile. So prompt processing (many rows) pays the unpacking once per tile, like a GEMM.
+//!
+//! Inside a chunk of 16 groups the values are stored interleaved: the 4 bytes at lane `g` of
+//! the `r`-th 64-byte register are values `4r..4r+4` of group `g`. One `vpdpbusd` per register
+//! then leaves each 32-bit lane holding its own group's sum, with no horizontal shuffles.
+//! The scalar, AVX2 and AVX-512 VNNI kernels compute the same integer sums and the same float
+//! operations in the same order, so their results are bit for bit equal.
+
+mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use blocks::{dequantize_row, BlockType};
+
+use rayon::prelude::*;
+
+/// Groups per chunk: one 32-bit lane each in a 512-bit register.
+const LANES: usize = 16;
+/// Weight rows decoded together and swept by each activation row.
+const TILE: usize = 8;
+
+/// Which integer kernel runs the products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKernel {
+    Scalar,
+    /// `vpmaddubsw` / `vpmaddwd` on 256-bit registers.
+    Avx2,
+    /// `vpdpbusd` on 512-bit registers.
+    Avx512Vnni,
+}
+
+impl QuantKernel {
+    /// The best kernel this CPU has, under the `LMCOMPARE_SIMD` cap (`avx512` allows VNNI).
+    pub fn detect() -> QuantKernel {
+        let level = crate::simd_level();
+        if level >= crate::SimdLevel::Avx512 && QuantKernel::Avx512Vnni.available() {
+            return QuantKernel::Avx512Vnni;
+        }
+        if level >= crate::SimdLevel::Avx2 && QuantKernel::Avx2.available() {
+            return QuantKernel::Avx2;
+        }
+        QuantKernel::Scalar
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            QuantKernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            QuantKernel::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            QuantKernel::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantKernel::Scalar => "scalar",
+            QuantKernel::Avx2 => "avx2",
+            QuantKernel::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+/// A matrix of `rows` weight rows (a linear layer's outputs) of `cols` values each, in
+/// consecutive blocks of `ty`.
+#[derive(Clone, Copy)]
+pub struct QuantMatrix<'a> {
+    pub ty: BlockType,
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a> QuantMatrix<'a> {
+    /// Checks that `data` holds exactly `rows × cols` values of `ty`.
+    pub fn new(
+        ty: BlockType,
+        data: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<QuantMatrix<'a>, String> {
+        if !cols.is_multiple_of(ty.block_values()) {
+            return Err(format!(
+                "rows of {cols} values cannot be stored as {} (blocks of {})",
+                ty.name(),
+                ty.block_values()
+            ));
+        }
+        let want = rows * ty.row_bytes(cols);
+        if data.len() != want {
+            return Err(format!(
+                "{rows}×{cols} values of {} take {want} bytes, found {}",
+                ty.name(),
+                data.len()
+            ));
+        }
+        Ok(QuantMatrix {
+            ty,
+            data,
+            rows,
+            cols,
+        })
+    }
+
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let n = self.ty.row_bytes(self.cols);
+        &self.data[r * n..(r + 1) * n]
+    }
+}
+
+/// Activation rows quantised for products with one block type, in the interleaved layout,
+/// each row padded to whole chunks of 16 groups (the padding is zero and adds nothing).
+pub struct QuantizedRows {
+    rows: usize,
+    /// Values per group (8 for the 32-value block types, 16 for the K-quants).
+    group: usize,
+    /// Real groups per row, and the padded count (a multiple of 16).
+    groups: usize,
+    padded_groups: usize,
+    q: Vec<i8>,
+    /// Per group: the activation scale, scale × Σq (for weight offsets), and z·Σq (the
+    /// weights' zero point times the group's sum, subtracted from the integer sums).
+    scale: Vec<f32>,
+    scaled_sum: Vec<f32>,
+    zero_sum: Vec<i32>,
+}
+
+/// How llama.cpp quantises activations for a weight type (`vec_dot_type`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ActivationBlocks {
+    /// One f32 scale per 256 values, `q = min(127, round(−127·x/max))` (`quantize_row_q8_K`).
+    Q8K,
+    /// One fp16 scale per 32 values, `q = round(x·127/amax)` (`quantize_row_q8_0`).
+    Q80,
+}
+
+impl QuantizedRows {
+    /// `x` is `rows × cols` row-major; `cols` must be a multiple of the type's block size.
+    pub fn quantize(x: &[f32], rows: usize, cols: usize, ty: BlockType) -> QuantizedRows {
+        assert_eq!(x.len(), rows * cols, "activation shape");
+        assert_eq!(cols % ty.block_values(), 0, "activation row length");
+        let group = ty.group();
+        let groups = cols / group;
+        let padded_groups = groups.div_ceil(LANES) * LANES;
+        let padded = padded_groups * group;
+        let z = ty.zero_point();
+        let mut q = vec![0i8; rows * padded];
+        let mut scale = vec![0.0f32; rows * padded_groups];
+        let mut scaled_sum = vec![0.0f32; rows * padded_groups];
+        let mut zero_sum = vec![0i32; rows * padded_groups];
+        let kind = ty.activation_blocks();
+        if rows > 0 && cols > 0 {
+            q.par_chunks_mut(padded)
+                .zip(scale.par_chunks_mut(padded_groups))
+                .zip(scaled_sum.par_chunks_mut(padded_groups))
+                .zip(zero_sum.par_chunks_mut(padded_groups))
+                .zip(x.par_chunks(cols))
+                .for_each(|((((q, sc), ss), zs), x)| {
+                    let mut natural = vec![0i8; cols];
+                    let mut block_scale = vec![0.0f32; cols / 32];
+                    quantize_row(kind, x, &mut natural, &mut block_scale);
+                    for g in 0..groups {
+                        let vals = &natural[g * group..(g + 1) * group];
+                        let s: i32 = vals.iter().map(|&v| v as i32).sum();
+                        sc[g] = block_scale[g * group / 32];
+                        ss[g] = sc[g] * s as f32;
+                        zs[g] = z * s;
+                    }
+                    // SAFETY: i8 and u8 have the same layout.
+                    let natural: &[u8] = unsafe {
+                        std::slice::from_raw_parts(natural.as_ptr() as *const u8, natural.len())
+                    };
+                    let q: &mut [u8] = unsafe {
+                        std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut u8, q.len())
+                    };
+                    interleave_row(natural, q, group);
+                });
+        }
+        QuantizedRows {
+            rows,
+            group,
+            groups,
+            padded_groups,
+            q,
+            scale,
+            scaled_sum,
+            zero_sum,
+        }
+    }
+}
+
+/// Round half to even, as `nearest_int` in ggml does it (exact for |x| < 2²²), without the
+/// libm call `round_ties_even` becomes on a baseline x86-64 build.
+#[inline(always)]
+fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// Q8_K: the value of largest magnitude maps to −127 (so the range is symmetric).
+#[inline(always)]
+fn quantize_q8k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = nearest_int(iscale * v).min(127) as i8;
+    }
+    1.0 / iscale
+}
+
+/// Q8_0 as llama.cpp's AVX2 quantiser does it: `x · 127/amax` rounded half to even, the scale
+/// `amax/127` stored (and used) as fp16.
+#[inline(always)]
+fn quantize_q80(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = half::f16::from_f32(amax / 127.0).to_f32();
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = nearest_int(v * id) as i8;
+    }
+    d
+}
+
+/// A natural-order row into chunks of the interleaved layout (see the module comment): value
+/// `4r + b` of group `g` of a chunk goes to byte `64r + 4g + b`, i.e. each chunk's 4-byte
+/// words are transposed from `16 × regs` to `regs × 16`. `dst` is the padded row, zero past
+/// the real values.
+fn interleave_row(src: &[u8], dst: &mut [u8], group: usize) {
+    let chunk = group * LANES;
+    let regs = group / 4;
+    for (c, src) in src.chunks(chunk).enumerate() {
+        let dst = &mut dst[c * chunk..(c + 1) * chunk];
+        for (g, vals) in src.chunks_exact(group).enumerate() {
+            for r in 0..regs {
+                dst[r * 64 + g * 4..r * 64 + g * 4 + 4].copy_from_slice(&vals[r * 4..r * 4 + 4]);
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// One weight row decoded and interleaved (compiled per instruction set: the unpacking
+    /// loops vectorise).
+    fn decode_interleaved(
+        ty: BlockType,
+        row: &[u8],
+        natural: &mut [u8],
+        scale: &mut [f32],
+        offset: &mut [f32],
+        u: &mut [u8]
+    ) {
+        ty.decode_row(row, natural, scale, offset);
+        interleave_row(natural, u, ty.group());
+    }
+}
+
+crate::multiversion! {
+    /// One activation row quantised (compiled per instruction set).
+    fn quantize_row(
+        kind: ActivationBlocks,
+        x: &[f32],
+        natural: &mut [i8],
+        block_scale: &mut [f32]
+    ) {
+        match kind {
+            ActivationBlocks::Q8K => {
+                for (b, (xb, qb)) in x.chunks(256).zip(natural.chunks_mut(256)).enumerate() {
+                    let d = quantize_q8k(xb, qb);
+                    block_scale[b * 8..b * 8 + 8].fill(d);
+                }
+            }
+            ActivationBlocks::Q80 => {
+                for (b, (xb, qb)) in x.chunks(32).zip(natural.chunks_mut(32)).enumerate() {
+                    block_scale[b] = quantize_q80(xb, qb);
+                }
+            }
+        }
+    }
+}
+
+/// Weight rows decoded into the common form, for one tile, padded like [`QuantizedRows`].
+struct DecodedTile {
+    /// Per row: the padded row's unsigned values, interleaved per chunk.
+    u: Vec<u8>,
+    /// Per row and (padded) group.
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+    rows: usize,
+}
+
+impl DecodedTile {
+    fn new(padded_groups: usize, group: usize) -> DecodedTile {
+        DecodedTile {
+            u: vec![0; TILE * padded_groups * group],
+            scale: vec![0.0; TILE * padded_groups],
+            offset: vec![0.0; TILE * padded_groups],
+            rows: 0,
+        }
+    }
+
+    fn fill(
+        &mut self,
+        w: &QuantMatrix<'_>,
+        first: usize,
+        padded_groups: usize,
+        natural: &mut [u8],
+    ) {
+        let group = w.ty.group();
+        let groups = w.cols / group;
+        let padded = padded_groups * group;
+        self.rows = TILE.min(w.rows - first);
+        // A short last tile: the kernels always sweep TILE rows, so the rest must add nothing.
+        if self.rows < TILE {
+            let padded = padded_groups * group;
+            self.u[self.rows * padded..].fill(0);
+            self.scale[self.rows * padded_groups..].fill(0.0);
+            self.offset[self.rows * padded_groups..].fill(0.0);
+        }
+        for t in 0..self.rows {
+            decode_interleaved(
+                w.ty,
+                w.row(first + t),
+                natural,
+                &mut self.scale[t * padded_groups..t * padded_groups + groups],
+                &mut self.offset[t * padded_groups..t * padded_groups + groups],
+                &mut self.u[t * padded..(t + 1) * padded],
+            );
+        }
+    }
+}
+
+/// `out[m, col + n] = Σ_k x[m, k] · w[n, k]` for every activation row `m` and weight row `n`,
+/// `out` row-major with `out_stride` floats per row. The activations are quantised here.
+pub fn quant_matmul(
+    kernel: QuantKernel,
+    x: &[f32],
+    rows: usize,
+    w: &QuantMatrix<'_>,
+    out: &mut [f32],
+    out_stride: usize,
+    col: usize,
+) {
+    let acts = QuantizedRows::quantize(x, rows, w.cols, w.ty);
+    quant_matmul_quantized(kernel, &acts, w, out, out_stride, col);
+}
+
+/// [`quant_matmul`] with the activations already quantised for `w`'s type.
+pub fn quant_matmul_quantized(
+    kernel: QuantKernel,
+    acts: &QuantizedRows,
+    w: &QuantMatrix<'_>,
+    out: &mut [f32],
+    out_stride: usize,
+    col: usize,
+) {
+    assert!(
+        kernel.available(),
+        "{} is not available on this CPU",
+        kernel.name()
+    );
+    assert_eq!(
+        acts.group,
+        w.ty.group(),
+        "activations quantised for another type"
+    );
+    assert_eq!(acts.groups * acts.group, w.cols, "inner dimensions differ");
+    assert!(col + w.rows <= out_stride, "output columns");
+    if acts.rows == 0 || w.rows == 0 {
+        return;
+    }
+    assert!(
+        out.len() >= (acts.rows - 1) * out_stride + col + w.rows,
+        "output rows"
+    );
+    let tiles = w.rows.div_ceil(TILE);
+    // Enough tiles per task to amortise the task, few enough to balance across cores.
+    let per_task = (tiles / (rayon::current_num_threads() * 8)).max(1);
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let has_min = w.ty.has_min();
+    let wide = w.ty.zero_point() > 64;
+    (0..tiles.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let out_ptr = &out_ptr;
+            let mut tile = DecodedTile::new(acts.padded_groups, acts.group);
+            let mut natural = vec![0u8; w.cols];
+            let mut results = [[0.0f32; TILE]; 4];
+            for t in task * per_task..((task + 1) * per_task).min(tiles) {
+                tile.fill(w, t * TILE, acts.padded_groups, &mut natural);
+                let mut m = 0;
+                while m < acts.rows {
+                    let count = (acts.rows - m).min(4);
+                    dot_tiles(kernel, acts, m, count, &tile, has_min, wide, &mut results);
+                    for (i, results) in results.iter().enumerate().take(count) {
+                        for (n, &v) in results[..tile.rows].iter().enumerate() {
+                            // SAFETY: every task writes only the columns of its own tiles, and
+                            // the index is inside `out` (checked above).
+                            unsafe {
+                                *out_ptr.0.add((m + i) * out_stride + col + t * TILE + n) = v
+                            };
+                        }
+                    }
+                    m += count;
+                }
+            }
+        });
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (see the use).
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// Rows `m..m + count` (`count ≤ 4`) against the tile.
+#[allow(clippy::too_many_arguments)]
+fn dot_tiles(
+    kernel: QuantKernel,
+    acts: &QuantizedRows,
+    m: usize,
+    count: usize,
+    tile: &DecodedTile,
+    has_min: bool,
+    wide: bool,
+    results: &mut [[f32; TILE]; 4],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == QuantKernel::Avx512Vnni {
+        // SAFETY: `quant_matmul_quantized` checked the CPU has the features; the rows exist.
+        unsafe {
+            let mut i = 0;
+            while i + 2 <= count {
+                let mut two = [[0.0f32; TILE]; 4];
+                x86::vnni_dot_rows::<2, 4>(acts, m + i, tile, has_min, &mut two);
+                results[i] = two[0];
+                results[i + 1] = two[1];
+                i += 2;
+            }
+            if i < count {
+                let mut one = [[0.0f32; TILE]; 4];
+                x86::vnni_dot_rows::<1, 8>(acts, m + i, tile, has_min, &mut one);
+                results[i] = one[0];
+            }
+        }
+        return;
+    }
+    for (i, results) in results.iter_mut().enumerate().take(count) {
+        dot_tile(kernel, acts, m + i, tile, has_min, wide, results);
+    }
+}
+
+fn dot_tile(
+    kernel: QuantKernel,
+    acts: &QuantizedRows,
+    m: usize,
+    tile: &DecodedTile,
+    has_min: bool,
+    wide: bool,
+    results: &mut [f32; TILE],
+) {
+    match kernel {
+        QuantKernel::Scalar => scalar_dot_tile(acts, m, tile, has_min, results),
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx2 => {
+            // SAFETY: `quant_matmul_quantized` checked the CPU has the features.
+            unsafe { x86::avx2_dot_tile(acts, m, tile, has_min, wide, results) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx512Vnni => {
+            // SAFETY: as above.
+            unsafe { x86::vnni_dot_tile(acts, m, tile, has_min, results) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => {
+            let _ = wide;
+            scalar_dot_tile(acts, m, tile, has_min, results)
+        }
+    }
+}
+
+/// The lanes folded in the order the vector kernels fold them: halves, quarters, …
+#[inline]
+pub(crate) fn fold_lanes(mut acc: [f32; LANES]) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+fn scalar_dot_tile(
+    acts: &QuantizedRows,
+    m: usize,
+    tile: &DecodedTile,
+    has_min: bool,
+    results: &mut [f32; TILE],
+) {
+    let (group, pg) = (acts.group, acts.padded_groups);
+    let padded = pg * group;
+    let q = &acts.q[m * padded..(m + 1) * padded];
+    let a_scale = &acts.scale[m * pg..(m + 1) * pg];
+    let a_sum = &acts.scaled_sum[m * pg..(m + 1) * pg];
+    let a_zero = &acts.zero_sum[m * pg..(m + 1) * pg];
+    let regs = group / 4;
+    for (n, result) in results.iter_mut().enumerate().take(tile.rows) {
+        let u = &tile.u[n * padded..(n + 1) * padded];
+        let w_scale = &tile.scale[n * pg..(n + 1) * pg];
+        let w_off = &tile.offset[n * pg..(n + 1) * pg];
+        let mut acc = [0.0f32; LANES];
+        for c in 0..pg / LANES {
+            let base = c * LANES * group;
+            for (lane, acc) in acc.iter_mut().enumerate() {
+                let g = c * LANES + lane;
+                let mut isum = 0i32;
+                for r in 0..regs {
+                    for b in 0..4 {
+                        let p = base + r * 64 + lane * 4 + b;
+                        isum += u[p] as i32 * q[p] as i32;
+                    }
+                }
+                isum -= a_zero[g];
+                let s = w_scale[g] * a_scale[g];
+                *acc = (isum as f32).mul_add(s, *acc);
+                if has_min {
+                    *acc = w_off[g].mul_add(a_sum[g], *acc);
+                }
+            }
+        }
+        *result = fold_lanes(acc);
+    }
+}
+
+#[cfg(test)]
+mod tests;

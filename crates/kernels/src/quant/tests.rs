@@ -1,0 +1,218 @@
+use super::*;
+
+/// A deterministic generator (xorshift), so the tests need no rand dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}
+
+/// Where a type's fp16 scales sit in its block.
+fn half_fields(ty: BlockType) -> &'static [usize] {
+    match ty {
+        BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0 => &[0],
+        BlockType::Q4_1 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K => &[0, 2],
+        BlockType::Q2_K => &[80, 82],
+        BlockType::Q3_K => &[108],
+        BlockType::Q6_K => &[208],
+    }
+}
+
+/// Random blocks: every bit pattern of the quantised values and sub-block scales, with
+/// finite fp16 scales of a realistic size.
+fn random_matrix(ty: BlockType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..rows * ty.row_bytes(cols))
+        .map(|_| rng.next() as u8)
+        .collect();
+    for block in data.chunks_exact_mut(ty.block_bytes()) {
+        for &at in half_fields(ty) {
+            let v = half::f16::from_f32(rng.uniform() * 0.02);
+            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    data
+}
+
+fn kernels() -> Vec<QuantKernel> {
+    let all = [
+        QuantKernel::Scalar,
+        QuantKernel::Avx2,
+        QuantKernel::Avx512Vnni,
+    ];
+    let have: Vec<QuantKernel> = all.into_iter().filter(|k| k.available()).collect();
+    for k in all {
+        if !k.available() {
+            eprintln!("{} is not available on this CPU: not run", k.name());
+        }
+    }
+    have
+}
+
+/// Shapes that cover full chunks, a short last chunk (32-value types with `cols` not a
+/// multiple of 128), a partial tile and a single row.
+const SHAPES: [(usize, usize, usize); 4] = [(5, 19, 512), (1, 8, 256), (3, 9, 768), (2, 3, 1280)];
+
+#[test]
+fn the_three_kernels_agree_bit_for_bit_on_every_type() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for ty in BlockType::ALL {
+        for &(m, n, k) in &SHAPES {
+            let k = if ty.block_values() == 32 {
+                k - 32 * (k / 256 % 3)
+            } else {
+                k
+            };
+            let w = random_matrix(ty, n, k, &mut rng);
+            let w = QuantMatrix::new(ty, &w, n, k).unwrap();
+            let x: Vec<f32> = (0..m * k).map(|_| rng.uniform() * 3.0).collect();
+            let mut outs = Vec::new();
+            for kernel in kernels() {
+                let mut out = vec![f32::NAN; m * (n + 2)];
+                quant_matmul(kernel, &x, m, &w, &mut out, n + 2, 1);
+                outs.push((kernel, out));
+            }
+            let (k0, first) = &outs[0];
+            for (kernel, out) in &outs[1..] {
+                for i in 0..m {
+                    for j in 1..n + 1 {
+                        let (a, b) = (first[i * (n + 2) + j], out[i * (n + 2) + j]);
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{} {m}×{n}×{k}: {} {a} vs {} {b} at [{i},{j}]",
+                            ty.name(),
+                            k0.name(),
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The integer product equals the float product of the dequantised weights and the
+/// dequantised activations (the quantisation is the only approximation): the difference is
+/// float rounding, a few ulp of the terms' magnitude.
+#[test]
+fn the_product_equals_dequantised_weights_times_dequantised_activations() {
+    let mut rng = Rng(42);
+    for ty in BlockType::ALL {
+        let (m, n, k) = (3, 11, 512);
+        let bytes = random_matrix(ty, n, k, &mut rng);
+        let w = QuantMatrix::new(ty, &bytes, n, k).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+        let acts = QuantizedRows::quantize(&x, m, k, ty);
+        let mut out = vec![0.0f32; m * n];
+        quant_matmul_quantized(QuantKernel::detect(), &acts, &w, &mut out, n, 0);
+        let group = ty.group();
+        for i in 0..m {
+            // The activations as the kernel sees them, back in natural order.
+            let mut a = vec![0.0f64; k];
+            let padded = acts.padded_groups * group;
+            let row = &acts.q[i * padded..(i + 1) * padded];
+            for (e, a) in a.iter_mut().enumerate() {
+                let (g, within) = (e / group, e % group);
+                let (c, lane) = (g / LANES, g % LANES);
+                let p = c * LANES * group + (within / 4) * 64 + lane * 4 + within % 4;
+                *a = row[p] as f64 * acts.scale[i * acts.padded_groups + g] as f64;
+            }
+            for j in 0..n {
+                let mut wr = vec![0.0f32; k];
+                dequantize_row(ty, w.row(j), &mut wr);
+                let exact: f64 = wr.iter().zip(&a).map(|(&w, &a)| w as f64 * a).sum();
+                let scale: f64 = wr.iter().zip(&a).map(|(&w, &a)| (w as f64 * a).abs()).sum();
+                let got = out[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= 1e-5 * scale + 1e-30,
+                    "{} [{i},{j}]: {got} vs {exact} (scale {scale})",
+                    ty.name()
+                );
+            }
+        }
+    }
+}
+
+/// Against the exact f32 product the error is the activations' quantisation: each value is
+/// off by at most half a step (scale/2), so |error| ≤ Σ|w|·scale/2.
+#[test]
+fn the_error_against_the_f32_product_is_within_half_a_quantisation_step() {
+    let mut rng = Rng(7);
+    for ty in BlockType::ALL {
+        let (m, n, k) = (4, 6, 256);
+        let bytes = random_matrix(ty, n, k, &mut rng);
+        let w = QuantMatrix::new(ty, &bytes, n, k).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+        let mut out = vec![0.0f32; m * n];
+        quant_matmul(QuantKernel::detect(), &x, m, &w, &mut out, n, 0);
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            for j in 0..n {
+                let mut wr = vec![0.0f32; k];
+                dequantize_row(ty, w.row(j), &mut wr);
+                let exact: f64 = wr.iter().zip(xr).map(|(&w, &x)| w as f64 * x as f64).sum();
+                let block = if ty.block_values() == 256 { 256 } else { 32 };
+                let bound: f64 = wr
+                    .chunks(block)
+                    .zip(xr.chunks(block))
+                    .map(|(wb, xb)| {
+                        let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+                        // Half a step, plus Q8_0's fp16 scale: |q| ≤ 127 times its rounding
+                        // (2⁻¹¹ relative).
+                        let step = amax / 127.0;
+                        wb.iter().map(|w| w.abs() as f64).sum::<f64>()
+                            * step
+                            * (0.5 + 127.0 / 2048.0)
+                    })
+                    .sum();
+                let got = out[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= bound * 1.01 + 1e-6,
+                    "{} [{i},{j}]: {got} vs {exact}, bound {bound}",
+                    ty.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_activations_quantise_as_llama_cpp() {
+    // Q8_K: the largest-magnitude value maps to −127 and the scale is its negative inverse.
+    let x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) / 10.0).collect();
+    let mut q = vec![0i8; 256];
+    let d = quantize_q8k(&x, &mut q);
+    assert_eq!(q[255], -127);
+    assert_eq!(d, 1.0 / (-127.0 / 15.5));
+    assert_eq!(q[100], 0);
+    // Q8_0: the scale is fp16, the values rounded half to even.
+    let x: Vec<f32> = (0..32).map(|i| i as f32 * 0.5 - 8.0).collect();
+    let mut q = vec![0i8; 32];
+    let d = quantize_q80(&x, &mut q);
+    assert_eq!(d, half::f16::from_f32(8.0 / 127.0).to_f32());
+    assert_eq!(q[0], -127);
+    assert!(q.iter().all(|&v| v != i8::MIN));
+    let mut z = vec![1i8; 32];
+    assert_eq!(quantize_q80(&[0.0; 32], &mut z), 0.0);
+    assert!(z.iter().all(|&v| v == 0));
+}
+
+#[test]
+fn a_matrix_of_the_wrong_size_is_refused_with_the_numbers() {
+    let e = QuantMatrix::new(BlockType::Q4_K, &[0u8; 100], 2, 256)
+        .err()
+        .unwrap();
+    assert_eq!(e, "2×256 values of Q4_K take 288 bytes, found 100");
+    let e = QuantMatrix::new(BlockType::Q4_K, &[], 1, 100)
+        .err()
+        .unwrap();
+    assert!(e.contains("blocks of 256"), "{e}");
+}
