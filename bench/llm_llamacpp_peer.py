@@ -26,6 +26,7 @@ logprob_negative. Deterministic (no sampling; fixed thread count).
 import argparse
 import ctypes
 import json
+import resource
 import os
 import sys
 import time
@@ -145,6 +146,8 @@ def main():
         "threads": args.threads,
         "continuation_ids": {c: ids for (c, _), ids in zip(CONTINUATIONS, conts)},
         "llama_cpp_python": llama_cpp.__version__,
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }))
 
 

@@ -96,7 +96,12 @@ fn local_and_llama_cpp_server_scores_of_gemma_agree() {
         "The best film of the year, with a cast at the top of its game.",
         "A waste of a talented cast; the plot never makes sense.",
     ];
-    let local = Decoder::load(&root().join("assets/models/gemma-3-270m-q4_k_m.gguf")).unwrap();
+    // The served copy is F32: compare it with the local f32 path.
+    let local = Decoder::load_with(
+        &root().join("assets/models/gemma-3-270m-q4_k_m.gguf"),
+        lmcompare_engine::decoder::LoadOptions { dequantize: true },
+    )
+    .unwrap();
     let client = RemoteClient::new(
         RemoteSpec::parse(&format!("openai:{base}#gemma"))
             .unwrap()
@@ -167,7 +172,7 @@ fn local_and_llama_cpp_server_scores_of_gemma_agree() {
         .args([
             "--model",
             &format!(
-                "local={}",
+                "local=dequantize:{}",
                 root()
                     .join("assets/models/gemma-3-270m-q4_k_m.gguf")
                     .display()

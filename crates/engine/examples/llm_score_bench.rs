@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t_load = Instant::now();
     let dec = Decoder::load_with(std::path::Path::new(&args[1]), LoadOptions { dequantize })?;
     let load_s = t_load.elapsed().as_secs_f64();
+    let (load_rss, load_peak) = (rss("VmRSS:"), rss("VmHWM:"));
     // One warm-up call, as the peer does one warm-up decode.
     let warm = dec.encode_pair("Review: fine\nSentiment:", " positive")?;
     dec.score(&[ScoreRequest {
@@ -74,16 +75,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "accuracy": right as f64 / test.len().max(1) as f64, "tokens_fed": fed,
             "load_seconds": load_s, "batch": batch, "threads": rayon::current_num_threads(),
             "weights": dec.size.compute, "weight_bytes": dec.size.weight_bytes,
-            "file_bytes": dec.size.file_bytes, "peak_rss_bytes": peak_rss(),
+            "file_bytes": dec.size.file_bytes, "peak_rss_bytes": rss("VmHWM:"),
+            "rss_after_load_bytes": load_rss, "peak_rss_during_load_bytes": load_peak,
         })
     );
     Ok(())
 }
 
-/// VmHWM from /proc/self/status (Linux), in bytes.
-fn peak_rss() -> Option<u64> {
+/// A memory figure from /proc/self/status (Linux; VmHWM is the peak RSS), in bytes.
+fn rss(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -30,7 +30,9 @@ pub use gguf::{
     dequantize_all as dequantize_gguf, dequantize_all_blocks as dequantize_gguf_blocks,
 };
 pub use lmcompare_kernels::quant::QuantKernel;
-use lmcompare_kernels::quant::{dequantize_row, quant_matmul, BlockType, QuantMatrix};
+use lmcompare_kernels::quant::{
+    dequantize_row, quant_matmul, quant_matmul_quantized, BlockType, QuantMatrix, QuantizedRows,
+};
 use lmcompare_kernels::{fast_tanh, multiversion};
 
 /// Block-quantised weights inside the mapped GGUF file: a matrix of `rows` outputs × `cols`
@@ -101,16 +103,16 @@ impl Linear {
                 true,
             ),
             Weight::Quant(parts) => {
+                // Parts of one type (Q and K, gate and up) share the quantised activations.
+                let mut acts: Option<(BlockType, QuantizedRows)> = None;
                 for p in parts {
-                    quant_matmul(
-                        quant_kernel(),
-                        x,
-                        rows,
-                        &p.matrix(),
-                        out,
-                        self.output,
-                        p.col,
-                    );
+                    if acts.as_ref().is_none_or(|(ty, _)| *ty != p.ty) {
+                        acts = Some((p.ty, QuantizedRows::quantize(x, rows, self.input, p.ty)));
+                    }
+                    if let Some((_, a)) = &acts {
+                        let kernel = quant_kernel();
+                        quant_matmul_quantized(kernel, a, &p.matrix(), out, self.output, p.col);
+                    }
                 }
             }
         }
