@@ -116,7 +116,7 @@ impl BlockType {
     /// Values sharing one scale in the decoded form: the K-quants' 16-value sub-blocks (Q4_K
     /// and Q5_K's 32-value ones as two), a quarter block for the others.
     pub(crate) fn group(self) -> usize {
-        16
+        super::GROUP
     }
 
     /// `z` in `scale·(u − z) + offset`: what makes a signed type's values unsigned.

@@ -128,18 +128,71 @@ impl<'a> QuantMatrix<'a> {
     }
 }
 
-/// Activation rows quantised for products with one block type, in the interleaved layout,
-/// each row padded to whole chunks of 16 groups (the padding is zero and adds nothing).
+/// Values per group: one scale per group, one 32-bit lane per group.
+pub(crate) const GROUP: usize = 16;
+
+/// How a row of `groups` groups lies in chunks of 16 groups (256 values, four 64-byte
+/// registers). A last chunk of at most 8 groups is a half chunk of two registers: value
+/// `4r + b` (r < 2) of group `g` at byte `64r + 4g + b`, value `8 + 4r + b` at byte
+/// `64r + 4(8 + g) + b`; adding a register's upper 8 lanes to its lower 8 then gives each
+/// group's sum, so 640-value rows (2.5 chunks) waste nothing. A last chunk of 9 to 15 groups
+/// is padded to a full one with zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub groups: usize,
+    /// Groups with a scale slot: 16 per chunk, the half chunk's included.
+    pub padded_groups: usize,
+    /// Full (possibly zero-padded) chunks, then maybe one half chunk.
+    pub full_chunks: usize,
+    pub half: bool,
+    /// Bytes of one row's values.
+    pub row_bytes: usize,
+}
+
+impl Layout {
+    pub(crate) fn of(cols: usize) -> Layout {
+        let groups = cols / GROUP;
+        let rem = groups % LANES;
+        let half = rem > 0 && rem <= LANES / 2;
+        let full_chunks = if half {
+            groups / LANES
+        } else {
+            groups.div_ceil(LANES)
+        };
+        Layout {
+            groups,
+            padded_groups: groups.div_ceil(LANES) * LANES,
+            full_chunks,
+            half,
+            row_bytes: full_chunks * LANES * GROUP + if half { 2 * 64 } else { 0 },
+        }
+    }
+
+    /// The byte of natural value `e` in a row.
+    pub(crate) fn position(&self, e: usize) -> usize {
+        let (g, i) = (e / GROUP, e % GROUP);
+        let (c, lane) = (g / LANES, g % LANES);
+        let base = c * LANES * GROUP;
+        if self.half && c == self.full_chunks {
+            let (lane, i) = if i < 8 { (lane, i) } else { (lane + 8, i - 8) };
+            base + (i / 4) * 64 + lane * 4 + i % 4
+        } else {
+            base + (i / 4) * 64 + lane * 4 + i % 4
+        }
+    }
+}
+
+/// Activation rows quantised for products with one block type, in the interleaved layout
+/// (the padding is zero and adds nothing).
 pub struct QuantizedRows {
     rows: usize,
-    /// Values per group (8 for the 32-value block types, 16 for the K-quants).
-    group: usize,
-    /// Real groups per row, and the padded count (a multiple of 16).
-    groups: usize,
-    padded_groups: usize,
+    layout: Layout,
+    /// What they were quantised for: the weights' activation blocks and zero point.
+    kind: ActivationBlocks,
+    zero_point: i32,
     q: Vec<i8>,
-    /// Per group: the activation scale, scale × Σq (for weight offsets), and z·Σq (the
-    /// weights' zero point times the group's sum, subtracted from the integer sums).
+    /// Per (padded) group: the activation scale, scale × Σq (for weight offsets), and z·Σq
+    /// (the weights' zero point times the group's sum, subtracted from the integer sums).
     scale: Vec<f32>,
     scaled_sum: Vec<f32>,
     zero_sum: Vec<i32>,
@@ -159,30 +212,28 @@ impl QuantizedRows {
     pub fn quantize(x: &[f32], rows: usize, cols: usize, ty: BlockType) -> QuantizedRows {
         assert_eq!(x.len(), rows * cols, "activation shape");
         assert_eq!(cols % ty.block_values(), 0, "activation row length");
-        let group = ty.group();
-        let groups = cols / group;
-        let padded_groups = groups.div_ceil(LANES) * LANES;
-        let padded = padded_groups * group;
+        let layout = Layout::of(cols);
+        let (groups, pg) = (layout.groups, layout.padded_groups);
         let z = ty.zero_point();
-        let mut q = vec![0i8; rows * padded];
-        let mut scale = vec![0.0f32; rows * padded_groups];
-        let mut scaled_sum = vec![0.0f32; rows * padded_groups];
-        let mut zero_sum = vec![0i32; rows * padded_groups];
+        let mut q = vec![0i8; rows * layout.row_bytes];
+        let mut scale = vec![0.0f32; rows * pg];
+        let mut scaled_sum = vec![0.0f32; rows * pg];
+        let mut zero_sum = vec![0i32; rows * pg];
         let kind = ty.activation_blocks();
         if rows > 0 && cols > 0 {
-            q.par_chunks_mut(padded)
-                .zip(scale.par_chunks_mut(padded_groups))
-                .zip(scaled_sum.par_chunks_mut(padded_groups))
-                .zip(zero_sum.par_chunks_mut(padded_groups))
+            q.par_chunks_mut(layout.row_bytes)
+                .zip(scale.par_chunks_mut(pg))
+                .zip(scaled_sum.par_chunks_mut(pg))
+                .zip(zero_sum.par_chunks_mut(pg))
                 .zip(x.par_chunks(cols))
                 .for_each(|((((q, sc), ss), zs), x)| {
                     let mut natural = vec![0i8; cols];
                     let mut block_scale = vec![0.0f32; cols / 32];
                     quantize_row(kind, x, &mut natural, &mut block_scale);
                     for g in 0..groups {
-                        let vals = &natural[g * group..(g + 1) * group];
+                        let vals = &natural[g * GROUP..(g + 1) * GROUP];
                         let s: i32 = vals.iter().map(|&v| v as i32).sum();
-                        sc[g] = block_scale[g * group / 32];
+                        sc[g] = block_scale[g * GROUP / 32];
                         ss[g] = sc[g] * s as f32;
                         zs[g] = z * s;
                     }
@@ -193,14 +244,14 @@ impl QuantizedRows {
                     let q: &mut [u8] = unsafe {
                         std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut u8, q.len())
                     };
-                    interleave_row(natural, q, group);
+                    interleave_row(natural, q, &layout);
                 });
         }
         QuantizedRows {
             rows,
-            group,
-            groups,
-            padded_groups,
+            layout,
+            kind,
+            zero_point: z,
             q,
             scale,
             scaled_sum,
@@ -251,18 +302,24 @@ fn quantize_q80(x: &[f32], q: &mut [i8]) -> f32 {
     d
 }
 
-/// A natural-order row into chunks of the interleaved layout (see the module comment): value
-/// `4r + b` of group `g` of a chunk goes to byte `64r + 4g + b`, i.e. each chunk's 4-byte
-/// words are transposed from `16 × regs` to `regs × 16`. `dst` is the padded row, zero past
-/// the real values.
-fn interleave_row(src: &[u8], dst: &mut [u8], group: usize) {
-    let chunk = group * LANES;
-    let regs = group / 4;
+/// A natural-order row into the interleaved layout ([`Layout`]): in a full chunk each
+/// 4-byte word moves from `16 × 4` to `4 × 16` order. `dst` is the row's bytes, zero past the
+/// real values.
+#[inline(always)]
+fn interleave_row(src: &[u8], dst: &mut [u8], layout: &Layout) {
+    let chunk = LANES * GROUP;
     for (c, src) in src.chunks(chunk).enumerate() {
-        let dst = &mut dst[c * chunk..(c + 1) * chunk];
-        for (g, vals) in src.chunks_exact(group).enumerate() {
-            for r in 0..regs {
-                dst[r * 64 + g * 4..r * 64 + g * 4 + 4].copy_from_slice(&vals[r * 4..r * 4 + 4]);
+        let base = c * chunk;
+        let half = layout.half && c == layout.full_chunks;
+        for (g, vals) in src.chunks_exact(GROUP).enumerate() {
+            for r in 0..4 {
+                let (reg, lane) = if half {
+                    (r % 2, g + 8 * (r / 2))
+                } else {
+                    (r, g)
+                };
+                let at = base + reg * 64 + lane * 4;
+                dst[at..at + 4].copy_from_slice(&vals[r * 4..r * 4 + 4]);
             }
         }
     }
@@ -280,7 +337,7 @@ crate::multiversion! {
         u: &mut [u8]
     ) {
         ty.decode_row(row, natural, scale, offset);
-        interleave_row(natural, u, ty.group());
+        interleave_row(natural, u, &Layout::of(natural.len()));
     }
 }
 
@@ -308,9 +365,9 @@ crate::multiversion! {
     }
 }
 
-/// Weight rows decoded into the common form, for one tile, padded like [`QuantizedRows`].
+/// Weight rows decoded into the common form, for one tile, laid out like [`QuantizedRows`].
 struct DecodedTile {
-    /// Per row: the padded row's unsigned values, interleaved per chunk.
+    /// Per row: the row's unsigned values, interleaved.
     u: Vec<u8>,
     /// Per row and (padded) group.
     scale: Vec<f32>,
@@ -319,41 +376,32 @@ struct DecodedTile {
 }
 
 impl DecodedTile {
-    fn new(padded_groups: usize, group: usize) -> DecodedTile {
+    fn new(layout: &Layout) -> DecodedTile {
         DecodedTile {
-            u: vec![0; TILE * padded_groups * group],
-            scale: vec![0.0; TILE * padded_groups],
-            offset: vec![0.0; TILE * padded_groups],
+            u: vec![0; TILE * layout.row_bytes],
+            scale: vec![0.0; TILE * layout.padded_groups],
+            offset: vec![0.0; TILE * layout.padded_groups],
             rows: 0,
         }
     }
 
-    fn fill(
-        &mut self,
-        w: &QuantMatrix<'_>,
-        first: usize,
-        padded_groups: usize,
-        natural: &mut [u8],
-    ) {
-        let group = w.ty.group();
-        let groups = w.cols / group;
-        let padded = padded_groups * group;
+    fn fill(&mut self, w: &QuantMatrix<'_>, first: usize, layout: &Layout, natural: &mut [u8]) {
+        let (groups, pg, rb) = (layout.groups, layout.padded_groups, layout.row_bytes);
         self.rows = TILE.min(w.rows - first);
         // A short last tile: the kernels always sweep TILE rows, so the rest must add nothing.
         if self.rows < TILE {
-            let padded = padded_groups * group;
-            self.u[self.rows * padded..].fill(0);
-            self.scale[self.rows * padded_groups..].fill(0.0);
-            self.offset[self.rows * padded_groups..].fill(0.0);
+            self.u[self.rows * rb..].fill(0);
+            self.scale[self.rows * pg..].fill(0.0);
+            self.offset[self.rows * pg..].fill(0.0);
         }
         for t in 0..self.rows {
             decode_interleaved(
                 w.ty,
                 w.row(first + t),
                 natural,
-                &mut self.scale[t * padded_groups..t * padded_groups + groups],
-                &mut self.offset[t * padded_groups..t * padded_groups + groups],
-                &mut self.u[t * padded..(t + 1) * padded],
+                &mut self.scale[t * pg..t * pg + groups],
+                &mut self.offset[t * pg..t * pg + groups],
+                &mut self.u[t * rb..(t + 1) * rb],
             );
         }
     }
@@ -388,12 +436,15 @@ pub fn quant_matmul_quantized(
         "{} is not available on this CPU",
         kernel.name()
     );
-    assert_eq!(
-        acts.group,
-        w.ty.group(),
+    assert!(
+        acts.kind == w.ty.activation_blocks() && acts.zero_point == w.ty.zero_point(),
         "activations quantised for another type"
     );
-    assert_eq!(acts.groups * acts.group, w.cols, "inner dimensions differ");
+    assert_eq!(
+        acts.layout.groups * GROUP,
+        w.cols,
+        "inner dimensions differ"
+    );
     assert!(col + w.rows <= out_stride, "output columns");
     if acts.rows == 0 || w.rows == 0 {
         return;
@@ -412,22 +463,35 @@ pub fn quant_matmul_quantized(
         .into_par_iter()
         .for_each(|task| {
             let out_ptr = &out_ptr;
-            let mut tile = DecodedTile::new(acts.padded_groups, acts.group);
             let mut natural = vec![0u8; w.cols];
             let mut results = [[0.0f32; TILE]; 4];
-            for t in task * per_task..((task + 1) * per_task).min(tiles) {
-                tile.fill(w, t * TILE, acts.padded_groups, &mut natural);
+            let (first, last) = (task * per_task, ((task + 1) * per_task).min(tiles));
+            // A block of tiles decoded together, then every activation row swept across the
+            // whole block: each output row's columns are written contiguously while its cache
+            // lines are hot, and each activation row is read once per block.
+            let mut block: Vec<DecodedTile> = Vec::new();
+            for start in (first..last).step_by(BLOCK_TILES) {
+                let end = (start + BLOCK_TILES).min(last);
+                block.resize_with(end - start, || DecodedTile::new(&acts.layout));
+                for (k, tile) in block.iter_mut().enumerate() {
+                    tile.fill(w, (start + k) * TILE, &acts.layout, &mut natural);
+                }
                 let mut m = 0;
                 while m < acts.rows {
                     let count = (acts.rows - m).min(4);
-                    dot_tiles(kernel, acts, m, count, &tile, has_min, wide, &mut results);
-                    for (i, results) in results.iter().enumerate().take(count) {
-                        for (n, &v) in results[..tile.rows].iter().enumerate() {
-                            // SAFETY: every task writes only the columns of its own tiles, and
-                            // the index is inside `out` (checked above).
-                            unsafe {
-                                *out_ptr.0.add((m + i) * out_stride + col + t * TILE + n) = v
+                    for (k, tile) in block.iter().enumerate() {
+                        dot_tiles(kernel, acts, m, count, tile, has_min, wide, &mut results);
+                        let at = col + (start + k) * TILE;
+                        for (i, results) in results.iter().enumerate().take(count) {
+                            // SAFETY: every task writes only the columns of its own tiles,
+                            // and the row is inside `out` (checked above).
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    out_ptr.0.add((m + i) * out_stride + at),
+                                    tile.rows,
+                                )
                             };
+                            dst.copy_from_slice(&results[..tile.rows]);
                         }
                     }
                     m += count;
@@ -435,6 +499,10 @@ pub fn quant_matmul_quantized(
             }
         });
 }
+
+/// Tiles decoded and swept together (8 weight rows each: about 10 KB decoded per tile for
+/// 640-wide rows, so a block stays in L2).
+const BLOCK_TILES: usize = 16;
 
 struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint elements (see the use).
@@ -496,8 +564,10 @@ fn dot_tile(
         }
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx512Vnni => {
+            let mut one = [[0.0f32; TILE]; 4];
             // SAFETY: as above.
-            unsafe { x86::vnni_dot_tile(acts, m, tile, has_min, results) }
+            unsafe { x86::vnni_dot_rows::<1, 8>(acts, m, tile, has_min, &mut one) };
+            *results = one[0];
         }
         #[cfg(not(target_arch = "x86_64"))]
         _ => {
@@ -527,28 +597,32 @@ fn scalar_dot_tile(
     has_min: bool,
     results: &mut [f32; TILE],
 ) {
-    let (group, pg) = (acts.group, acts.padded_groups);
-    let padded = pg * group;
-    let q = &acts.q[m * padded..(m + 1) * padded];
+    let layout = &acts.layout;
+    let (pg, rb) = (layout.padded_groups, layout.row_bytes);
+    let q = &acts.q[m * rb..(m + 1) * rb];
     let a_scale = &acts.scale[m * pg..(m + 1) * pg];
     let a_sum = &acts.scaled_sum[m * pg..(m + 1) * pg];
     let a_zero = &acts.zero_sum[m * pg..(m + 1) * pg];
-    let regs = group / 4;
+    let chunks = layout.full_chunks + layout.half as usize;
     for (n, result) in results.iter_mut().enumerate().take(tile.rows) {
-        let u = &tile.u[n * padded..(n + 1) * padded];
+        let u = &tile.u[n * rb..(n + 1) * rb];
         let w_scale = &tile.scale[n * pg..(n + 1) * pg];
         let w_off = &tile.offset[n * pg..(n + 1) * pg];
         let mut acc = [0.0f32; LANES];
-        for c in 0..pg / LANES {
-            let base = c * LANES * group;
-            for (lane, acc) in acc.iter_mut().enumerate() {
+        for c in 0..chunks {
+            // A half chunk's upper lanes hold its groups' second halves, not groups of their
+            // own; their slots in the vector kernels add exactly zero.
+            let lanes = if layout.half && c == layout.full_chunks {
+                LANES / 2
+            } else {
+                LANES
+            };
+            for (lane, acc) in acc.iter_mut().enumerate().take(lanes) {
                 let g = c * LANES + lane;
                 let mut isum = 0i32;
-                for r in 0..regs {
-                    for b in 0..4 {
-                        let p = base + r * 64 + lane * 4 + b;
-                        isum += u[p] as i32 * q[p] as i32;
-                    }
+                for i in 0..GROUP {
+                    let p = layout.position(g * GROUP + i);
+                    isum += u[p] as i32 * q[p] as i32;
                 }
                 isum -= a_zero[g];
                 let s = w_scale[g] * a_scale[g];

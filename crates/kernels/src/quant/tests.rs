@@ -58,17 +58,25 @@ fn kernels() -> Vec<QuantKernel> {
 
 /// Shapes that cover full chunks, a short last chunk (32-value types with `cols` not a
 /// multiple of 128), a partial tile and a single row.
-const SHAPES: [(usize, usize, usize); 4] = [(5, 19, 512), (1, 8, 256), (3, 9, 768), (2, 3, 1280)];
+const SHAPES: [(usize, usize, usize); 5] = [
+    (5, 19, 512),
+    (1, 8, 256),
+    (3, 9, 768),
+    (2, 3, 1280),
+    (4, 17, 640),
+];
 
 #[test]
 fn the_three_kernels_agree_bit_for_bit_on_every_type() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for ty in BlockType::ALL {
         for &(m, n, k) in &SHAPES {
-            let k = if ty.block_values() == 32 {
-                k - 32 * (k / 256 % 3)
-            } else {
-                k
+            // K-quant rows are whole 256-value blocks; the 32-value types also get rows
+            // ending in a short, padded chunk and (640) in a half chunk.
+            let k = match (ty.block_values(), k) {
+                (256, k) => k / 256 * 256,
+                (_, 640) => 640,
+                (_, k) => k - 32 * (k / 256 % 3),
             };
             let w = random_matrix(ty, n, k, &mut rng);
             let w = QuantMatrix::new(ty, &w, n, k).unwrap();
@@ -113,17 +121,15 @@ fn the_product_equals_dequantised_weights_times_dequantised_activations() {
         let acts = QuantizedRows::quantize(&x, m, k, ty);
         let mut out = vec![0.0f32; m * n];
         quant_matmul_quantized(QuantKernel::detect(), &acts, &w, &mut out, n, 0);
-        let group = ty.group();
+        let layout = acts.layout;
         for i in 0..m {
             // The activations as the kernel sees them, back in natural order.
             let mut a = vec![0.0f64; k];
-            let padded = acts.padded_groups * group;
-            let row = &acts.q[i * padded..(i + 1) * padded];
+            let row = &acts.q[i * layout.row_bytes..(i + 1) * layout.row_bytes];
             for (e, a) in a.iter_mut().enumerate() {
-                let (g, within) = (e / group, e % group);
-                let (c, lane) = (g / LANES, g % LANES);
-                let p = c * LANES * group + (within / 4) * 64 + lane * 4 + within % 4;
-                *a = row[p] as f64 * acts.scale[i * acts.padded_groups + g] as f64;
+                let g = e / GROUP;
+                *a = row[layout.position(e)] as f64
+                    * acts.scale[i * layout.padded_groups + g] as f64;
             }
             for j in 0..n {
                 let mut wr = vec![0.0f32; k];
@@ -180,6 +186,36 @@ fn the_error_against_the_f32_product_is_within_half_a_quantisation_step() {
                     ty.name()
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn rows_are_laid_out_in_full_and_half_chunks() {
+    // 640 values: two full chunks and a half chunk, nothing padded.
+    let l = Layout::of(640);
+    assert_eq!(
+        (l.groups, l.full_chunks, l.half, l.row_bytes),
+        (40, 2, true, 640)
+    );
+    assert_eq!(l.padded_groups, 48);
+    // 13 groups in the last chunk: padded to a full one.
+    let l = Layout::of(29 * 16);
+    assert_eq!((l.full_chunks, l.half, l.row_bytes), (2, false, 512));
+    for cols in [256, 640, 29 * 16, 2048] {
+        let l = Layout::of(cols);
+        let mut seen = vec![false; l.row_bytes];
+        for e in 0..cols {
+            let p = l.position(e);
+            assert!(!seen[p], "{cols}: byte {p} used twice");
+            seen[p] = true;
+        }
+        // interleave_row puts every value where position says.
+        let src: Vec<u8> = (0..cols).map(|e| (e * 7 % 251) as u8).collect();
+        let mut dst = vec![0u8; l.row_bytes];
+        interleave_row(&src, &mut dst, &l);
+        for (e, &v) in src.iter().enumerate() {
+            assert_eq!(dst[l.position(e)], v, "{cols}: value {e}");
         }
     }
 }

@@ -7,10 +7,11 @@
 
 use std::arch::x86_64::*;
 
-use super::{DecodedTile, QuantizedRows, LANES, TILE};
+use super::{DecodedTile, QuantizedRows, GROUP, LANES, TILE};
 
-/// 64-byte registers per chunk (16 groups of 16 values).
+/// 64-byte registers per full chunk (16 groups of 16 values); a half chunk has 2.
 const REGS: usize = 4;
+const CHUNK: usize = LANES * GROUP;
 
 /// Folds 16 lanes as [`super::fold_lanes`] does: lane i + lane i+8, then i + i+4, …
 #[inline]
@@ -23,62 +24,75 @@ unsafe fn fold8(lo: __m256, hi: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VNNI and FMA.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fold16(v: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(v);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    fold8(lo, hi)
+}
+
+/// One chunk for `MB` activation rows and `NB` weight rows: `R` registers per row (4 for a
+/// full chunk, 2 for a half chunk, whose upper lanes are added onto the lower ones).
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-pub(super) unsafe fn vnni_dot_tile(
+#[allow(clippy::too_many_arguments)]
+unsafe fn vnni_chunk<const MB: usize, const NB: usize, const R: usize>(
     acts: &QuantizedRows,
     m: usize,
     tile: &DecodedTile,
+    n0: usize,
+    c: usize,
     has_min: bool,
-    results: &mut [f32; TILE],
+    acc: &mut [[__m512; NB]; MB],
 ) {
-    let (group, pg) = (acts.group, acts.padded_groups);
-    let padded = pg * group;
-    debug_assert_eq!(group, 4 * REGS);
-    let q = acts.q.as_ptr().add(m * padded);
-    let a_scale = acts.scale.as_ptr().add(m * pg);
-    let a_sum = acts.scaled_sum.as_ptr().add(m * pg);
-    let a_zero = acts.zero_sum.as_ptr().add(m * pg);
-    let mut acc = [_mm512_setzero_ps(); TILE];
-    for c in 0..pg / LANES {
-        let base = c * LANES * group;
-        let g0 = c * LANES;
-        let mut a = [_mm512_setzero_si512(); REGS];
-        for (r, a) in a.iter_mut().enumerate() {
-            *a = _mm512_loadu_si512(q.add(base + r * 64) as *const __m512i);
-        }
-        let sa = _mm512_loadu_ps(a_scale.add(g0));
-        let za = _mm512_loadu_si512(a_zero.add(g0) as *const __m512i);
-        let ma = _mm512_loadu_ps(a_sum.add(g0));
-        for (n, acc) in acc.iter_mut().enumerate() {
-            let u = tile.u.as_ptr().add(n * padded + base);
-            let mut isum = _mm512_setzero_si512();
-            for (r, a) in a.iter().enumerate() {
-                let w = _mm512_loadu_si512(u.add(r * 64) as *const __m512i);
-                isum = _mm512_dpbusd_epi32(isum, w, *a);
-            }
-            isum = _mm512_sub_epi32(isum, za);
-            let ws = _mm512_loadu_ps(tile.scale.as_ptr().add(n * pg + g0));
-            let s = _mm512_mul_ps(ws, sa);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, *acc);
-            if has_min {
-                let off = _mm512_loadu_ps(tile.offset.as_ptr().add(n * pg + g0));
-                *acc = _mm512_fmadd_ps(off, ma, *acc);
-            }
+    let layout = &acts.layout;
+    let (pg, rb) = (layout.padded_groups, layout.row_bytes);
+    let base = c * CHUNK;
+    let g0 = c * LANES;
+    let mut a = [[_mm512_setzero_si512(); R]; MB];
+    for i in 0..MB {
+        let q = acts.q.as_ptr().add((m + i) * rb + base);
+        for r in 0..R {
+            a[i][r] = _mm512_loadu_si512(q.add(r * 64) as *const __m512i);
         }
     }
-    for (n, acc) in acc.iter().enumerate() {
-        let lo = _mm512_castps512_ps256(*acc);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(*acc), 1));
-        results[n] = fold8(lo, hi);
+    for j in 0..NB {
+        let n = n0 + j;
+        let u = tile.u.as_ptr().add(n * rb + base);
+        let mut isum = [_mm512_setzero_si512(); MB];
+        for r in 0..R {
+            let w = _mm512_loadu_si512(u.add(r * 64) as *const __m512i);
+            for i in 0..MB {
+                isum[i] = _mm512_dpbusd_epi32(isum[i], w, a[i][r]);
+            }
+        }
+        let ws = _mm512_loadu_ps(tile.scale.as_ptr().add(n * pg + g0));
+        for i in 0..MB {
+            let mut sum = isum[i];
+            if R < REGS {
+                // Upper lanes onto lower: each group's two halves (the upper lanes keep a copy,
+                // which meets zero scales).
+                sum = _mm512_add_epi32(sum, _mm512_shuffle_i64x2(sum, sum, 0x4E));
+            }
+            let k = (m + i) * pg + g0;
+            let za = _mm512_loadu_si512(acts.zero_sum.as_ptr().add(k) as *const __m512i);
+            let sum = _mm512_sub_epi32(sum, za);
+            let s = _mm512_mul_ps(ws, _mm512_loadu_ps(acts.scale.as_ptr().add(k)));
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc[i][j]);
+            if has_min {
+                let off = _mm512_loadu_ps(tile.offset.as_ptr().add(n * pg + g0));
+                let ma = _mm512_loadu_ps(acts.scaled_sum.as_ptr().add(k));
+                acc[i][j] = _mm512_fmadd_ps(off, ma, acc[i][j]);
+            }
+        }
     }
 }
 
-/// [`vnni_dot_tile`] for `MB` activation rows from `m` at once, the tile's rows `NB` at a
-/// time: each weight register is loaded once for all `MB` rows, and the `MB × NB`
-/// accumulators, the rows' activations and one weight row fit the 32 registers. Per row the
-/// operations, and so the results, are the same as [`vnni_dot_tile`]'s.
+/// `MB` activation rows from `m` against the tile, its rows `NB` at a time: each weight
+/// register is loaded once for all `MB` rows, and the `MB × NB` accumulators, the rows'
+/// activations and one weight row fit the 32 registers. Per row the operations, and so the
+/// results, are the scalar kernel's.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VNNI and FMA; rows `m..m + MB` must exist in `acts`.
@@ -90,57 +104,85 @@ pub(super) unsafe fn vnni_dot_rows<const MB: usize, const NB: usize>(
     has_min: bool,
     results: &mut [[f32; TILE]; 4],
 ) {
-    let pg = acts.padded_groups;
-    let padded = pg * acts.group;
-    debug_assert_eq!(acts.group, 4 * REGS);
-    let mut q = [std::ptr::null::<i8>(); MB];
-    let mut at = [0usize; MB];
-    for i in 0..MB {
-        q[i] = acts.q.as_ptr().add((m + i) * padded);
-        at[i] = (m + i) * pg;
-    }
+    let layout = &acts.layout;
     for nb in 0..TILE / NB {
         let mut acc = [[_mm512_setzero_ps(); NB]; MB];
-        for c in 0..pg / LANES {
-            let base = c * LANES * acts.group;
-            let g0 = c * LANES;
-            let mut a = [[_mm512_setzero_si512(); REGS]; MB];
-            for i in 0..MB {
-                for (r, a) in a[i].iter_mut().enumerate() {
-                    *a = _mm512_loadu_si512(q[i].add(base + r * 64) as *const __m512i);
-                }
-            }
-            for j in 0..NB {
-                let n = nb * NB + j;
-                let u = tile.u.as_ptr().add(n * padded + base);
-                let mut isum = [_mm512_setzero_si512(); MB];
-                for r in 0..REGS {
-                    let w = _mm512_loadu_si512(u.add(r * 64) as *const __m512i);
-                    for i in 0..MB {
-                        isum[i] = _mm512_dpbusd_epi32(isum[i], w, a[i][r]);
-                    }
-                }
-                let ws = _mm512_loadu_ps(tile.scale.as_ptr().add(n * pg + g0));
-                for i in 0..MB {
-                    let k = at[i] + g0;
-                    let za = _mm512_loadu_si512(acts.zero_sum.as_ptr().add(k) as *const __m512i);
-                    let isum = _mm512_sub_epi32(isum[i], za);
-                    let s = _mm512_mul_ps(ws, _mm512_loadu_ps(acts.scale.as_ptr().add(k)));
-                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), s, acc[i][j]);
-                    if has_min {
-                        let off = _mm512_loadu_ps(tile.offset.as_ptr().add(n * pg + g0));
-                        let ma = _mm512_loadu_ps(acts.scaled_sum.as_ptr().add(k));
-                        acc[i][j] = _mm512_fmadd_ps(off, ma, acc[i][j]);
-                    }
-                }
-            }
+        for c in 0..layout.full_chunks {
+            vnni_chunk::<MB, NB, REGS>(acts, m, tile, nb * NB, c, has_min, &mut acc);
+        }
+        if layout.half {
+            let c = layout.full_chunks;
+            vnni_chunk::<MB, NB, 2>(acts, m, tile, nb * NB, c, has_min, &mut acc);
         }
         for i in 0..MB {
             for j in 0..NB {
-                let v = acc[i][j];
-                let lo = _mm512_castps512_ps256(v);
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-                results[i][nb * NB + j] = fold8(lo, hi);
+                results[i][nb * NB + j] = fold16(acc[i][j]);
+            }
+        }
+    }
+}
+
+/// One chunk of one activation row against the tile on AVX2: each 64-byte register is two
+/// 32-byte halves, lanes 0–7 (groups 0–7) and 8–15. In a half chunk both halves belong to
+/// groups 0–7, so all of it goes to the low accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_chunk<const R: usize>(
+    acts: &QuantizedRows,
+    m: usize,
+    tile: &DecodedTile,
+    c: usize,
+    has_min: bool,
+    wide: bool,
+    acc: &mut [[__m256; 2]; TILE],
+) {
+    let layout = &acts.layout;
+    let (pg, rb) = (layout.padded_groups, layout.row_bytes);
+    let base = c * CHUNK;
+    let g0 = c * LANES;
+    let ones = _mm256_set1_epi16(1);
+    let flip = _mm256_set1_epi8(-128);
+    let q = acts.q.as_ptr().add(m * rb + base);
+    let mut a = [[_mm256_setzero_si256(); 2]; R];
+    for r in 0..R {
+        for h in 0..2 {
+            a[r][h] = _mm256_loadu_si256(q.add(r * 64 + h * 32) as *const __m256i);
+        }
+    }
+    let k = m * pg + g0;
+    for n in 0..TILE {
+        let u = tile.u.as_ptr().add(n * rb + base);
+        let mut isum = [_mm256_setzero_si256(); 2];
+        for r in 0..R {
+            for h in 0..2 {
+                let w = _mm256_loadu_si256(u.add(r * 64 + h * 32) as *const __m256i);
+                // maddubs saturates past 32767: values up to 128 are safe against
+                // |q| ≤ 127; Q8_0's (up to 255) go through the sign trick on u − 128.
+                let pairs = if wide {
+                    let s = _mm256_xor_si256(w, flip);
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(s, s), _mm256_sign_epi8(a[r][h], s))
+                } else {
+                    _mm256_maddubs_epi16(w, a[r][h])
+                };
+                let to = if R < REGS { 0 } else { h };
+                isum[to] = _mm256_add_epi32(isum[to], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        for h in 0..if R < REGS { 1 } else { 2 } {
+            let kh = k + 8 * h;
+            let mut sum = isum[h];
+            // Wide types already summed (u − 128)·q, which is what subtracting z·Σq does.
+            if !wide {
+                let za = _mm256_loadu_si256(acts.zero_sum.as_ptr().add(kh) as *const __m256i);
+                sum = _mm256_sub_epi32(sum, za);
+            }
+            let ws = _mm256_loadu_ps(tile.scale.as_ptr().add(n * pg + g0 + 8 * h));
+            let s = _mm256_mul_ps(ws, _mm256_loadu_ps(acts.scale.as_ptr().add(kh)));
+            acc[n][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), s, acc[n][h]);
+            if has_min {
+                let off = _mm256_loadu_ps(tile.offset.as_ptr().add(n * pg + g0 + 8 * h));
+                let ma = _mm256_loadu_ps(acts.scaled_sum.as_ptr().add(kh));
+                acc[n][h] = _mm256_fmadd_ps(off, ma, acc[n][h]);
             }
         }
     }
@@ -157,63 +199,13 @@ pub(super) unsafe fn avx2_dot_tile(
     wide: bool,
     results: &mut [f32; TILE],
 ) {
-    let (group, pg) = (acts.group, acts.padded_groups);
-    let padded = pg * group;
-    debug_assert_eq!(group, 4 * REGS);
-    let q = acts.q.as_ptr().add(m * padded);
-    let a_scale = acts.scale.as_ptr().add(m * pg);
-    let a_sum = acts.scaled_sum.as_ptr().add(m * pg);
-    let a_zero = acts.zero_sum.as_ptr().add(m * pg);
-    let ones = _mm256_set1_epi16(1);
-    let flip = _mm256_set1_epi8(-128);
+    let layout = &acts.layout;
     let mut acc = [[_mm256_setzero_ps(); 2]; TILE];
-    for c in 0..pg / LANES {
-        let base = c * LANES * group;
-        let g0 = c * LANES;
-        // Register r's low half holds groups 0–7, its high half groups 8–15.
-        let mut a = [[_mm256_setzero_si256(); 2]; REGS];
-        for (r, a) in a.iter_mut().enumerate() {
-            for (h, a) in a.iter_mut().enumerate() {
-                *a = _mm256_loadu_si256(q.add(base + r * 64 + h * 32) as *const __m256i);
-            }
-        }
-        let mut sa = [_mm256_setzero_ps(); 2];
-        let mut za = [_mm256_setzero_si256(); 2];
-        let mut ma = [_mm256_setzero_ps(); 2];
-        for h in 0..2 {
-            sa[h] = _mm256_loadu_ps(a_scale.add(g0 + 8 * h));
-            za[h] = _mm256_loadu_si256(a_zero.add(g0 + 8 * h) as *const __m256i);
-            ma[h] = _mm256_loadu_ps(a_sum.add(g0 + 8 * h));
-        }
-        for (n, acc) in acc.iter_mut().enumerate() {
-            let u = tile.u.as_ptr().add(n * padded + base);
-            for h in 0..2 {
-                let mut isum = _mm256_setzero_si256();
-                for (r, a) in a.iter().enumerate() {
-                    let w = _mm256_loadu_si256(u.add(r * 64 + h * 32) as *const __m256i);
-                    // maddubs saturates past 32767: values up to 128 are safe against
-                    // |q| ≤ 127; Q8_0's (up to 255) go through the sign trick on u − 128.
-                    let pairs = if wide {
-                        let s = _mm256_xor_si256(w, flip);
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(s, s), _mm256_sign_epi8(a[h], s))
-                    } else {
-                        _mm256_maddubs_epi16(w, a[h])
-                    };
-                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pairs, ones));
-                }
-                // Wide types already summed (u − 128)·q, which is what subtracting z·Σq does.
-                if !wide {
-                    isum = _mm256_sub_epi32(isum, za[h]);
-                }
-                let ws = _mm256_loadu_ps(tile.scale.as_ptr().add(n * pg + g0 + 8 * h));
-                let s = _mm256_mul_ps(ws, sa[h]);
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), s, acc[h]);
-                if has_min {
-                    let off = _mm256_loadu_ps(tile.offset.as_ptr().add(n * pg + g0 + 8 * h));
-                    acc[h] = _mm256_fmadd_ps(off, ma[h], acc[h]);
-                }
-            }
-        }
+    for c in 0..layout.full_chunks {
+        avx2_chunk::<REGS>(acts, m, tile, c, has_min, wide, &mut acc);
+    }
+    if layout.half {
+        avx2_chunk::<2>(acts, m, tile, layout.full_chunks, has_min, wide, &mut acc);
     }
     for (n, acc) in acc.iter().enumerate() {
         results[n] = fold8(acc[0], acc[1]);
