@@ -3,6 +3,8 @@
 usage: encoder_pytorch.py fixed MODEL_DIR BATCH SEQ RUNS WARMUP
        encoder_pytorch.py texts MODEL_DIR BATCH FILE MAX_LEN
 Prints one JSON line: examples/s and tokens/s (forward passes only, like `lmcompare profile`).
+BENCH_INT8=1 applies torch.ao.quantization.quantize_dynamic (int8 weights per tensor, int8
+activations quantised at run time) to every nn.Linear first.
 `texts` mode does what sentence-transformers' encode does: sort by length, pad each batch to
 its longest text.
 """
@@ -19,6 +21,8 @@ torch.set_num_threads(int(__import__("os").environ.get("BENCH_THREADS", "2")))
 def main():
     mode, model_dir, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    if __import__("os").environ.get("BENCH_INT8") == "1":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if mode == "fixed":
         seq, runs, warmup = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
         ids = torch.full((batch, seq), 2003, dtype=torch.long)

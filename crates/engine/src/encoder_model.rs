@@ -35,7 +35,11 @@ pub trait EncoderNetwork {
 
 impl EncoderNetwork for Encoder {
     fn backend(&self) -> &'static str {
-        "lmcompare-native"
+        if self.int8 {
+            "lmcompare-native, int8 linear layers (Q8_0 weights, activations quantised at run time)"
+        } else {
+            "lmcompare-native"
+        }
     }
 
     fn forward(&self, seqs: &[&[u32]], layers: Option<usize>) -> Result<Hidden> {
@@ -152,7 +156,10 @@ impl TextEncoder {
                     )
                 })?;
                 let weights = WeightFile::open(&weights_path)?;
-                let enc = Encoder::load(cfg, &weights)?;
+                let mut enc = Encoder::load(cfg, &weights)?;
+                if resolved.int8 {
+                    enc.quantize_int8()?;
+                }
                 let labels = match (enc.num_labels, &enc.config.id2label) {
                     (Some(n), Some(names)) if names.len() != n => {
                         return Err(EngineError::file(

@@ -17,7 +17,13 @@ pub struct ResolvedModel {
     pub dir: PathBuf,
     /// The ONNX graph, when the model is one.
     pub onnx: Option<PathBuf>,
+    /// `int8:` before the spec: the native encoder's linear layers dynamically quantised to
+    /// int8 (Q8_0 weights, activations quantised per row at run time).
+    pub int8: bool,
 }
+
+/// The spec prefix for dynamic int8 quantisation of a native encoder.
+pub const INT8_PREFIX: &str = "int8:";
 
 pub fn hub_cache() -> Cache {
     match std::env::var_os("HF_HUB_CACHE") {
@@ -27,6 +33,17 @@ pub fn hub_cache() -> Cache {
 }
 
 pub fn resolve(spec: &str) -> Result<ResolvedModel> {
+    if let Some(rest) = spec.strip_prefix(INT8_PREFIX) {
+        let mut r = resolve(rest)?;
+        if r.onnx.is_some() {
+            return Err(EngineError::BadInput(format!(
+                "model {spec:?}: int8: quantises a native encoder's linear layers (safetensors weights); this is an ONNX graph (use an int8 ONNX export instead)"
+            )));
+        }
+        r.spec = spec.to_owned();
+        r.int8 = true;
+        return Ok(r);
+    }
     if let Some(rest) = spec.strip_prefix("hf:") {
         return resolve_hub(spec, rest);
     }
@@ -46,6 +63,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
                 spec: spec.to_owned(),
                 dir,
                 onnx: Some(path.to_owned()),
+                int8: false,
             });
         }
         return Err(EngineError::file(
@@ -58,6 +76,7 @@ pub fn resolve(spec: &str) -> Result<ResolvedModel> {
         spec: spec.to_owned(),
         dir: path.to_owned(),
         onnx: (onnx.exists() && crate::encoder_model::weights_file(path).is_none()).then_some(onnx),
+        int8: false,
     })
 }
 
@@ -91,6 +110,7 @@ fn resolve_hub(spec: &str, rest: &str) -> Result<ResolvedModel> {
                 spec: spec.to_owned(),
                 onnx: (onnx.exists() && crate::encoder_model::weights_file(&dir).is_none()).then_some(onnx),
                 dir,
+                int8: false,
             })
         }
         None => Err(EngineError::BadInput(format!(

@@ -43,6 +43,7 @@ fn encoder(dir: &Path) -> Result<(), String> {
         spec: dir.display().to_string(),
         dir: dir.to_owned(),
         onnx: None,
+        int8: false,
     };
     let opts = LoadOptions {
         max_length: Some(16),

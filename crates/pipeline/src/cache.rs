@@ -33,6 +33,10 @@ pub fn encoder_hash(
     for f in lmcompare_engine::encoder_model::identity_files(resolved) {
         h.update(store.file_sha256(&f)?.as_bytes());
     }
+    // int8 gives other numbers: its own predictions in the store.
+    if resolved.int8 {
+        h.update(b"\nint8");
+    }
     Ok(format!("{:x}", h.finalize()))
 }
 

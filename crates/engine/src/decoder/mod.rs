@@ -55,6 +55,7 @@ impl QuantPart {
             data: &self.file[self.start..self.start + len],
             rows: self.rows,
             cols: self.cols,
+            per_row: false,
         }
     }
 }

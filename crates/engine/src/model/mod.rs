@@ -78,12 +78,15 @@ fn family(arch: Architecture) -> FamilySpec {
     }
 }
 
-/// A linear layer stored transposed (`in × out`, row-major) for `x · W`.
+/// A linear layer stored transposed (`in × out`, row-major) for `x · W`; with dynamic int8
+/// quantisation also as Q8_0 blocks (`[out, in]`), which the forward pass then multiplies
+/// with int8-quantised activations. The f32 copy stays for the gradients of `explain`.
 pub(crate) struct Linear {
     w: Vec<f32>,
     b: Vec<f32>,
     input: usize,
     output: usize,
+    int8: Option<Vec<u8>>,
 }
 
 impl Linear {
@@ -95,6 +98,7 @@ impl Linear {
             b,
             input,
             output,
+            int8: None,
         })
     }
 
@@ -111,6 +115,7 @@ impl Linear {
             b,
             input: d,
             output: 3 * d,
+            int8: None,
         })
     }
 
@@ -123,8 +128,36 @@ impl Linear {
         }
     }
 
+    /// Adds the Q8_0 copy of the weights (rows of `input` values, a multiple of 32).
+    fn quantize_int8(&mut self) {
+        let wt = transpose(&self.w, self.input, self.output);
+        self.int8 = Some(lmcompare_kernels::quant::quantize_q8_0_weights_per_row(
+            &wt, self.input,
+        ));
+    }
+
     /// `out[rows × output] = x · W` (bias not added).
     fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], parallel: bool) {
+        if let Some(q) = &self.int8 {
+            use lmcompare_kernels::quant::{quant_matmul, BlockType, QuantMatrix};
+            let m = QuantMatrix {
+                ty: BlockType::Q8_0,
+                data: q,
+                rows: self.output,
+                cols: self.input,
+                per_row: true,
+            };
+            quant_matmul(
+                crate::decoder::quant_kernel(),
+                x,
+                rows,
+                &m,
+                out,
+                self.output,
+                0,
+            );
+            return;
+        }
         matmul(
             out,
             self.output,
@@ -217,6 +250,8 @@ struct Workspace {
 
 /// Weights of an encoder, and the forward pass over them.
 pub struct Encoder {
+    /// Whether the layers' linear products run on int8 (see [`Encoder::quantize_int8`]).
+    pub int8: bool,
     workspace: std::sync::Mutex<Workspace>,
     pub config: EncoderConfig,
     word: Vec<f32>,
@@ -304,6 +339,7 @@ impl Encoder {
             }
         }
         Ok(Encoder {
+            int8: false,
             workspace: Default::default(),
             position_offset: (spec.position_offset)(&config),
             config,
@@ -315,6 +351,27 @@ impl Encoder {
             head,
             num_labels,
         })
+    }
+
+    /// Dynamic int8 quantisation, as PyTorch's `quantize_dynamic` applies it to a model's
+    /// linear layers: every layer's Q/K/V, output and feed-forward weights also kept as Q8_0
+    /// blocks (an fp16 scale per 32 weights: finer than PyTorch's one scale per tensor), and
+    /// their products computed on int8 activations quantised per row and block at run time.
+    /// The embeddings, norms, attention and the classification head stay f32.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for lin in [&mut l.qkv, &mut l.out, &mut l.ff1, &mut l.ff2] {
+                if lin.input % 32 != 0 {
+                    return Err(EngineError::BadInput(format!(
+                        "int8: needs linear layers whose inputs are a multiple of 32 wide; this model has one of {}",
+                        lin.input
+                    )));
+                }
+                lin.quantize_int8();
+            }
+        }
+        self.int8 = true;
+        Ok(())
     }
 
     /// Last hidden states of a batch of token-id sequences (no padding anywhere).

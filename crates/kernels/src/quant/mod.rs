@@ -89,6 +89,10 @@ pub struct QuantMatrix<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
+    /// Q8_0 blocks that share one scale per row ([`quantize_q8_0_weights_per_row`]): the
+    /// products then accumulate in integers over the whole row, with one float multiply at
+    /// the end, against activations quantised per row too.
+    pub per_row: bool,
 }
 
 impl<'a> QuantMatrix<'a> {
@@ -119,6 +123,7 @@ impl<'a> QuantMatrix<'a> {
             data,
             rows,
             cols,
+            per_row: false,
         })
     }
 
@@ -190,6 +195,9 @@ pub struct QuantizedRows {
     /// What they were quantised for: the weights' activation blocks and zero point.
     kind: ActivationBlocks,
     zero_point: i32,
+    /// Per row, when quantised with one scale per row: the scale and z·Σq over the row.
+    row_scale: Option<Vec<f32>>,
+    row_zero: Vec<i32>,
     q: Vec<i8>,
     /// Per (padded) group: the activation scale, scale × Σq (for weight offsets), and z·Σq
     /// (the weights' zero point times the group's sum, subtracted from the integer sums).
@@ -252,6 +260,8 @@ impl QuantizedRows {
             layout,
             kind,
             zero_point: z,
+            row_scale: None,
+            row_zero: Vec::new(),
             q,
             scale,
             scaled_sum,
@@ -266,6 +276,56 @@ impl QuantizedRows {
 fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
     (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+impl QuantizedRows {
+    /// Activation rows with one scale per row (`amax/127`, `q = round(x·127/amax)`), for
+    /// [`QuantMatrix::per_row`] weights (dynamic per-token quantisation).
+    pub fn quantize_per_row(x: &[f32], rows: usize, cols: usize) -> QuantizedRows {
+        assert_eq!(x.len(), rows * cols, "activation shape");
+        assert_eq!(cols % 32, 0, "activation row length");
+        let layout = Layout::of(cols);
+        let z = BlockType::Q8_0.zero_point();
+        let mut q = vec![0i8; rows * layout.row_bytes];
+        let mut scale = vec![0.0f32; rows];
+        let mut row_zero = vec![0i32; rows];
+        if rows > 0 && cols > 0 {
+            q.par_chunks_mut(layout.row_bytes)
+                .zip(scale.par_iter_mut())
+                .zip(row_zero.par_iter_mut())
+                .zip(x.par_chunks(cols))
+                .for_each(|(((q, sc), zs), x)| {
+                    let mut natural = vec![0i8; cols];
+                    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                    for (o, &v) in natural.iter_mut().zip(x) {
+                        *o = nearest_int(v * id) as i8;
+                    }
+                    *sc = amax / 127.0;
+                    *zs = z * natural.iter().map(|&v| v as i32).sum::<i32>();
+                    // SAFETY: i8 and u8 have the same layout.
+                    let natural: &[u8] = unsafe {
+                        std::slice::from_raw_parts(natural.as_ptr() as *const u8, natural.len())
+                    };
+                    let q: &mut [u8] = unsafe {
+                        std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut u8, q.len())
+                    };
+                    interleave_row(natural, q, &layout);
+                });
+        }
+        QuantizedRows {
+            rows,
+            layout,
+            kind: ActivationBlocks::Q80,
+            zero_point: z,
+            row_scale: Some(scale),
+            row_zero,
+            q,
+            scale: Vec::new(),
+            scaled_sum: Vec::new(),
+            zero_sum: Vec::new(),
+        }
+    }
 }
 
 /// Q8_K: the value of largest magnitude maps to −127 (so the range is symmetric).
@@ -300,6 +360,48 @@ fn quantize_q80(x: &[f32], q: &mut [i8]) -> f32 {
         *o = nearest_int(v * id) as i8;
     }
     d
+}
+
+/// f32 weights (`rows × cols`, `cols` a multiple of 32) as Q8_0 blocks, the way ggml's
+/// `quantize_row_q8_0_ref` writes them: per 32 values `d = amax/127` (stored as fp16) and
+/// `q = round(x/d)`. What dynamic int8 quantisation of an f32 model's linear layers uses.
+pub fn quantize_q8_0_weights(w: &[f32], cols: usize) -> Vec<u8> {
+    assert_eq!(cols % 32, 0, "Q8_0 rows are whole blocks of 32");
+    let mut out = Vec::with_capacity(w.len() / 32 * 34);
+    for block in w.chunks(32) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|&x| (x * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// f32 weights (`rows × cols`) as Q8_0 blocks whose scales are one per row (`d = amax/127`
+/// of the whole row, stored fp16 in every block; `q = round(x/d)`): per-output-channel int8,
+/// for [`QuantMatrix::per_row`] products.
+pub fn quantize_q8_0_weights_per_row(w: &[f32], cols: usize) -> Vec<u8> {
+    assert_eq!(cols % 32, 0, "Q8_0 rows are whole blocks of 32");
+    let mut out = Vec::with_capacity(w.len() / 32 * 34);
+    for row in w.chunks(cols) {
+        let amax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = half::f16::from_f32(amax / 127.0);
+        let id = if d.to_f32() != 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        for block in row.chunks(32) {
+            out.extend_from_slice(&d.to_le_bytes());
+            out.extend(
+                block
+                    .iter()
+                    .map(|&x| (x * id).round().clamp(-127.0, 127.0) as i8 as u8),
+            );
+        }
+    }
+    out
 }
 
 /// A natural-order row into the interleaved layout ([`Layout`]): in a full chunk each
@@ -418,7 +520,11 @@ pub fn quant_matmul(
     out_stride: usize,
     col: usize,
 ) {
-    let acts = QuantizedRows::quantize(x, rows, w.cols, w.ty);
+    let acts = if w.per_row {
+        QuantizedRows::quantize_per_row(x, rows, w.cols)
+    } else {
+        QuantizedRows::quantize(x, rows, w.cols, w.ty)
+    };
     quant_matmul_quantized(kernel, &acts, w, out, out_stride, col);
 }
 
@@ -437,7 +543,10 @@ pub fn quant_matmul_quantized(
         kernel.name()
     );
     assert!(
-        acts.kind == w.ty.activation_blocks() && acts.zero_point == w.ty.zero_point(),
+        acts.kind == w.ty.activation_blocks()
+            && acts.zero_point == w.ty.zero_point()
+            && acts.row_scale.is_some() == w.per_row
+            && (!w.per_row || w.ty == BlockType::Q8_0),
         "activations quantised for another type"
     );
     assert_eq!(
@@ -521,6 +630,9 @@ fn dot_tiles(
     wide: bool,
     results: &mut [[f32; TILE]; 4],
 ) {
+    if acts.row_scale.is_some() {
+        return per_row_dot_tiles(kernel, acts, m, count, tile, results);
+    }
     #[cfg(target_arch = "x86_64")]
     if kernel == QuantKernel::Avx512Vnni {
         // SAFETY: `quant_matmul_quantized` checked the CPU has the features; the rows exist.
@@ -573,6 +685,69 @@ fn dot_tile(
         _ => {
             let _ = wide;
             scalar_dot_tile(acts, m, tile, has_min, results)
+        }
+    }
+}
+
+/// Per-row products: integer sums over the whole row, minus z·Σq, times the two row scales.
+fn per_row_dot_tiles(
+    kernel: QuantKernel,
+    acts: &QuantizedRows,
+    m: usize,
+    count: usize,
+    tile: &DecodedTile,
+    results: &mut [[f32; TILE]; 4],
+) {
+    let mut sums = [[0i32; TILE]; 4];
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx512Vnni => {
+            let mut i = 0;
+            while i < count {
+                // SAFETY: `quant_matmul_quantized` checked the CPU has the features.
+                unsafe {
+                    if i + 2 <= count {
+                        x86::vnni_row_sums::<2>(acts, m + i, tile, &mut sums[i..i + 2]);
+                        i += 2;
+                    } else {
+                        x86::vnni_row_sums::<1>(acts, m + i, tile, &mut sums[i..i + 1]);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx2 => {
+            for (i, sums) in sums.iter_mut().enumerate().take(count) {
+                // SAFETY: as above.
+                unsafe { x86::avx2_row_sums(acts, m + i, tile, sums) };
+            }
+        }
+        _ => {
+            let rb = acts.layout.row_bytes;
+            for (i, sums) in sums.iter_mut().enumerate().take(count) {
+                let q = &acts.q[(m + i) * rb..(m + i + 1) * rb];
+                for (n, s) in sums.iter_mut().enumerate() {
+                    let u = &tile.u[n * rb..(n + 1) * rb];
+                    *s = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i32).sum();
+                }
+            }
+        }
+    }
+    let (row_scale, pg) = (
+        acts.row_scale.as_deref().unwrap_or(&[]),
+        acts.layout.padded_groups,
+    );
+    for i in 0..count {
+        let sa = row_scale[m + i];
+        for n in 0..TILE {
+            // The wide AVX2 path already subtracted z·Σq (it sums (u − 128)·q).
+            let isum = if kernel == QuantKernel::Avx2 {
+                sums[i][n]
+            } else {
+                sums[i][n] - acts.row_zero[m + i]
+            };
+            results[i][n] = isum as f32 * (tile.scale[n * pg] * sa);
         }
     }
 }

@@ -252,3 +252,88 @@ fn a_matrix_of_the_wrong_size_is_refused_with_the_numbers() {
         .unwrap();
     assert!(e.contains("blocks of 256"), "{e}");
 }
+
+#[test]
+fn f32_weights_quantise_to_q8_0_within_half_a_step() {
+    let mut rng = Rng(99);
+    let (rows, cols) = (3, 96);
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform() * 0.3).collect();
+    let bytes = quantize_q8_0_weights(&w, cols);
+    let m = QuantMatrix::new(BlockType::Q8_0, &bytes, rows, cols).unwrap();
+    for r in 0..rows {
+        let mut back = vec![0.0f32; cols];
+        dequantize_row(BlockType::Q8_0, m.row(r), &mut back);
+        for (b, (x, y)) in w[r * cols..(r + 1) * cols]
+            .chunks(32)
+            .zip(back.chunks(32))
+            .enumerate()
+        {
+            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let step = amax / 127.0;
+            for (x, y) in x.iter().zip(y) {
+                // Half a step, plus the fp16 scale's rounding times |q| ≤ 127.
+                assert!(
+                    (x - y).abs() <= step * (0.5 + 127.0 / 2048.0),
+                    "row {r} block {b}: {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+/// Per-row int8 (the encoders' dynamic quantisation): the three kernels agree bit for bit,
+/// and the product is the dequantised weights times the per-row dequantised activations.
+#[test]
+fn per_row_products_agree_across_kernels_and_equal_the_dequantised_product() {
+    let mut rng = Rng(2024);
+    for &(m, n, k) in &[
+        (5usize, 19usize, 384usize),
+        (2, 8, 640),
+        (3, 11, 1536),
+        (1, 3, 96),
+    ] {
+        let w: Vec<f32> = (0..n * k).map(|_| rng.uniform() * 0.2).collect();
+        let bytes = quantize_q8_0_weights_per_row(&w, k);
+        let mut qm = QuantMatrix::new(BlockType::Q8_0, &bytes, n, k).unwrap();
+        qm.per_row = true;
+        let x: Vec<f32> = (0..m * k).map(|_| rng.uniform() * 2.0).collect();
+        let mut outs = Vec::new();
+        for kernel in kernels() {
+            let mut out = vec![0.0f32; m * n];
+            quant_matmul(kernel, &x, m, &qm, &mut out, n, 0);
+            outs.push((kernel, out));
+        }
+        for (kernel, out) in &outs[1..] {
+            let same = out
+                .iter()
+                .zip(&outs[0].1)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{m}×{n}×{k}: {} differs from {}",
+                kernel.name(),
+                outs[0].0.name()
+            );
+        }
+        let acts = QuantizedRows::quantize_per_row(&x, m, k);
+        let sa = acts.row_scale.as_ref().unwrap();
+        for (i, &sa) in sa.iter().enumerate() {
+            for j in 0..n {
+                let mut wr = vec![0.0f32; k];
+                dequantize_row(BlockType::Q8_0, qm.row(j), &mut wr);
+                let (mut exact, mut size) = (0.0f64, 0.0f64);
+                for (e, &w) in wr.iter().enumerate() {
+                    let a = acts.q[i * acts.layout.row_bytes + acts.layout.position(e)] as f64
+                        * sa as f64;
+                    exact += w as f64 * a;
+                    size += (w as f64 * a).abs();
+                }
+                let got = outs[0].1[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= 1e-5 * size,
+                    "[{i},{j}] {got} vs {exact}"
+                );
+            }
+        }
+    }
+}

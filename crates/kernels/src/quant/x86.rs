@@ -211,3 +211,94 @@ pub(super) unsafe fn avx2_dot_tile(
         results[n] = fold8(acc[0], acc[1]);
     }
 }
+
+/// Integer sums `Σ u·q` over whole rows for `MB` activation rows from `m` and the tile's 8
+/// weight rows (per-row scales: no float work per chunk; a half chunk's lanes add in as they
+/// are, since every lane is summed at the end).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VNNI; rows `m..m + MB` must exist in `acts`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+pub(super) unsafe fn vnni_row_sums<const MB: usize>(
+    acts: &QuantizedRows,
+    m: usize,
+    tile: &DecodedTile,
+    sums: &mut [[i32; TILE]],
+) {
+    let rb = acts.layout.row_bytes;
+    let regs = rb / 64;
+    let mut acc = [[_mm512_setzero_si512(); TILE]; MB];
+    for r in 0..regs {
+        let mut a = [_mm512_setzero_si512(); MB];
+        for i in 0..MB {
+            a[i] = _mm512_loadu_si512(acts.q.as_ptr().add((m + i) * rb + r * 64) as *const __m512i);
+        }
+        for n in 0..TILE {
+            let w = _mm512_loadu_si512(tile.u.as_ptr().add(n * rb + r * 64) as *const __m512i);
+            for i in 0..MB {
+                acc[i][n] = _mm512_dpbusd_epi32(acc[i][n], w, a[i]);
+            }
+        }
+    }
+    for i in 0..MB {
+        let v = hsum8(&acc[i]);
+        _mm256_storeu_si256(sums[i].as_mut_ptr() as *mut __m256i, v);
+    }
+}
+
+/// The lane sums of 8 accumulators as one vector (integers: any order gives the same sums).
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn hsum8(acc: &[__m512i; TILE]) -> __m256i {
+    let mut y = [_mm256_setzero_si256(); TILE];
+    for n in 0..TILE {
+        y[n] = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc[n]),
+            _mm512_extracti64x4_epi64(acc[n], 1),
+        );
+    }
+    // hadd pairs within each 128-bit half, then the halves onto each other.
+    let a = _mm256_hadd_epi32(y[0], y[1]);
+    let b = _mm256_hadd_epi32(y[2], y[3]);
+    let c = _mm256_hadd_epi32(y[4], y[5]);
+    let d = _mm256_hadd_epi32(y[6], y[7]);
+    let ab = _mm256_hadd_epi32(a, b); // per half: s0 s1 s2 s3
+    let cd = _mm256_hadd_epi32(c, d); // per half: s4 s5 s6 s7
+    let lo = _mm256_permute2x128_si256(ab, cd, 0x20);
+    let hi = _mm256_permute2x128_si256(ab, cd, 0x31);
+    _mm256_add_epi32(lo, hi)
+}
+
+/// [`vnni_row_sums`] for one row on AVX2, with Q8_0's sign trick: the sums are `Σ (u − 128)·q`,
+/// the zero point already taken off.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn avx2_row_sums(
+    acts: &QuantizedRows,
+    m: usize,
+    tile: &DecodedTile,
+    sums: &mut [i32; TILE],
+) {
+    let rb = acts.layout.row_bytes;
+    let ones = _mm256_set1_epi16(1);
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_si256(); TILE];
+    for r in 0..rb / 32 {
+        let a = _mm256_loadu_si256(acts.q.as_ptr().add(m * rb + r * 32) as *const __m256i);
+        for n in 0..TILE {
+            let w = _mm256_loadu_si256(tile.u.as_ptr().add(n * rb + r * 32) as *const __m256i);
+            let s = _mm256_xor_si256(w, flip);
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(s, s), _mm256_sign_epi8(a, s));
+            acc[n] = _mm256_add_epi32(acc[n], _mm256_madd_epi16(pairs, ones));
+        }
+    }
+    for n in 0..TILE {
+        let v = acc[n];
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+        let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
+        sums[n] = _mm_cvtsi128_si32(s1);
+    }
+}
