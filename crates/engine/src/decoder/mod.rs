@@ -920,24 +920,34 @@ impl Decoder {
             check(&x, &|| format!("layer {li} attention block"))?;
             h.copy_from_slice(&x);
             layer.ffn_norm.apply(&mut h, cfg.norm_eps);
-            layer.up.forward(&h, rows, &mut ff);
-            if layer.gated {
-                act.clear();
-                act.resize(rows * cfg.ffn, 0.0);
-                if self.llama_cpp_gelu && cfg.activation != FfnActivation::Silu {
-                    geglu_f16_table(&ff, &mut act, cfg.ffn);
+            // The feed-forward block is row by row: run it in slices of rows, so its widest
+            // buffers (gate and up, `2 × ffn` per row) stay bounded for long packed batches.
+            proj.clear();
+            proj.resize(rows * d, 0.0);
+            let mut part = Vec::new();
+            for start in (0..rows).step_by(FFN_ROWS) {
+                let n = FFN_ROWS.min(rows - start);
+                let hs = &h[start * d..(start + n) * d];
+                layer.up.forward(hs, n, &mut ff);
+                if layer.gated {
+                    act.clear();
+                    act.resize(n * cfg.ffn, 0.0);
+                    if self.llama_cpp_gelu && cfg.activation != FfnActivation::Silu {
+                        geglu_f16_table(&ff, &mut act, cfg.ffn);
+                    } else {
+                        gated_activation(
+                            &ff,
+                            &mut act,
+                            cfg.ffn,
+                            cfg.activation == FfnActivation::Silu,
+                        );
+                    }
+                    layer.down.forward(&act, n, &mut part);
                 } else {
-                    gated_activation(
-                        &ff,
-                        &mut act,
-                        cfg.ffn,
-                        cfg.activation == FfnActivation::Silu,
-                    );
+                    gelu_tanh_inplace(&mut ff);
+                    layer.down.forward(&ff, n, &mut part);
                 }
-                layer.down.forward(&act, rows, &mut proj);
-            } else {
-                gelu_tanh_inplace(&mut ff);
-                layer.down.forward(&ff, rows, &mut proj);
+                proj[start * d..(start + n) * d].copy_from_slice(&part);
             }
             if let Some(n) = &layer.post_ffn_norm {
                 n.apply(&mut proj, cfg.norm_eps);
@@ -1118,6 +1128,9 @@ type Target = (usize, usize, u32);
 /// Rows per LM-head product: enough to amortise reading the vocabulary matrix, few enough
 /// that the logits stay small (64 × 262k × 4 bytes = 64 MiB).
 const LM_HEAD_ROWS: usize = 64;
+
+/// Rows of a packed batch per slice of the feed-forward block.
+const FFN_ROWS: usize = 1024;
 
 struct RopeTable {
     /// Per position: cos then sin of each frequency.
