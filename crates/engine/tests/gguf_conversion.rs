@@ -70,3 +70,73 @@ fn a_gguf_whose_tokenizer_cannot_be_rebuilt_says_what_to_do() {
         "{err}"
     );
 }
+
+/// The quantised path against the f32 path on the same file: tiny Llama and Qwen2 GGUFs with
+/// every matrix in Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (their rows are 32 and 64 wide, too narrow
+/// for the K-quants, as llama.cpp's quantiser would also find). Both paths read the same
+/// dequantised weights, so what differs is only the activations' 8-bit rounding: each
+/// activation is off by at most half a step of its block (amax/254, ~0.4% of the block's
+/// largest value; that per-product bound is tested in the kernels' own tests). Through these
+/// random 2-layer models, whose 32-wide rows are one block each, it moved per-token
+/// log-probabilities by 0.046–0.078 nats (2026-12-04); the bound here is 0.15, twice that,
+/// as a guard against a kernel that quantises wrongly (a wrong scale or zero point moves
+/// them by whole nats), and the difference must not be zero (the activations really are
+/// quantised).
+#[test]
+fn quantised_path_stays_within_activation_rounding_of_the_f32_path() {
+    use candle_core::quantized::GgmlDType;
+    use lmcompare_engine::decoder::{LoadOptions, ScoreRequest};
+    let refs: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/models/decoder_reference.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut report = Vec::new();
+    for model in ["tiny-llama", "tiny-qwen2"] {
+        for ty in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let gguf = common::gguf_writer::convert_as(model, dir.path(), "gpt2", ty);
+            let quant = Decoder::load(&gguf).unwrap();
+            assert!(
+                quant.size.compute.starts_with("quantised blocks"),
+                "{}",
+                quant.size.compute
+            );
+            let exact = Decoder::load_with(&gguf, LoadOptions { dequantize: true }).unwrap();
+            let mut worst = 0.0f64;
+            for case in refs["models"][model]["cases"].as_array().unwrap() {
+                let ids: Vec<u32> = case["input_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect();
+                let request = [ScoreRequest {
+                    context: ids[..1].to_vec(),
+                    continuations: vec![ids[1..].to_vec()],
+                }];
+                let (a, _) = quant.score(&request).unwrap();
+                let (b, _) = exact.score(&request).unwrap();
+                for (x, y) in a[0][0].logprobs.iter().zip(&b[0][0].logprobs) {
+                    worst = worst.max((x - y).abs());
+                }
+            }
+            report.push(format!("{model} {ty:?}: {worst:.4}"));
+            assert!(worst < 0.15, "{model} {ty:?}: per-token |Δ| {worst}");
+            assert!(
+                worst > 0.0,
+                "{model} {ty:?}: the activations were not quantised"
+            );
+        }
+    }
+    eprintln!(
+        "quantised vs f32 path, max per-token |Δ log p|: {}",
+        report.join(", ")
+    );
+}

@@ -114,6 +114,13 @@ fn tokenizer_metadata(src: &Path, pre: &str) -> Vec<(String, G)> {
 /// Writes `dir/model.gguf` (F32 tensors, the tokenizer embedded with pre-tokenizer `pre`)
 /// and copies the tokenizer.json beside it.
 pub fn convert(model: &str, dir: &Path, pre: &str) -> PathBuf {
+    convert_as(model, dir, pre, GgmlDType::F32)
+}
+
+/// [`convert`] with every matrix quantised to `matrices` by candle's quantisers (llama.cpp's
+/// reference ones, ported); vectors (norms) stay F32.
+#[allow(dead_code)]
+pub fn convert_as(model: &str, dir: &Path, pre: &str, matrices: GgmlDType) -> PathBuf {
     let src = root().join("tests/fixtures/models").join(model);
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
@@ -136,7 +143,12 @@ pub fn convert(model: &str, dir: &Path, pre: &str) -> PathBuf {
             data = permute(&data, n, shape[1]);
         }
         let t = Tensor::from_vec(data, shape.as_slice(), &Device::Cpu).unwrap();
-        tensors.push((g, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+        let ty = if shape.len() == 2 {
+            matrices
+        } else {
+            GgmlDType::F32
+        };
+        tensors.push((g, QTensor::quantize(&t, ty).unwrap()));
     }
     let num = |k: &str| G::U32(cfg[k].as_u64().unwrap() as u32);
     let theta = cfg["rope_parameters"]["rope_theta"].as_f64().unwrap() as f32;
