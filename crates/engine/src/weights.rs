@@ -125,6 +125,55 @@ impl WeightFile {
             .collect()
     }
 
+    /// The tensor's raw 16-bit values and whether they are bf16 (else f16), when it is stored
+    /// in one of the two (None for f32 or a PyTorch pickle); checked against `shape`.
+    pub fn get_16bit(&self, name: &str, shape: &[usize]) -> Result<Option<(bool, Vec<u16>)>> {
+        let Source::Safetensors {
+            mmap,
+            header_len,
+            metadata,
+        } = &self.source
+        else {
+            return Ok(None);
+        };
+        let Some(info) = metadata.info(name) else {
+            return Err(EngineError::file(
+                &self.path,
+                format!("tensor `{name}` is missing"),
+            ));
+        };
+        let bf16 = match info.dtype {
+            Dtype::BF16 => true,
+            Dtype::F16 => false,
+            _ => return Ok(None),
+        };
+        if info.shape != shape {
+            return Err(EngineError::file(
+                &self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {shape:?}",
+                    info.shape
+                ),
+            ));
+        }
+        let bytes =
+            &mmap[8 + header_len + info.data_offsets.0..8 + header_len + info.data_offsets.1];
+        let values: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(EngineError::file(
+                &self.path,
+                format!(
+                    "tensor `{name}` holds {} values, its shape needs more",
+                    values.len()
+                ),
+            ));
+        }
+        Ok(Some((bf16, values)))
+    }
+
     /// The tensor as f32 (converted from f16/bf16), checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (mmap, header_len, metadata) = match &self.source {

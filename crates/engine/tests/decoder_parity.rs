@@ -220,3 +220,60 @@ fn truncation_is_per_continuation_as_lm_evaluation_harness_does_it() {
         }
     }
 }
+
+/// A bf16 (and an f16) copy of the tiny Llama: its matrices stay in 16 bits in memory (half
+/// the bytes), widened block by block inside the products, and score exactly what the same
+/// values widened to f32 at load (`dequantize`) score.
+#[test]
+fn sixteen_bit_checkpoints_stay_16_bit_and_score_as_their_f32_widening() {
+    use lmcompare_engine::decoder::{LoadOptions, ScoreRequest};
+    use safetensors::tensor::{Dtype, TensorView};
+    let src = root().join("tests/fixtures/models/tiny-llama");
+    let weights =
+        lmcompare_engine::weights::WeightFile::open(&src.join("model.safetensors")).unwrap();
+    for (dtype, name) in [(Dtype::BF16, "bf16"), (Dtype::F16, "f16")] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (n, shape) in weights.names() {
+            let v = weights.get(&n, &shape).unwrap();
+            let bytes: Vec<u8> = v
+                .iter()
+                .flat_map(|&x| match dtype {
+                    Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes(),
+                    _ => half::f16::from_f32(x).to_le_bytes(),
+                })
+                .collect();
+            data.push((n, shape, bytes));
+        }
+        let views: Vec<(String, TensorView<'_>)> = data
+            .iter()
+            .map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let kept = Decoder::load(dir.path()).unwrap();
+        let wide = Decoder::load_with(dir.path(), LoadOptions { dequantize: true }).unwrap();
+        assert!(
+            kept.size.compute.starts_with("16-bit as stored"),
+            "{name}: {}",
+            kept.size.compute
+        );
+        assert_eq!(wide.size.compute, "f32");
+        // The matrices are most of the weights: about half the bytes.
+        let ratio = kept.size.weight_bytes as f64 / wide.size.weight_bytes as f64;
+        assert!(ratio > 0.5 && ratio < 0.6, "{name}: {ratio}");
+        let request = [ScoreRequest {
+            context: vec![1, 5, 9, 13],
+            continuations: vec![vec![20, 30, 40], vec![7]],
+        }];
+        let (a, _) = kept.score(&request).unwrap();
+        let (b, _) = wide.score(&request).unwrap();
+        for (x, y) in a[0].iter().zip(&b[0]) {
+            for (p, q) in x.logprobs.iter().zip(&y.logprobs) {
+                assert!((p - q).abs() < 1e-5, "{name}: {p} vs {q}");
+            }
+        }
+    }
+}

@@ -57,6 +57,61 @@ impl TensorSource for WeightFile {
     }
 }
 
+/// A safetensors checkpoint whose bf16/f16 matrices stay in 16 bits (`Weight::Half`).
+struct SixteenBit<'a>(&'a WeightFile);
+
+impl TensorSource for SixteenBit<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.0.get(name, shape)
+    }
+    fn linear(
+        &self,
+        parts: &[(String, usize)],
+        input: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Linear> {
+        let mut got = Vec::with_capacity(parts.len());
+        for (name, out) in parts {
+            match self.0.get_16bit(name, &[*out, input])? {
+                Some((bf16, v)) if got.iter().all(|(b, _, _): &(bool, _, _)| *b == bf16) => {
+                    got.push((bf16, v, *out))
+                }
+                // An f32 part, or mixed kinds: the whole layer in f32.
+                _ => return f32_linear(self, parts, input, bias),
+            }
+        }
+        let output: usize = got.iter().map(|g| g.2).sum();
+        let mut bits = vec![0u16; input * output];
+        let mut col = 0;
+        for (_, m, out) in &got {
+            for o in 0..*out {
+                for i in 0..input {
+                    bits[i * output + col + o] = m[o * input + i];
+                }
+            }
+            col += out;
+        }
+        Ok(Linear {
+            w: Weight::Half {
+                bits,
+                bf16: got.first().is_some_and(|g| g.0),
+            },
+            bias,
+            input,
+            output,
+        })
+    }
+    fn table(&self, name: &str, rows: usize, cols: usize) -> Result<Table> {
+        Ok(match self.0.get_16bit(name, &[rows, cols])? {
+            Some((bf16, bits)) => Table::Half { bits, bf16 },
+            None => Table::F32(self.0.get(name, &[rows, cols])?),
+        })
+    }
+}
+
 /// The names of one checkpoint format.
 pub(crate) struct Naming {
     pub embed: String,
@@ -291,7 +346,9 @@ pub(crate) fn leading_specials(tok: &Tokenizer) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
+/// `dequantize`: bf16/f16 matrices widened to f32 at load (4 bytes per weight) instead of
+/// kept in 16 bits.
+pub(crate) fn load_folder(dir: &Path, dequantize: bool) -> Result<Decoder> {
     let config_path = dir.join("config.json");
     let text = crate::data::read_text_file(&config_path)?;
     let v: Value = serde_json::from_str(&text)
@@ -342,7 +399,12 @@ pub(crate) fn load_folder(dir: &Path) -> Result<Decoder> {
                 "no embed_tokens.weight under any known prefix",
             )
         })?;
-        build_weights(&cfg, &file, &hf_naming(cfg.family, prefix.to_owned()))
+        let naming = hf_naming(cfg.family, prefix.to_owned());
+        if dequantize {
+            build_weights(&cfg, &file, &naming)
+        } else {
+            build_weights(&cfg, &SixteenBit(&file), &naming)
+        }
     };
     let weights = built.map_err(|e| match e {
         EngineError::BadInput(m) => EngineError::file(&weights_path, m),

@@ -71,6 +71,23 @@ pub fn quant_kernel() -> QuantKernel {
 pub(crate) enum Weight {
     F32(Vec<f32>),
     Quant(Vec<QuantPart>),
+    /// A bf16 (or f16) checkpoint's values as stored, `in × out`: 2 bytes per weight,
+    /// widened to f32 a block of output columns at a time inside the product.
+    Half {
+        bits: Vec<u16>,
+        bf16: bool,
+    },
+}
+
+/// Output columns widened from 16 bits per step of a [`Weight::Half`] product.
+const HALF_COLUMNS: usize = 256;
+
+fn widen(bits: u16, bf16: bool) -> f32 {
+    if bf16 {
+        f32::from_bits((bits as u32) << 16)
+    } else {
+        half::f16::from_bits(bits).to_f32()
+    }
 }
 
 pub(crate) struct Linear {
@@ -103,6 +120,35 @@ impl Linear {
                 false,
                 true,
             ),
+            Weight::Half { bits, bf16 } => {
+                let mut block = Vec::new();
+                for c0 in (0..self.output).step_by(HALF_COLUMNS) {
+                    let cols = HALF_COLUMNS.min(self.output - c0);
+                    block.clear();
+                    for i in 0..self.input {
+                        let row = &bits[i * self.output + c0..i * self.output + c0 + cols];
+                        block.extend(row.iter().map(|&b| widen(b, *bf16)));
+                    }
+                    matmul(
+                        &mut out[c0..],
+                        self.output,
+                        View {
+                            data: x,
+                            rows,
+                            cols: self.input,
+                            row_stride: self.input,
+                        },
+                        View {
+                            data: &block,
+                            rows: self.input,
+                            cols,
+                            row_stride: cols,
+                        },
+                        false,
+                        true,
+                    );
+                }
+            }
             Weight::Quant(parts) => {
                 // Parts of one type (Q and K, gate and up) share the quantised activations.
                 let mut acts: Option<(BlockType, QuantizedRows)> = None;
@@ -126,7 +172,7 @@ impl Linear {
     fn f32_weights(&self) -> Result<&[f32]> {
         match &self.w {
             Weight::F32(w) => Ok(w),
-            Weight::Quant(_) => Err(needs_f32()),
+            Weight::Quant(_) | Weight::Half { .. } => Err(needs_f32()),
         }
     }
 }
@@ -141,6 +187,11 @@ fn needs_f32() -> EngineError {
 pub(crate) enum Table {
     F32(Vec<f32>),
     Quant(QuantPart),
+    /// A bf16/f16 checkpoint's rows as stored.
+    Half {
+        bits: Vec<u16>,
+        bf16: bool,
+    },
 }
 
 impl Table {
@@ -150,13 +201,18 @@ impl Table {
         match self {
             Table::F32(w) => out.copy_from_slice(&w[t * d..(t + 1) * d]),
             Table::Quant(p) => dequantize_row(p.ty, p.matrix().row(t), out),
+            Table::Half { bits, bf16 } => {
+                for (o, &b) in out.iter_mut().zip(&bits[t * d..(t + 1) * d]) {
+                    *o = widen(b, *bf16);
+                }
+            }
         }
     }
 
     fn f32_rows(&self) -> Result<&[f32]> {
         match self {
             Table::F32(w) => Ok(w),
-            Table::Quant(_) => Err(needs_f32()),
+            Table::Quant(_) | Table::Half { .. } => Err(needs_f32()),
         }
     }
 }
@@ -193,6 +249,14 @@ pub(crate) struct Layer {
 }
 
 impl Weights {
+    fn has_half(&self) -> bool {
+        self.layers.iter().any(|l| {
+            [&l.qkv, &l.o, &l.up, &l.down]
+                .iter()
+                .any(|lin| matches!(lin.w, Weight::Half { .. }))
+        })
+    }
+
     /// Bytes the weights occupy, and how many of them are quantised blocks.
     fn bytes(&self) -> (u64, u64) {
         let mut total = 0u64;
@@ -203,6 +267,7 @@ impl Weights {
             quant += b;
         };
         let mut f32s = 0usize;
+        let mut halves = 0usize;
         let norm = |n: &Norm| match n {
             Norm::Rms(w) => w.len(),
             Norm::Layer(g, b) => g.len() + b.len(),
@@ -212,6 +277,7 @@ impl Weights {
                 match &lin.w {
                     Weight::F32(w) => f32s += w.len(),
                     Weight::Quant(parts) => parts.iter().for_each(&mut part),
+                    Weight::Half { bits, .. } => halves += bits.len(),
                 }
                 f32s += lin.bias.as_ref().map_or(0, Vec::len);
             }
@@ -226,10 +292,11 @@ impl Weights {
             match t {
                 Table::F32(w) => f32s += w.len(),
                 Table::Quant(p) => part(p),
+                Table::Half { bits, .. } => halves += bits.len(),
             }
         }
         f32s += self.positions.as_ref().map_or(0, Vec::len) + norm(&self.final_norm);
-        (total + 4 * f32s as u64, quant)
+        (total + 4 * f32s as u64 + 2 * halves as u64, quant)
     }
 }
 
@@ -342,7 +409,7 @@ impl Decoder {
         let mut d = if path.is_file() {
             gguf::load_gguf(path, options.dequantize)?
         } else {
-            load::load_folder(path)?
+            load::load_folder(path, options.dequantize)?
         };
         let (bytes, quantised) = d.weights.bytes();
         d.size.weight_bytes = bytes;
@@ -354,6 +421,9 @@ impl Decoder {
             )
         } else if d.format == "gguf" {
             "f32, dequantised at load".into()
+        } else if d.weights.has_half() {
+            "16-bit as stored (bf16/f16 matrices, widened to f32 per block inside the products)"
+                .into()
         } else {
             "f32".into()
         };
@@ -814,6 +884,33 @@ impl Decoder {
                 cfg.vocab_size,
                 0,
             ),
+            Table::Half { bits, bf16 } => {
+                // Vocabulary rows widened a block at a time.
+                const BLOCK: usize = 4096;
+                let d = cfg.hidden;
+                let mut block = Vec::with_capacity(BLOCK * d);
+                for v0 in (0..cfg.vocab_size).step_by(BLOCK) {
+                    let n = BLOCK.min(cfg.vocab_size - v0);
+                    block.clear();
+                    block.extend(bits[v0 * d..(v0 + n) * d].iter().map(|&b| widen(b, *bf16)));
+                    crate::kernels::matmul_transposed_b_parallel(
+                        &mut logits[v0..],
+                        cfg.vocab_size,
+                        View {
+                            data: x,
+                            rows,
+                            cols: d,
+                            row_stride: d,
+                        },
+                        View {
+                            data: &block,
+                            rows: n,
+                            cols: d,
+                            row_stride: d,
+                        },
+                    );
+                }
+            }
         }
         if let Some(cap) = cfg.final_softcap {
             softcap(&mut logits, cap);
