@@ -42,9 +42,9 @@ pub struct CompareArgs {
     pub batch_size: usize,
     #[arg(long, value_parser = crate::numbers::max_length)]
     pub max_length: Option<usize>,
-    /// Load GGUF decoders' weights dequantised to f32 (their exact values, 4 bytes per
-    /// weight) instead of keeping the quantised blocks with int8 kernels; the same as giving
-    /// each GGUF spec the `dequantize:` prefix.
+    /// Load local decoders' weights in f32 (4 bytes per weight): GGUF blocks dequantised
+    /// instead of multiplied with int8 kernels, bf16/f16 checkpoints widened at load instead
+    /// of kept in 16 bits; the same as giving each local decoder spec the `dequantize:` prefix.
     #[arg(long)]
     pub dequantize: bool,
     #[arg(long, value_parser = crate::numbers::seed, default_value_t = 0)]

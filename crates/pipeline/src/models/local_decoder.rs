@@ -47,8 +47,9 @@ impl LocalDecoder {
         for f in identity_files(&path) {
             identity.push_str(&store.file_sha256(&f)?);
         }
-        // The two GGUF paths give different numbers: each its own predictions in the store.
-        if dequantize && path.is_file() {
+        // The two paths give different numbers (for GGUF; within 1e-5 for 16-bit folders):
+        // each its own predictions in the store.
+        if dequantize {
             identity.push_str("\nweights=f32");
         }
         if let Some(n) = max_length {

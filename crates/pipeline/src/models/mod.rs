@@ -241,15 +241,15 @@ fn wants_dequantize(spec: &str) -> bool {
     spec.starts_with(DEQUANTIZE_PREFIX)
 }
 
-/// `NAME=SPEC` with SPEC given the `dequantize:` prefix when it is a local GGUF decoder
-/// (what `--dequantize` does to every model); other specs unchanged.
+/// `NAME=SPEC` with SPEC given the `dequantize:` prefix when it is a local decoder (a GGUF
+/// file, or a folder whose bf16/f16 weights are then widened at load): what `--dequantize`
+/// does to every model; other specs unchanged.
 pub fn dequantized_spec(named: &str) -> String {
     let (name, spec) = match named.split_once('=') {
         Some((n, s)) => (Some(n), s),
         None => (None, named),
     };
-    let gguf = local_decoder_path(spec).is_some_and(|p| p.is_file());
-    if !gguf || wants_dequantize(spec) {
+    if local_decoder_path(spec).is_none() || wants_dequantize(spec) {
         return named.to_owned();
     }
     match name {
