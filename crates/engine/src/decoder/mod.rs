@@ -99,8 +99,13 @@ pub(crate) struct Linear {
 
 impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(rows * self.output, 0.0);
+        if matches!(self.w, Weight::Quant(_)) {
+            // The parts write every output column: no need to clear what they overwrite.
+            out.resize(rows * self.output, 0.0);
+        } else {
+            out.clear();
+            out.resize(rows * self.output, 0.0);
+        }
         match &self.w {
             Weight::F32(w) => matmul(
                 out,

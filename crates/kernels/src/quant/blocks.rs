@@ -22,8 +22,11 @@ pub enum BlockType {
     Q6_K,
 }
 
+/// An fp16 field as f32. `to_f32_const` is plain arithmetic that inlines into the decode
+/// loops; `to_f32` would be a call (run-time F16C detection) per block.
+#[inline(always)]
 fn half_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32_const()
 }
 
 /// Q4_K/Q5_K's 6-bit scale and min `j` of 8 (`get_scale_min_k4`).
