@@ -125,9 +125,9 @@ impl WeightFile {
             .collect()
     }
 
-    /// The tensor's raw 16-bit values and whether they are bf16 (else f16), when it is stored
-    /// in one of the two (None for f32 or a PyTorch pickle); checked against `shape`.
-    pub fn get_16bit(&self, name: &str, shape: &[usize]) -> Result<Option<(bool, Vec<u16>)>> {
+    /// A safetensors tensor's dtype and stored bytes, checked to exist with `shape` (None for
+    /// a PyTorch pickle).
+    fn stored(&self, name: &str, shape: &[usize]) -> Result<Option<(Dtype, &[u8])>> {
         let Source::Safetensors {
             mmap,
             header_len,
@@ -135,68 +135,6 @@ impl WeightFile {
         } = &self.source
         else {
             return Ok(None);
-        };
-        let Some(info) = metadata.info(name) else {
-            return Err(EngineError::file(
-                &self.path,
-                format!("tensor `{name}` is missing"),
-            ));
-        };
-        let bf16 = match info.dtype {
-            Dtype::BF16 => true,
-            Dtype::F16 => false,
-            _ => return Ok(None),
-        };
-        if info.shape != shape {
-            return Err(EngineError::file(
-                &self.path,
-                format!(
-                    "tensor `{name}` has shape {:?}, expected {shape:?}",
-                    info.shape
-                ),
-            ));
-        }
-        let bytes =
-            &mmap[8 + header_len + info.data_offsets.0..8 + header_len + info.data_offsets.1];
-        let values: Vec<u16> = bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        if values.len() != shape.iter().product::<usize>() {
-            return Err(EngineError::file(
-                &self.path,
-                format!(
-                    "tensor `{name}` holds {} values, its shape needs more",
-                    values.len()
-                ),
-            ));
-        }
-        Ok(Some((bf16, values)))
-    }
-
-    /// The tensor as f32 (converted from f16/bf16), checked against `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let (mmap, header_len, metadata) = match &self.source {
-            Source::Safetensors {
-                mmap,
-                header_len,
-                metadata,
-            } => (mmap, *header_len, metadata),
-            Source::Torch(t) => {
-                let x = t.get(name).ok_or_else(|| {
-                    EngineError::file(&self.path, format!("tensor `{name}` is missing"))
-                })?;
-                if x.shape != shape {
-                    return Err(EngineError::file(
-                        &self.path,
-                        format!(
-                            "tensor `{name}` has shape {:?}, expected {shape:?}",
-                            x.shape
-                        ),
-                    ));
-                }
-                return Ok(x.data.clone());
-            }
         };
         let info = metadata
             .info(name)
@@ -211,9 +149,63 @@ impl WeightFile {
             ));
         }
         let start = 8 + header_len + info.data_offsets.0;
-        let bytes = &mmap[start..8 + header_len + info.data_offsets.1];
+        Ok(Some((
+            info.dtype,
+            &mmap[start..8 + header_len + info.data_offsets.1],
+        )))
+    }
+
+    fn check_count(&self, name: &str, got: usize, shape: &[usize]) -> Result<()> {
         let n: usize = shape.iter().product();
-        let out = match info.dtype {
+        if got != n {
+            return Err(EngineError::file(
+                &self.path,
+                format!("tensor `{name}` holds {got} values, its shape needs {n}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tensor's raw 16-bit values and whether they are bf16 (else f16), when it is stored
+    /// in one of the two (None for f32 or a PyTorch pickle); checked against `shape`.
+    pub fn get_16bit(&self, name: &str, shape: &[usize]) -> Result<Option<(bool, Vec<u16>)>> {
+        let Some((dtype, bytes)) = self.stored(name, shape)? else {
+            return Ok(None);
+        };
+        let bf16 = match dtype {
+            Dtype::BF16 => true,
+            Dtype::F16 => false,
+            _ => return Ok(None),
+        };
+        let values: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        self.check_count(name, values.len(), shape)?;
+        Ok(Some((bf16, values)))
+    }
+
+    /// The tensor as f32 (converted from f16/bf16), checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let Some((dtype, bytes)) = self.stored(name, shape)? else {
+            let Source::Torch(t) = &self.source else {
+                unreachable!("stored() answers None only for a PyTorch pickle")
+            };
+            let x = t.get(name).ok_or_else(|| {
+                EngineError::file(&self.path, format!("tensor `{name}` is missing"))
+            })?;
+            if x.shape != shape {
+                return Err(EngineError::file(
+                    &self.path,
+                    format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        x.shape
+                    ),
+                ));
+            }
+            return Ok(x.data.clone());
+        };
+        let out = match dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -233,15 +225,7 @@ impl WeightFile {
                 ))
             }
         };
-        if out.len() != n {
-            return Err(EngineError::file(
-                &self.path,
-                format!(
-                    "tensor `{name}` holds {} values, its shape needs {n}",
-                    out.len()
-                ),
-            ));
-        }
+        self.check_count(name, out.len(), shape)?;
         Ok(out)
     }
 }

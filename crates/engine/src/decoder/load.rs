@@ -74,30 +74,22 @@ impl TensorSource for SixteenBit<'_> {
         bias: Option<Vec<f32>>,
     ) -> Result<Linear> {
         let mut got = Vec::with_capacity(parts.len());
+        let mut kind = None;
         for (name, out) in parts {
             match self.0.get_16bit(name, &[*out, input])? {
-                Some((bf16, v)) if got.iter().all(|(b, _, _): &(bool, _, _)| *b == bf16) => {
-                    got.push((bf16, v, *out))
+                Some((bf16, v)) if kind.is_none_or(|k| k == bf16) => {
+                    kind = Some(bf16);
+                    got.push((v, *out));
                 }
                 // An f32 part, or mixed kinds: the whole layer in f32.
                 _ => return f32_linear(self, parts, input, bias),
             }
         }
-        let output: usize = got.iter().map(|g| g.2).sum();
-        let mut bits = vec![0u16; input * output];
-        let mut col = 0;
-        for (_, m, out) in &got {
-            for o in 0..*out {
-                for i in 0..input {
-                    bits[i * output + col + o] = m[o * input + i];
-                }
-            }
-            col += out;
-        }
+        let (bits, output) = transposed_side_by_side(&got, input);
         Ok(Linear {
             w: Weight::Half {
                 bits,
-                bf16: got.first().is_some_and(|g| g.0),
+                bf16: kind.unwrap_or(true),
             },
             bias,
             input,
@@ -142,10 +134,24 @@ pub(crate) enum Part {
 
 /// Linear layers given as `[out, in]` weights, side by side in one `in × Σout` matrix.
 fn fused(parts: Vec<(Vec<f32>, usize)>, input: usize, bias: Option<Vec<f32>>) -> Linear {
+    let (w, output) = transposed_side_by_side(&parts, input);
+    Linear {
+        w: Weight::F32(w),
+        bias,
+        input,
+        output,
+    }
+}
+
+/// `[out, in]` matrices (with their `out`) transposed into one `in × Σout` matrix.
+fn transposed_side_by_side<T: Copy + Default>(
+    parts: &[(Vec<T>, usize)],
+    input: usize,
+) -> (Vec<T>, usize) {
     let output: usize = parts.iter().map(|p| p.1).sum();
-    let mut w = vec![0.0f32; input * output];
+    let mut w = vec![T::default(); input * output];
     let mut col = 0;
-    for (m, out) in &parts {
+    for (m, out) in parts {
         for o in 0..*out {
             for i in 0..input {
                 w[i * output + col + o] = m[o * input + i];
@@ -153,12 +159,7 @@ fn fused(parts: Vec<(Vec<f32>, usize)>, input: usize, bias: Option<Vec<f32>>) ->
         }
         col += out;
     }
-    Linear {
-        w: Weight::F32(w),
-        bias,
-        input,
-        output,
-    }
+    (w, output)
 }
 
 /// The runtime's weights from a checkpoint of a Llama/Qwen/Gemma-style model.

@@ -60,12 +60,6 @@ impl QuantPart {
     }
 }
 
-/// The integer kernel for this process (the best the CPU has under `LMCOMPARE_SIMD`).
-pub fn quant_kernel() -> QuantKernel {
-    static KERNEL: std::sync::OnceLock<QuantKernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(QuantKernel::detect)
-}
-
 /// A linear layer's weights: f32 stored transposed (`in × out`) for `x · W`, or quantised
 /// blocks side by side in the output (Q, K and V fused as three parts).
 pub(crate) enum Weight {
@@ -99,23 +93,22 @@ pub(crate) struct Linear {
 
 impl Linear {
     fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
-        if matches!(self.w, Weight::Quant(_)) {
-            // The parts write every output column: no need to clear what they overwrite.
-            out.resize(rows * self.output, 0.0);
-        } else {
+        // Quantised parts write every output column: no need to clear what they overwrite.
+        if !matches!(self.w, Weight::Quant(_)) {
             out.clear();
-            out.resize(rows * self.output, 0.0);
         }
+        out.resize(rows * self.output, 0.0);
+        let input = View {
+            data: x,
+            rows,
+            cols: self.input,
+            row_stride: self.input,
+        };
         match &self.w {
             Weight::F32(w) => matmul(
                 out,
                 self.output,
-                View {
-                    data: x,
-                    rows,
-                    cols: self.input,
-                    row_stride: self.input,
-                },
+                input,
                 View {
                     data: w,
                     rows: self.input,
@@ -137,12 +130,7 @@ impl Linear {
                     matmul(
                         &mut out[c0..],
                         self.output,
-                        View {
-                            data: x,
-                            rows,
-                            cols: self.input,
-                            row_stride: self.input,
-                        },
+                        input,
                         View {
                             data: &block,
                             rows: self.input,
@@ -162,7 +150,7 @@ impl Linear {
                         acts = Some((p.ty, QuantizedRows::quantize(x, rows, self.input, p.ty)));
                     }
                     if let Some((_, a)) = &acts {
-                        let kernel = quant_kernel();
+                        let kernel = QuantKernel::current();
                         quant_matmul_quantized(kernel, a, &p.matrix(), out, self.output, p.col);
                     }
                 }
@@ -422,7 +410,7 @@ impl Decoder {
         d.size.compute = if quantised > 0 {
             format!(
                 "quantised blocks mapped from the file, int8 activations ({} kernel)",
-                quant_kernel().name()
+                QuantKernel::current().name()
             )
         } else if d.format == "gguf" {
             "f32, dequantised at load".into()
@@ -881,7 +869,7 @@ impl Decoder {
                 },
             ),
             Table::Quant(p) => quant_matmul(
-                quant_kernel(),
+                QuantKernel::current(),
                 x,
                 rows,
                 &p.matrix(),

@@ -139,7 +139,7 @@ impl Linear {
     /// `out[rows × output] = x · W` (bias not added).
     fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], parallel: bool) {
         if let Some(q) = &self.int8 {
-            use lmcompare_kernels::quant::{quant_matmul, BlockType, QuantMatrix};
+            use lmcompare_kernels::quant::{quant_matmul, BlockType, QuantKernel, QuantMatrix};
             let m = QuantMatrix {
                 ty: BlockType::Q8_0,
                 data: q,
@@ -147,15 +147,7 @@ impl Linear {
                 cols: self.input,
                 per_row: true,
             };
-            quant_matmul(
-                crate::decoder::quant_kernel(),
-                x,
-                rows,
-                &m,
-                out,
-                self.output,
-                0,
-            );
+            quant_matmul(QuantKernel::current(), x, rows, &m, out, self.output, 0);
             return;
         }
         matmul(

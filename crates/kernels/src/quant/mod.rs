@@ -51,6 +51,12 @@ impl QuantKernel {
         QuantKernel::Scalar
     }
 
+    /// [`QuantKernel::detect`] once per process (what the models use).
+    pub fn current() -> QuantKernel {
+        static KERNEL: std::sync::OnceLock<QuantKernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(QuantKernel::detect)
+    }
+
     /// Whether this CPU can run the kernel.
     pub fn available(self) -> bool {
         match self {
@@ -245,14 +251,7 @@ impl QuantizedRows {
                         ss[g] = sc[g] * s as f32;
                         zs[g] = z * s;
                     }
-                    // SAFETY: i8 and u8 have the same layout.
-                    let natural: &[u8] = unsafe {
-                        std::slice::from_raw_parts(natural.as_ptr() as *const u8, natural.len())
-                    };
-                    let q: &mut [u8] = unsafe {
-                        std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut u8, q.len())
-                    };
-                    interleave_row(natural, q, &layout);
+                    interleave_row(&natural, q, &layout);
                 });
         }
         QuantizedRows {
@@ -303,14 +302,7 @@ impl QuantizedRows {
                     }
                     *sc = amax / 127.0;
                     *zs = z * natural.iter().map(|&v| v as i32).sum::<i32>();
-                    // SAFETY: i8 and u8 have the same layout.
-                    let natural: &[u8] = unsafe {
-                        std::slice::from_raw_parts(natural.as_ptr() as *const u8, natural.len())
-                    };
-                    let q: &mut [u8] = unsafe {
-                        std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut u8, q.len())
-                    };
-                    interleave_row(natural, q, &layout);
+                    interleave_row(&natural, q, &layout);
                 });
         }
         QuantizedRows {
@@ -408,7 +400,7 @@ pub fn quantize_q8_0_weights_per_row(w: &[f32], cols: usize) -> Vec<u8> {
 /// 4-byte word moves from `16 × 4` to `4 × 16` order. `dst` is the row's bytes, zero past the
 /// real values.
 #[inline(always)]
-fn interleave_row(src: &[u8], dst: &mut [u8], layout: &Layout) {
+fn interleave_row<T: Copy>(src: &[T], dst: &mut [T], layout: &Layout) {
     let chunk = LANES * GROUP;
     for (c, src) in src.chunks(chunk).enumerate() {
         let base = c * chunk;
@@ -433,13 +425,14 @@ crate::multiversion! {
     fn decode_interleaved(
         ty: BlockType,
         row: &[u8],
+        layout: &Layout,
         natural: &mut [u8],
         scale: &mut [f32],
         offset: &mut [f32],
         u: &mut [u8]
     ) {
         ty.decode_row(row, natural, scale, offset);
-        interleave_row(natural, u, &Layout::of(natural.len()));
+        interleave_row(natural, u, layout);
     }
 }
 
@@ -500,6 +493,7 @@ impl DecodedTile {
             decode_interleaved(
                 w.ty,
                 w.row(first + t),
+                layout,
                 natural,
                 &mut self.scale[t * pg..t * pg + groups],
                 &mut self.offset[t * pg..t * pg + groups],
@@ -633,58 +627,37 @@ fn dot_tiles(
     if acts.row_scale.is_some() {
         return per_row_dot_tiles(kernel, acts, m, count, tile, results);
     }
-    #[cfg(target_arch = "x86_64")]
-    if kernel == QuantKernel::Avx512Vnni {
-        // SAFETY: `quant_matmul_quantized` checked the CPU has the features; the rows exist.
-        unsafe {
-            let mut i = 0;
-            while i + 2 <= count {
-                let mut two = [[0.0f32; TILE]; 4];
-                x86::vnni_dot_rows::<2, 4>(acts, m + i, tile, has_min, &mut two);
-                results[i] = two[0];
-                results[i + 1] = two[1];
-                i += 2;
-            }
-            if i < count {
-                let mut one = [[0.0f32; TILE]; 4];
-                x86::vnni_dot_rows::<1, 8>(acts, m + i, tile, has_min, &mut one);
-                results[i] = one[0];
-            }
-        }
-        return;
-    }
-    for (i, results) in results.iter_mut().enumerate().take(count) {
-        dot_tile(kernel, acts, m + i, tile, has_min, wide, results);
-    }
-}
-
-fn dot_tile(
-    kernel: QuantKernel,
-    acts: &QuantizedRows,
-    m: usize,
-    tile: &DecodedTile,
-    has_min: bool,
-    wide: bool,
-    results: &mut [f32; TILE],
-) {
     match kernel {
-        QuantKernel::Scalar => scalar_dot_tile(acts, m, tile, has_min, results),
-        #[cfg(target_arch = "x86_64")]
-        QuantKernel::Avx2 => {
-            // SAFETY: `quant_matmul_quantized` checked the CPU has the features.
-            unsafe { x86::avx2_dot_tile(acts, m, tile, has_min, wide, results) }
-        }
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx512Vnni => {
-            let mut one = [[0.0f32; TILE]; 4];
-            // SAFETY: as above.
-            unsafe { x86::vnni_dot_rows::<1, 8>(acts, m, tile, has_min, &mut one) };
-            *results = one[0];
+            // Rows two at a time (each weight register loaded once for both), an odd one last.
+            let mut i = 0;
+            while i < count {
+                // SAFETY: `quant_matmul_quantized` checked the CPU has the features; the
+                // rows exist.
+                unsafe {
+                    if i + 2 <= count {
+                        x86::vnni_dot_rows::<2, 4>(acts, m + i, tile, has_min, &mut results[i..]);
+                        i += 2;
+                    } else {
+                        x86::vnni_dot_rows::<1, 8>(acts, m + i, tile, has_min, &mut results[i..]);
+                        i += 1;
+                    }
+                }
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx2 => {
+            for (i, results) in results.iter_mut().enumerate().take(count) {
+                // SAFETY: as above.
+                unsafe { x86::avx2_dot_tile(acts, m + i, tile, has_min, wide, results) };
+            }
+        }
         _ => {
             let _ = wide;
-            scalar_dot_tile(acts, m, tile, has_min, results)
+            for (i, results) in results.iter_mut().enumerate().take(count) {
+                scalar_dot_tile(acts, m + i, tile, has_min, results);
+            }
         }
     }
 }

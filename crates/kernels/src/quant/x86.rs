@@ -95,14 +95,15 @@ unsafe fn vnni_chunk<const MB: usize, const NB: usize, const R: usize>(
 /// results, are the scalar kernel's.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F/BW/VNNI and FMA; rows `m..m + MB` must exist in `acts`.
+/// The CPU must have AVX-512 F/BW/VNNI and FMA; rows `m..m + MB` must exist in `acts`, and
+/// `results` must hold at least `MB` rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 pub(super) unsafe fn vnni_dot_rows<const MB: usize, const NB: usize>(
     acts: &QuantizedRows,
     m: usize,
     tile: &DecodedTile,
     has_min: bool,
-    results: &mut [[f32; TILE]; 4],
+    results: &mut [[f32; TILE]],
 ) {
     let layout = &acts.layout;
     for nb in 0..TILE / NB {
