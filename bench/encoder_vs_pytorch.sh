@@ -11,12 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
 threads=${BENCH_THREADS:-2}
-cache=${LMCOMPARE_CACHE:-$HOME/.cache/lmcompare}
-venv=${LMCOMPARE_TORCH_VENV:-$cache/venv-torch}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch transformers safetensors
-fi
+. bench/torch_venv.sh
+torch_venv
 minilm=assets/models/all-MiniLM-L6-v2
 [ -d "$minilm" ] || { echo "run scripts/fetch-assets.sh first" >&2; exit 1; }
 bert_base="$cache/bench/bert-base-random"

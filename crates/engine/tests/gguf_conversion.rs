@@ -12,13 +12,23 @@ use common::gguf_writer::{convert, root};
 use lmcompare_engine::decoder::Decoder;
 use serde_json::Value;
 
+fn decoder_reference() -> Value {
+    let path = root().join("tests/fixtures/models/decoder_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn input_ids(case: &Value) -> Vec<u32> {
+    case["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 #[test]
 fn llama_and_qwen2_ggufs_match_their_safetensors() {
-    let refs: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/models/decoder_reference.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let refs = decoder_reference();
     for model in ["tiny-llama", "tiny-qwen2"] {
         let dir = tempfile::tempdir().unwrap();
         let gguf = convert(model, dir.path(), "gpt2");
@@ -32,12 +42,7 @@ fn llama_and_qwen2_ggufs_match_their_safetensors() {
         assert_eq!(embedded.prefix(), &[0]);
         let from_st = Decoder::load(&root().join("tests/fixtures/models").join(model)).unwrap();
         for case in refs["models"][model]["cases"].as_array().unwrap() {
-            let ids: Vec<u32> = case["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
+            let ids = input_ids(case);
             assert_eq!(
                 from_gguf.encode(case["text"].as_str().unwrap()).unwrap(),
                 ids[1..]
@@ -86,11 +91,7 @@ fn a_gguf_whose_tokenizer_cannot_be_rebuilt_says_what_to_do() {
 fn quantised_path_stays_within_activation_rounding_of_the_f32_path() {
     use candle_core::quantized::GgmlDType;
     use lmcompare_engine::decoder::{LoadOptions, ScoreRequest};
-    let refs: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/models/decoder_reference.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let refs = decoder_reference();
     let mut report = Vec::new();
     for model in ["tiny-llama", "tiny-qwen2"] {
         for ty in [
@@ -111,12 +112,7 @@ fn quantised_path_stays_within_activation_rounding_of_the_f32_path() {
             let exact = Decoder::load_with(&gguf, LoadOptions { dequantize: true }).unwrap();
             let mut worst = 0.0f64;
             for case in refs["models"][model]["cases"].as_array().unwrap() {
-                let ids: Vec<u32> = case["input_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect();
+                let ids = input_ids(case);
                 let request = [ScoreRequest {
                     context: ids[..1].to_vec(),
                     continuations: vec![ids[1..].to_vec()],

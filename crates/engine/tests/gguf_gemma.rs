@@ -66,6 +66,25 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// Each case's prompt with its two label continuations, as one score request.
+fn label_requests(cases: &[Value]) -> Vec<ScoreRequest> {
+    cases
+        .iter()
+        .map(|c| ScoreRequest {
+            context: ids(&c["prompt_ids"]),
+            continuations: vec![
+                ids(&c["continuations"][" positive"]["ids"]),
+                ids(&c["continuations"][" negative"]["ids"]),
+            ],
+        })
+        .collect()
+}
+
+/// A reference case's label log-likelihoods, positive then negative.
+fn label_logprobs(c: &Value) -> [f64; 2] {
+    [" positive", " negative"].map(|k| c["continuations"][k]["logprob"].as_f64().unwrap())
+}
+
 #[test]
 fn embedded_tokenizer_matches_llama_cpp() {
     let refs = reference();
@@ -97,24 +116,12 @@ fn label_log_likelihoods_agree_with_llama_cpp() {
     let dec = gemma();
     let cases = refs["loglik"]["cases"].as_array().unwrap();
     let q_cases = quantised["loglik"]["cases"].as_array().unwrap();
-    let requests: Vec<ScoreRequest> = cases
-        .iter()
-        .map(|c| ScoreRequest {
-            context: ids(&c["prompt_ids"]),
-            continuations: vec![
-                ids(&c["continuations"][" positive"]["ids"]),
-                ids(&c["continuations"][" negative"]["ids"]),
-            ],
-        })
-        .collect();
+    let requests = label_requests(cases);
     let (scores, _) = dec.score(&requests).unwrap();
     let mut worst = 0.0f64;
     let mut total = 0.0;
     for (c, s) in cases.iter().zip(&scores) {
-        let want = [
-            c["continuations"][" positive"]["logprob"].as_f64().unwrap(),
-            c["continuations"][" negative"]["logprob"].as_f64().unwrap(),
-        ];
+        let want = label_logprobs(c);
         for (g, w) in s.iter().zip(want) {
             let d = (g.sum() - w).abs();
             worst = worst.max(d);
@@ -165,24 +172,12 @@ fn quantised_label_log_likelihoods_agree_with_llama_cpp_on_the_same_blocks() {
         dec.size.compute
     );
     let cases = refs["loglik"]["cases"].as_array().unwrap();
-    let requests: Vec<ScoreRequest> = cases
-        .iter()
-        .map(|c| ScoreRequest {
-            context: ids(&c["prompt_ids"]),
-            continuations: vec![
-                ids(&c["continuations"][" positive"]["ids"]),
-                ids(&c["continuations"][" negative"]["ids"]),
-            ],
-        })
-        .collect();
+    let requests = label_requests(cases);
     let (scores, _) = dec.score(&requests).unwrap();
     let (mut worst, mut total, mut margin_worst) = (0.0f64, 0.0, 0.0f64);
     let mut disagree = Vec::new();
     for (c, s) in cases.iter().zip(&scores) {
-        let want = [
-            c["continuations"][" positive"]["logprob"].as_f64().unwrap(),
-            c["continuations"][" negative"]["logprob"].as_f64().unwrap(),
-        ];
+        let want = label_logprobs(c);
         for (g, w) in s.iter().zip(want) {
             let d = (g.sum() - w).abs();
             worst = worst.max(d);
