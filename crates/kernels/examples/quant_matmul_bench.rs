@@ -1,6 +1,6 @@
 //! The integer kernels against the f32 GEMM on one layer's shapes (Gemma 3 270M's, a
-//! packed batch of 870 rows), each kernel this CPU has:
-//!   cargo run --release -p lmcompare-kernels --example quant_matmul_bench [ROWS]
+//! packed batch of 870 rows; with 8 rows or fewer, the LM head too), each kernel this CPU has:
+//!   cargo run --release -p lmcompare-kernels --example quant_matmul_bench [ROWS] [KERNEL]
 //! Prints GMAC/s per product; RAYON_NUM_THREADS sets the threads.
 
 use std::time::Instant;
@@ -13,6 +13,8 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(870);
+    // A kernel's name ("avx512-vnni", "avx2", "scalar") runs that one only (for profiling).
+    let only = std::env::args().nth(2);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -20,12 +22,17 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    for (ty, n, k) in [
+    let mut shapes = vec![
         (BlockType::Q5_0, 2048, 640),
         (BlockType::Q8_0, 256, 640),
         (BlockType::Q4_K, 640, 2048),
         (BlockType::Q6_K, 640, 2048),
-    ] {
+    ];
+    // Generation steps (a few rows): the LM head over the 262,144-token vocabulary too.
+    if rows <= 8 {
+        shapes.push((BlockType::Q8_0, 262_144, 640));
+    }
+    for (ty, n, k) in shapes {
         let mut data: Vec<u8> = (0..n * ty.row_bytes(k)).map(|_| next() as u8).collect();
         // Finite fp16 scales: the first two bytes of every block (and Q6_K's last two).
         for b in data.chunks_exact_mut(ty.block_bytes()) {
@@ -47,16 +54,24 @@ fn main() {
             QuantKernel::Avx2,
             QuantKernel::Avx512Vnni,
         ] {
-            if !kernel.available() || (kernel == QuantKernel::Scalar && rows > 64) {
+            let chosen = only.as_deref().is_none_or(|name| name == kernel.name());
+            if !chosen || !kernel.available() || (kernel == QuantKernel::Scalar && rows > 64) {
                 continue;
             }
-            let t = Instant::now();
-            let reps = 5;
-            for _ in 0..reps {
+            // Enough repetitions for a quarter of a second (a one-row product takes
+            // microseconds), after one to warm the caches and the worker threads.
+            quant_matmul(kernel, &x, rows, &w, &mut out, n, 0);
+            let (t, mut reps) = (Instant::now(), 0);
+            while reps < 5 || t.elapsed().as_secs_f64() < 0.25 {
                 quant_matmul(kernel, &x, rows, &w, &mut out, n, 0);
+                reps += 1;
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
             line += &format!("  {} {:.1} GMAC/s", kernel.name(), macs / s / 1e9);
+        }
+        if n > 100_000 {
+            println!("{line}");
+            continue;
         }
         let wf: Vec<f32> = (0..k * n)
             .map(|_| (next() % 1000) as f32 / 500.0 - 1.0)

@@ -3,8 +3,6 @@
 //! `dequantize_row_*` evaluates it: the same float operations in the same order, so
 //! [`dequantize_row`] equals the reference bit for bit.
 
-use half::f16;
-
 use super::ActivationBlocks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,12 +20,34 @@ pub enum BlockType {
     Q6_K,
 }
 
-/// An fp16 field as f32. `to_f32_const` is plain arithmetic that inlines into the decode
-/// loops; `to_f32` would be a call (run-time F16C detection) per block.
+/// An fp16 field as f32, exactly (`to_f32` would be a call per block, for run-time F16C
+/// detection; `to_f32_const` branches on the exponent). Without branches: the magnitude's
+/// bits shifted into an f32 and scaled by 2¹¹² are exact for normal and subnormal values
+/// alike; infinities and NaNs get the top exponent.
 #[inline(always)]
-fn half_at(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32_const()
+pub(crate) fn half_at(b: &[u8], at: usize) -> f32 {
+    let h = u16::from_le_bytes([b[at], b[at + 1]]) as u32;
+    let magnitude = f32::from_bits((h & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
+    let special = if h & 0x7c00 == 0x7c00 { 0x7f80_0000 } else { 0 };
+    f32::from_bits(magnitude.to_bits() | special | (h & 0x8000) << 16)
 }
+
+/// Byte `i` of entry `b` is 16 if bit `i` of `b` is set, else 0.
+const FIFTH_BITS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            if b >> i & 1 == 1 {
+                t[b] |= 16 << (8 * i);
+            }
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// Q4_K/Q5_K's 6-bit scale and min `j` of 8 (`get_scale_min_k4`).
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
@@ -153,15 +173,34 @@ impl BlockType {
     /// One row into natural-order unsigned values and per-group scales and offsets.
     #[inline(always)]
     pub(crate) fn decode_row(self, row: &[u8], u: &mut [u8], scale: &mut [f32], off: &mut [f32]) {
-        let (bv, bb) = (self.block_values(), self.block_bytes());
-        let gpb = bv / self.group();
-        for (i, b) in row.chunks_exact(bb).enumerate() {
-            self.decode_block(
-                b,
-                &mut u[i * bv..(i + 1) * bv],
-                &mut scale[i * gpb..(i + 1) * gpb],
-                &mut off[i * gpb..(i + 1) * gpb],
-            );
+        // One loop per type, each with a constant type: the per-block `match` folds away and
+        // the loop body is that type's straight-line code.
+        macro_rules! blocks_of {
+            ($ty:expr) => {{
+                let ty = $ty;
+                let (bv, bb) = (ty.block_values(), ty.block_bytes());
+                let gpb = bv / ty.group();
+                for (i, b) in row.chunks_exact(bb).enumerate() {
+                    ty.decode_block(
+                        b,
+                        &mut u[i * bv..(i + 1) * bv],
+                        &mut scale[i * gpb..(i + 1) * gpb],
+                        &mut off[i * gpb..(i + 1) * gpb],
+                    );
+                }
+            }};
+        }
+        match self {
+            BlockType::Q4_0 => blocks_of!(BlockType::Q4_0),
+            BlockType::Q4_1 => blocks_of!(BlockType::Q4_1),
+            BlockType::Q5_0 => blocks_of!(BlockType::Q5_0),
+            BlockType::Q5_1 => blocks_of!(BlockType::Q5_1),
+            BlockType::Q8_0 => blocks_of!(BlockType::Q8_0),
+            BlockType::Q2_K => blocks_of!(BlockType::Q2_K),
+            BlockType::Q3_K => blocks_of!(BlockType::Q3_K),
+            BlockType::Q4_K => blocks_of!(BlockType::Q4_K),
+            BlockType::Q5_K => blocks_of!(BlockType::Q5_K),
+            BlockType::Q6_K => blocks_of!(BlockType::Q6_K),
         }
     }
 
@@ -189,13 +228,17 @@ impl BlockType {
                 } else {
                     (0.0, 2)
                 };
-                let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                // Bit j of qh is value j's fifth bit: each of its bytes spread to 8 bytes of
+                // 0 or 16 by table, then OR-ed in by a loop that vectorises.
+                let mut high = [0u8; 32];
+                for k in 0..4 {
+                    high[8 * k..8 * k + 8]
+                        .copy_from_slice(&FIFTH_BITS[b[at + k] as usize].to_le_bytes());
+                }
                 let qs = &b[at + 4..at + 20];
                 for j in 0..16 {
-                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
-                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-                    u[j] = (qs[j] & 0xF) | h0;
-                    u[j + 16] = (qs[j] >> 4) | h1;
+                    u[j] = (qs[j] & 0xF) | high[j];
+                    u[j + 16] = (qs[j] >> 4) | high[j + 16];
                 }
                 sc.fill(d);
                 off.fill(m);
@@ -283,26 +326,31 @@ impl BlockType {
                 // d, dmin, scales[12], (qh[32] for Q5_K), qs[128]
                 let (d, dmin) = (half_at(b, 0), half_at(b, 2));
                 let scales = &b[4..16];
-                let five = self == BlockType::Q5_K;
-                let (qh, ql) = if five {
-                    (&b[16..48], &b[48..176])
+                for k in 0..8 {
+                    let (s, m) = scale_min_k4(k, scales);
+                    let (d1, m1) = (d * s as f32, dmin * m as f32);
+                    sc[2 * k..2 * k + 2].fill(d1);
+                    off[2 * k..2 * k + 2].fill(-m1);
+                }
+                // Fixed-length loops without branches, so that they vectorise: per 32 bytes
+                // of nibbles, 32 low values then 32 high ones.
+                let ql = if self == BlockType::Q5_K {
+                    &b[48..176]
                 } else {
-                    (&b[0..0], &b[16..144])
+                    &b[16..144]
                 };
-                for j in 0..4 {
-                    let q = &ql[j * 32..j * 32 + 32];
-                    for half in 0..2 {
-                        let (s, m) = scale_min_k4(2 * j + half, scales);
-                        let (d1, m1) = (d * s as f32, dmin * m as f32);
-                        for gi in 0..2 {
-                            sc[4 * j + 2 * half + gi] = d1;
-                            off[4 * j + 2 * half + gi] = -m1;
-                        }
-                        let bit = 1u8 << (2 * j + half);
+                for (q, u) in ql.chunks_exact(32).zip(u.chunks_exact_mut(64)) {
+                    let (lo, hi) = u.split_at_mut(32);
+                    for l in 0..32 {
+                        lo[l] = q[l] & 0xF;
+                        hi[l] = q[l] >> 4;
+                    }
+                }
+                if self == BlockType::Q5_K {
+                    let qh = &b[16..48];
+                    for (j, u) in u.chunks_exact_mut(32).enumerate() {
                         for l in 0..32 {
-                            let lo = if half == 0 { q[l] & 0xF } else { q[l] >> 4 };
-                            let high = if five && qh[l] & bit != 0 { 16 } else { 0 };
-                            u[64 * j + 32 * half + l] = lo + high;
+                            u[l] |= ((qh[l] >> j) & 1) << 4;
                         }
                     }
                 }

@@ -420,19 +420,30 @@ fn interleave_row<T: Copy>(src: &[T], dst: &mut [T], layout: &Layout) {
 }
 
 crate::multiversion! {
-    /// One weight row decoded and interleaved (compiled per instruction set: the unpacking
+    /// One weight row decoded in natural order (compiled per instruction set: the unpacking
     /// loops vectorise).
-    fn decode_interleaved(
+    fn decode_natural(
         ty: BlockType,
         row: &[u8],
-        layout: &Layout,
         natural: &mut [u8],
         scale: &mut [f32],
-        offset: &mut [f32],
-        u: &mut [u8]
+        offset: &mut [f32]
     ) {
         ty.decode_row(row, natural, scale, offset);
-        interleave_row(natural, u, layout);
+    }
+}
+
+/// A decoded weight row interleaved, with the kernel's instruction set (the transposes are a
+/// handful of shuffles per chunk; the scalar loop moves one word at a time).
+fn interleave_weights(kernel: QuantKernel, natural: &[u8], u: &mut [u8], layout: &Layout) {
+    match kernel {
+        // SAFETY: the kernel is available (checked by `quant_matmul_quantized`), so is its
+        // instruction set; `u` is a whole row.
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx512Vnni => unsafe { x86::interleave_row_avx512(natural, u, layout) },
+        #[cfg(target_arch = "x86_64")]
+        QuantKernel::Avx2 => unsafe { x86::interleave_row_avx2(natural, u, layout) },
+        _ => interleave_row(natural, u, layout),
     }
 }
 
@@ -480,7 +491,14 @@ impl DecodedTile {
         }
     }
 
-    fn fill(&mut self, w: &QuantMatrix<'_>, first: usize, layout: &Layout, natural: &mut [u8]) {
+    fn fill(
+        &mut self,
+        kernel: QuantKernel,
+        w: &QuantMatrix<'_>,
+        first: usize,
+        layout: &Layout,
+        natural: &mut [u8],
+    ) {
         let (groups, pg, rb) = (layout.groups, layout.padded_groups, layout.row_bytes);
         self.rows = TILE.min(w.rows - first);
         // A short last tile: the kernels always sweep TILE rows, so the rest must add nothing.
@@ -490,15 +508,14 @@ impl DecodedTile {
             self.offset[self.rows * pg..].fill(0.0);
         }
         for t in 0..self.rows {
-            decode_interleaved(
+            decode_natural(
                 w.ty,
                 w.row(first + t),
-                layout,
                 natural,
                 &mut self.scale[t * pg..t * pg + groups],
                 &mut self.offset[t * pg..t * pg + groups],
-                &mut self.u[t * rb..(t + 1) * rb],
             );
+            interleave_weights(kernel, natural, &mut self.u[t * rb..(t + 1) * rb], layout);
         }
     }
 }
@@ -566,18 +583,18 @@ pub fn quant_matmul_quantized(
         .into_par_iter()
         .for_each(|task| {
             let out_ptr = &out_ptr;
-            let mut natural = vec![0u8; w.cols];
             let mut results = [[0.0f32; TILE]; 4];
             let (first, last) = (task * per_task, ((task + 1) * per_task).min(tiles));
+            let mut scratch = SCRATCH.with(|s| s.take());
+            let (natural, block) = scratch.for_layout(&acts.layout);
             // A block of tiles decoded together, then every activation row swept across the
             // whole block: each output row's columns are written contiguously while its cache
             // lines are hot, and each activation row is read once per block.
-            let mut block: Vec<DecodedTile> = Vec::new();
             for start in (first..last).step_by(BLOCK_TILES) {
                 let end = (start + BLOCK_TILES).min(last);
-                block.resize_with(end - start, || DecodedTile::new(&acts.layout));
+                let block = &mut block[..end - start];
                 for (k, tile) in block.iter_mut().enumerate() {
-                    tile.fill(w, (start + k) * TILE, &acts.layout, &mut natural);
+                    tile.fill(kernel, w, (start + k) * TILE, &acts.layout, natural);
                 }
                 let mut m = 0;
                 while m < acts.rows {
@@ -600,7 +617,34 @@ pub fn quant_matmul_quantized(
                     m += count;
                 }
             }
+            SCRATCH.with(|s| s.set(scratch));
         });
+}
+
+/// A worker's decoded tiles, kept between products: a generation step multiplies one row
+/// by every matrix, where allocating and zeroing the tiles would cost more than the product.
+/// (Tasks never wait inside a product, so one worker never holds two.)
+#[derive(Default)]
+struct Scratch {
+    layout: Option<Layout>,
+    natural: Vec<u8>,
+    block: Vec<DecodedTile>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+impl Scratch {
+    /// Remade for another layout: the tiles' padding must be zero and the sizes must fit.
+    fn for_layout(&mut self, layout: &Layout) -> (&mut [u8], &mut [DecodedTile]) {
+        if self.layout != Some(*layout) {
+            self.block = (0..BLOCK_TILES).map(|_| DecodedTile::new(layout)).collect();
+            self.natural = vec![0; layout.groups * GROUP];
+            self.layout = Some(*layout);
+        }
+        (&mut self.natural, &mut self.block)
+    }
 }
 
 /// Tiles decoded and swept together (8 weight rows each: about 10 KB decoded per tile for

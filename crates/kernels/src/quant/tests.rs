@@ -113,14 +113,22 @@ fn the_three_kernels_agree_bit_for_bit_on_every_type() {
 #[test]
 fn the_product_equals_dequantised_weights_times_dequantised_activations() {
     let mut rng = Rng(42);
-    for ty in BlockType::ALL {
-        let (m, n, k) = (3, 11, 512);
+    // Widths one after another on the same worker threads, which keep their decoded tiles
+    // between products: 32 and 64 values (like 96 and 128) share a row size but not a width.
+    let widths = [512, 32, 64, 96, 128, 256, 32, 512];
+    for (ty, k, kernel) in BlockType::ALL.into_iter().flat_map(|ty| {
+        widths
+            .into_iter()
+            .filter(move |k| k % ty.block_values() == 0)
+            .flat_map(move |k| kernels().into_iter().map(move |kernel| (ty, k, kernel)))
+    }) {
+        let (m, n) = (3, 11);
         let bytes = random_matrix(ty, n, k, &mut rng);
         let w = QuantMatrix::new(ty, &bytes, n, k).unwrap();
         let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
         let acts = QuantizedRows::quantize(&x, m, k, ty);
         let mut out = vec![0.0f32; m * n];
-        quant_matmul_quantized(QuantKernel::detect(), &acts, &w, &mut out, n, 0);
+        quant_matmul_quantized(kernel, &acts, &w, &mut out, n, 0);
         let layout = acts.layout;
         for i in 0..m {
             // The activations as the kernel sees them, back in natural order.
@@ -139,8 +147,9 @@ fn the_product_equals_dequantised_weights_times_dequantised_activations() {
                 let got = out[i * n + j] as f64;
                 assert!(
                     (got - exact).abs() <= 1e-5 * scale + 1e-30,
-                    "{} [{i},{j}]: {got} vs {exact} (scale {scale})",
-                    ty.name()
+                    "{} {k} {} [{i},{j}]: {got} vs {exact} (scale {scale})",
+                    ty.name(),
+                    kernel.name()
                 );
             }
         }
@@ -202,7 +211,7 @@ fn rows_are_laid_out_in_full_and_half_chunks() {
     // 13 groups in the last chunk: padded to a full one.
     let l = Layout::of(29 * 16);
     assert_eq!((l.full_chunks, l.half, l.row_bytes), (2, false, 512));
-    for cols in [256, 640, 29 * 16, 2048] {
+    for cols in [32, 96, 128, 256, 384, 640, 29 * 16, 2048, 2080] {
         let l = Layout::of(cols);
         let mut seen = vec![false; l.row_bytes];
         for e in 0..cols {
@@ -210,12 +219,17 @@ fn rows_are_laid_out_in_full_and_half_chunks() {
             assert!(!seen[p], "{cols}: byte {p} used twice");
             seen[p] = true;
         }
-        // interleave_row puts every value where position says.
-        let src: Vec<u8> = (0..cols).map(|e| (e * 7 % 251) as u8).collect();
-        let mut dst = vec![0u8; l.row_bytes];
-        interleave_row(&src, &mut dst, &l);
-        for (e, &v) in src.iter().enumerate() {
-            assert_eq!(dst[l.position(e)], v, "{cols}: value {e}");
+        // Every kernel's interleave puts every value where position says, and zeros (the
+        // padding) everywhere else.
+        let src: Vec<u8> = (0..cols).map(|e| (e * 7 % 251) as u8 + 1).collect();
+        for kernel in kernels() {
+            let mut dst = vec![0u8; l.row_bytes];
+            interleave_weights(kernel, &src, &mut dst, &l);
+            for (e, &v) in src.iter().enumerate() {
+                assert_eq!(dst[l.position(e)], v, "{cols} {}: value {e}", kernel.name());
+            }
+            let filled = dst.iter().filter(|&&v| v != 0).count();
+            assert_eq!(filled, cols, "{cols} {}: stray bytes", kernel.name());
         }
     }
 }
@@ -334,6 +348,19 @@ fn per_row_products_agree_across_kernels_and_equal_the_dequantised_product() {
                     "[{i},{j}] {got} vs {exact}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn fp16_scales_convert_exactly() {
+    for h in 0..=u16::MAX {
+        let want = half::f16::from_bits(h).to_f32();
+        let got = blocks::half_at(&h.to_le_bytes(), 0);
+        if want.is_nan() {
+            assert!(got.is_nan(), "{h:#06x}");
+        } else {
+            assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
         }
     }
 }

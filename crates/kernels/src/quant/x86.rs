@@ -57,10 +57,16 @@ unsafe fn vnni_chunk<const MB: usize, const NB: usize, const R: usize>(
             a[i][r] = _mm512_loadu_si512(q.add(r * 64) as *const __m512i);
         }
     }
+    // The sums start at −z·Σq (what the zero point adds), saving a subtraction per pair.
+    let mut start = [_mm512_setzero_si512(); MB];
+    for i in 0..MB {
+        let za = acts.zero_sum.as_ptr().add((m + i) * pg + g0);
+        start[i] = _mm512_sub_epi32(start[i], _mm512_loadu_si512(za as *const __m512i));
+    }
     for j in 0..NB {
         let n = n0 + j;
         let u = tile.u.as_ptr().add(n * rb + base);
-        let mut isum = [_mm512_setzero_si512(); MB];
+        let mut isum = start;
         for r in 0..R {
             let w = _mm512_loadu_si512(u.add(r * 64) as *const __m512i);
             for i in 0..MB {
@@ -72,12 +78,10 @@ unsafe fn vnni_chunk<const MB: usize, const NB: usize, const R: usize>(
             let mut sum = isum[i];
             if R < REGS {
                 // Upper lanes onto lower: each group's two halves (the upper lanes keep a copy,
-                // which meets zero scales).
+                // which meets zero scales; their −z·Σq is zero, the groups being padding).
                 sum = _mm512_add_epi32(sum, _mm512_shuffle_i64x2(sum, sum, 0x4E));
             }
             let k = (m + i) * pg + g0;
-            let za = _mm512_loadu_si512(acts.zero_sum.as_ptr().add(k) as *const __m512i);
-            let sum = _mm512_sub_epi32(sum, za);
             let s = _mm512_mul_ps(ws, _mm512_loadu_ps(acts.scale.as_ptr().add(k)));
             acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, acc[i][j]);
             if has_min {
@@ -301,5 +305,122 @@ pub(super) unsafe fn avx2_row_sums(
         let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
         let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
         sums[n] = _mm_cvtsi128_si32(s1);
+    }
+}
+
+/// [`super::interleave_row`] for bytes on AVX-512 F: a full chunk is a 16 × 4 matrix of
+/// 4-byte words (group × word) transposed to 4 × 16 with four two-source permutes and four
+/// 128-bit shuffles; a half chunk takes two permutes.
+///
+/// # Safety
+/// The CPU must have AVX-512 F; `src` holds the row's `layout.groups × 16` values and `dst`
+/// its `layout.row_bytes` (zero past the real values, as the caller keeps it).
+#[target_feature(enable = "avx512f,avx2")]
+pub(super) unsafe fn interleave_row_avx512(src: &[u8], dst: &mut [u8], layout: &super::Layout) {
+    // Words 4g + r of groups g = 0..8 in two registers: r = 0 then 1, and r = 2 then 3 (the
+    // half chunk's order: r then r + 2, for r = 0 and 1).
+    let pick = |r0: i32, r1: i32| {
+        let mut idx = [0i32; 16];
+        for g in 0..8 {
+            idx[g] = 4 * g as i32 + r0;
+            idx[8 + g] = 4 * g as i32 + r1;
+        }
+        _mm512_loadu_si512(idx.as_ptr() as *const __m512i)
+    };
+    let (w01, w23, w02, w13) = (pick(0, 1), pick(2, 3), pick(0, 2), pick(1, 3));
+    let values = layout.groups * GROUP;
+    let mut padded = [0u8; CHUNK];
+    for c in 0..layout.full_chunks + layout.half as usize {
+        let at = c * CHUNK;
+        let half = layout.half && c == layout.full_chunks;
+        let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
+            src.as_ptr().add(at)
+        } else {
+            // A last chunk short of its 8 or 16 groups, completed with zeros.
+            padded[..values - at].copy_from_slice(&src[at..values]);
+            padded.as_ptr()
+        };
+        let d = dst.as_mut_ptr().add(at);
+        let z0 = _mm512_loadu_si512(s as *const __m512i);
+        let z1 = _mm512_loadu_si512(s.add(64) as *const __m512i);
+        if half {
+            _mm512_storeu_si512(d as *mut __m512i, _mm512_permutex2var_epi32(z0, w02, z1));
+            _mm512_storeu_si512(
+                d.add(64) as *mut __m512i,
+                _mm512_permutex2var_epi32(z0, w13, z1),
+            );
+            continue;
+        }
+        let z2 = _mm512_loadu_si512(s.add(128) as *const __m512i);
+        let z3 = _mm512_loadu_si512(s.add(192) as *const __m512i);
+        let t0 = _mm512_permutex2var_epi32(z0, w01, z1);
+        let t1 = _mm512_permutex2var_epi32(z0, w23, z1);
+        let t2 = _mm512_permutex2var_epi32(z2, w01, z3);
+        let t3 = _mm512_permutex2var_epi32(z2, w23, z3);
+        _mm512_storeu_si512(d as *mut __m512i, _mm512_shuffle_i64x2(t0, t2, 0x44));
+        _mm512_storeu_si512(
+            d.add(64) as *mut __m512i,
+            _mm512_shuffle_i64x2(t0, t2, 0xEE),
+        );
+        _mm512_storeu_si512(
+            d.add(128) as *mut __m512i,
+            _mm512_shuffle_i64x2(t1, t3, 0x44),
+        );
+        _mm512_storeu_si512(
+            d.add(192) as *mut __m512i,
+            _mm512_shuffle_i64x2(t1, t3, 0xEE),
+        );
+    }
+}
+
+/// [`interleave_row_avx512`] on AVX2: per 8 groups, an in-lane 4 × 4 word transpose of four
+/// registers, then one permute puts the groups (even ones in the low lane, odd in the high)
+/// in order.
+///
+/// # Safety
+/// The CPU must have AVX2; as [`interleave_row_avx512`] otherwise.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn interleave_row_avx2(src: &[u8], dst: &mut [u8], layout: &super::Layout) {
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let values = layout.groups * GROUP;
+    let mut padded = [0u8; CHUNK];
+    for c in 0..layout.full_chunks + layout.half as usize {
+        let at = c * CHUNK;
+        let half = layout.half && c == layout.full_chunks;
+        let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
+            src.as_ptr().add(at)
+        } else {
+            padded[..values - at].copy_from_slice(&src[at..values]);
+            padded.as_ptr()
+        };
+        let d = dst.as_mut_ptr().add(at);
+        for h in 0..if half { 1 } else { 2 } {
+            let s = s.add(128 * h);
+            let y: [__m256i; 4] =
+                std::array::from_fn(|k| _mm256_loadu_si256(s.add(32 * k) as *const __m256i));
+            let t0 = _mm256_unpacklo_epi32(y[0], y[1]);
+            let t1 = _mm256_unpackhi_epi32(y[0], y[1]);
+            let t2 = _mm256_unpacklo_epi32(y[2], y[3]);
+            let t3 = _mm256_unpackhi_epi32(y[2], y[3]);
+            let words = [
+                _mm256_unpacklo_epi64(t0, t2),
+                _mm256_unpackhi_epi64(t0, t2),
+                _mm256_unpacklo_epi64(t1, t3),
+                _mm256_unpackhi_epi64(t1, t3),
+            ];
+            for (r, w) in words.into_iter().enumerate() {
+                // A full chunk: word r of groups 8h.. at register r's half h. A half chunk:
+                // words 0 and 1 in registers 0 and 1's low halves, 2 and 3 in their high ones.
+                let to = if half {
+                    64 * (r % 2) + 32 * (r / 2)
+                } else {
+                    64 * r + 32 * h
+                };
+                _mm256_storeu_si256(
+                    d.add(to) as *mut __m256i,
+                    _mm256_permutevar8x32_epi32(w, order),
+                );
+            }
+        }
     }
 }
