@@ -31,7 +31,7 @@ pub use gguf::{
 };
 pub use lmcompare_kernels::quant::QuantKernel;
 use lmcompare_kernels::quant::{
-    dequantize_row, quant_matmul, quant_matmul_quantized, BlockType, QuantMatrix, QuantizedRows,
+    dequantize_row, quant_matmul_quantized, BlockType, QuantMatrix, QuantizedRows,
 };
 use lmcompare_kernels::{fast_tanh, multiversion};
 
@@ -663,33 +663,20 @@ impl Decoder {
             for &r in chunk_rows {
                 x.extend_from_slice(&hidden[r * d..(r + 1) * d]);
             }
-            let logits = self.lm_head(&x, chunk_rows.len());
-            let v = self.config.vocab_size;
-            let stats: Vec<(f32, f64, u32)> = logits
-                .par_chunks_exact(v)
-                .map(|row| {
-                    let (max, arg) = row_argmax(row);
-                    let sum = sum_exp(row, max);
-                    (max, sum.ln(), arg)
-                })
+            let wanted: Vec<Vec<u32>> = chunk_owners
+                .iter()
+                .map(|(_, targets)| targets.iter().map(|t| t.2).collect())
                 .collect();
-            for ((row, (max, log_z, arg)), owner) in
-                logits.chunks_exact(v).zip(stats).zip(chunk_owners)
-            {
+            let heads = self.lm_head_rows(&x, chunk_rows.len(), &wanted);
+            for (head, owner) in heads.iter().zip(chunk_owners) {
                 let (req, targets) = owner;
-                if !log_z.is_finite() || !max.is_finite() {
-                    let bad = crate::finite::first_non_finite(row).map_or(max, |b| b.1);
-                    return Err(EngineError::NonFinite {
-                        input: *req,
-                        stage: "the LM head's logits".into(),
-                        value: crate::finite::describe(bad),
-                    });
-                }
-                for &(k, t, token) in targets {
-                    let lp = (row[token as usize] - max) as f64 - log_z;
+                head.check(*req)?;
+                let log_z = head.sum.ln();
+                for (&(k, t, token), &logit) in targets.iter().zip(&head.picked) {
+                    let lp = (logit - head.max) as f64 - log_z;
                     let s = &mut out[*req][k];
                     s.logprobs[t] = lp;
-                    s.greedy &= token == arg;
+                    s.greedy &= token == head.arg;
                 }
             }
         }
@@ -797,17 +784,11 @@ impl Decoder {
                 row += toks.len();
                 x.extend_from_slice(&hidden[(row - 1) * d..row * d]);
             }
-            let logits = self.lm_head(&x, active.len());
-            crate::finite::check_rows(
-                &logits,
-                self.config.vocab_size,
-                || "the LM head's logits".into(),
-                |row| active.get(row).copied().unwrap_or(row),
-            )?;
-            let picks: Vec<u32> = logits
-                .chunks_exact(self.config.vocab_size)
-                .map(|r| row_argmax(r).1)
-                .collect();
+            let heads = self.lm_head_rows(&x, active.len(), &vec![Vec::new(); active.len()]);
+            for (head, &i) in heads.iter().zip(&active) {
+                head.check(i)?;
+            }
+            let picks: Vec<u32> = heads.iter().map(|h| h.arg).collect();
             let mut still = Vec::new();
             let mut feed = Vec::new();
             for (&i, t) in active.iter().zip(picks) {
@@ -848,56 +829,107 @@ impl Decoder {
 
     /// Final-normed hidden rows → logits (`rows × vocab`), soft-capped where the model says.
     fn lm_head(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let v = self.config.vocab_size;
+        let mut logits = vec![0.0f32; rows * v];
+        let head = HeadInput::new(self, x, rows);
+        self.lm_head_slice(&head, 0..v, &mut logits, v);
+        logits
+    }
+
+    /// What scoring and greedy decoding need of each row's next-token distribution: its
+    /// largest logit and where, log Σ exp, and the logits of the `wanted` tokens. Computed a
+    /// slice of the vocabulary at a time, so no `rows × vocab` logits are ever held (for
+    /// Gemma's 262,144 tokens that was 1 MB per row, more than the activations).
+    fn lm_head_rows(&self, x: &[f32], rows: usize, wanted: &[Vec<u32>]) -> Vec<HeadRow> {
+        let v = self.config.vocab_size;
+        let head = HeadInput::new(self, x, rows);
+        let mut out: Vec<HeadRow> = wanted
+            .iter()
+            .map(|w| HeadRow {
+                max: f32::NEG_INFINITY,
+                arg: 0,
+                sum: 0.0,
+                picked: vec![0.0; w.len()],
+                bad: None,
+            })
+            .collect();
+        let mut logits = vec![0.0f32; rows * VOCAB_SLICE.min(v)];
+        for v0 in (0..v).step_by(VOCAB_SLICE) {
+            let n = VOCAB_SLICE.min(v - v0);
+            let slice = &mut logits[..rows * n];
+            self.lm_head_slice(&head, v0..v0 + n, slice, n);
+            slice
+                .par_chunks_exact(n)
+                .zip(out.par_iter_mut())
+                .zip(wanted.par_iter())
+                .for_each(|((row, acc), wanted)| acc.add_slice(row, v0, wanted));
+        }
+        out
+    }
+
+    /// Logits of vocabulary rows `vocab` for every row of `head`, into `out` (`rows ×
+    /// stride`, the slice's first token at column 0), soft-capped where the model says.
+    fn lm_head_slice(
+        &self,
+        head: &HeadInput<'_>,
+        vocab: std::ops::Range<usize>,
+        out: &mut [f32],
+        stride: usize,
+    ) {
         let cfg = &self.config;
-        let table = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
-        let mut logits = vec![0.0f32; rows * cfg.vocab_size];
-        match table {
-            Table::F32(table) => crate::kernels::matmul_transposed_b_parallel(
-                &mut logits,
-                cfg.vocab_size,
-                View {
-                    data: x,
-                    rows,
-                    cols: cfg.hidden,
-                    row_stride: cfg.hidden,
-                },
-                View {
-                    data: table,
-                    rows: cfg.vocab_size,
-                    cols: cfg.hidden,
-                    row_stride: cfg.hidden,
-                },
-            ),
-            Table::Quant(p) => quant_matmul(
-                QuantKernel::current(),
+        let d = cfg.hidden;
+        let (rows, n) = (head.rows, vocab.len());
+        let x = View {
+            data: head.x,
+            rows,
+            cols: d,
+            row_stride: d,
+        };
+        match (head.table, &head.acts) {
+            (Table::F32(table), _) => crate::kernels::matmul_transposed_b_parallel(
+                out,
+                stride,
                 x,
-                rows,
-                &p.matrix(),
-                &mut logits,
-                cfg.vocab_size,
-                0,
+                View {
+                    data: &table[vocab.start * d..vocab.end * d],
+                    rows: n,
+                    cols: d,
+                    row_stride: d,
+                },
             ),
-            Table::Half { bits, bf16 } => {
+            (Table::Quant(p), Some(acts)) => {
+                let all = p.matrix();
+                let rb = all.ty.row_bytes(d);
+                let part = QuantMatrix {
+                    data: &all.data[vocab.start * rb..vocab.end * rb],
+                    rows: n,
+                    ..all
+                };
+                quant_matmul_quantized(QuantKernel::current(), acts, &part, out, stride, 0);
+            }
+            (Table::Quant(p), None) => {
+                unreachable!("HeadInput quantises the rows for {:?} tables", p.ty)
+            }
+            (Table::Half { bits, bf16 }, _) => {
                 // Vocabulary rows widened a block at a time.
                 const BLOCK: usize = 4096;
-                let d = cfg.hidden;
-                let mut block = Vec::with_capacity(BLOCK * d);
-                for v0 in (0..cfg.vocab_size).step_by(BLOCK) {
-                    let n = BLOCK.min(cfg.vocab_size - v0);
+                let mut block = Vec::with_capacity(BLOCK.min(n) * d);
+                for b0 in (0..n).step_by(BLOCK) {
+                    let m = BLOCK.min(n - b0);
+                    let first = vocab.start + b0;
                     block.clear();
-                    block.extend(bits[v0 * d..(v0 + n) * d].iter().map(|&b| widen(b, *bf16)));
+                    block.extend(
+                        bits[first * d..(first + m) * d]
+                            .iter()
+                            .map(|&b| widen(b, *bf16)),
+                    );
                     crate::kernels::matmul_transposed_b_parallel(
-                        &mut logits[v0..],
-                        cfg.vocab_size,
-                        View {
-                            data: x,
-                            rows,
-                            cols: d,
-                            row_stride: d,
-                        },
+                        &mut out[b0..],
+                        stride,
+                        x,
                         View {
                             data: &block,
-                            rows: n,
+                            rows: m,
                             cols: d,
                             row_stride: d,
                         },
@@ -906,9 +938,10 @@ impl Decoder {
             }
         }
         if let Some(cap) = cfg.final_softcap {
-            softcap(&mut logits, cap);
+            for row in out.chunks_mut(stride).take(rows) {
+                softcap(&mut row[..n], cap);
+            }
         }
-        logits
     }
 
     /// The packed forward pass; returns the final-normed hidden state of every new token.
@@ -1215,9 +1248,102 @@ impl Tree {
 /// A token a row's distribution scores: (continuation, index in it, token id).
 type Target = (usize, usize, u32);
 
-/// Rows per LM-head product: enough to amortise reading the vocabulary matrix, few enough
-/// that the logits stay small (64 × 262k × 4 bytes = 64 MiB).
-const LM_HEAD_ROWS: usize = 64;
+/// Rows per LM-head product: enough to amortise reading (and, quantised, decoding) the
+/// vocabulary matrix; the logits are only ever held a slice of the vocabulary at a time.
+const LM_HEAD_ROWS: usize = 128;
+
+/// Vocabulary rows per slice of the LM head (`sum_exp` flushes its f32 lanes every 4096
+/// values, so slices on those boundaries sum exactly as a whole row does).
+const VOCAB_SLICE: usize = 16_384;
+
+/// The LM head's input: the final-normed rows, and for a quantised table, those rows
+/// quantised once for every slice.
+struct HeadInput<'a> {
+    table: &'a Table,
+    x: &'a [f32],
+    rows: usize,
+    acts: Option<QuantizedRows>,
+}
+
+impl<'a> HeadInput<'a> {
+    fn new(decoder: &'a Decoder, x: &'a [f32], rows: usize) -> HeadInput<'a> {
+        let w = &decoder.weights;
+        let table = w.lm_head.as_ref().unwrap_or(&w.embed);
+        let acts = match table {
+            Table::Quant(p) => Some(QuantizedRows::quantize(
+                x,
+                rows,
+                decoder.config.hidden,
+                p.ty,
+            )),
+            _ => None,
+        };
+        HeadInput {
+            table,
+            x,
+            rows,
+            acts,
+        }
+    }
+}
+
+/// One row's next-token distribution, summarised slice by slice ([`Decoder::lm_head_rows`]).
+struct HeadRow {
+    max: f32,
+    /// The first token with the largest logit.
+    arg: u32,
+    /// Σ exp(logit − max).
+    sum: f64,
+    /// The wanted tokens' logits.
+    picked: Vec<f32>,
+    /// The first NaN or +inf logit.
+    bad: Option<f32>,
+}
+
+impl HeadRow {
+    fn add_slice(&mut self, row: &[f32], v0: usize, wanted: &[u32]) {
+        if self.bad.is_none() {
+            self.bad = row
+                .iter()
+                .copied()
+                .find(|v| v.is_nan() || *v == f32::INFINITY);
+        }
+        for (p, &t) in self.picked.iter_mut().zip(wanted) {
+            if let Some(&l) = (t as usize).checked_sub(v0).and_then(|i| row.get(i)) {
+                *p = l;
+            }
+        }
+        let (max, arg) = row_argmax(row);
+        if max == f32::NEG_INFINITY {
+            return;
+        }
+        let sum = sum_exp(row, max);
+        if max > self.max {
+            self.sum = self.sum * ((self.max - max) as f64).exp() + sum;
+            self.max = max;
+            self.arg = (v0 + arg as usize) as u32;
+        } else {
+            self.sum += sum * ((max - self.max) as f64).exp();
+        }
+    }
+
+    /// A distribution that cannot be normalised is an error naming the input.
+    fn check(&self, input: usize) -> Result<()> {
+        match self.bad {
+            Some(v) => Err(EngineError::NonFinite {
+                input,
+                stage: "the LM head's logits".into(),
+                value: crate::finite::describe(v),
+            }),
+            None if !self.max.is_finite() => Err(EngineError::NonFinite {
+                input,
+                stage: "the LM head's logits".into(),
+                value: crate::finite::describe(self.max),
+            }),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Rows of a packed batch per slice of the feed-forward block.
 const FFN_ROWS: usize = 1024;
