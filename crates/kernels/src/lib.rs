@@ -52,16 +52,21 @@ pub fn simd_path() -> &'static str {
 #[macro_export]
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $crate::multiversion! {
+            $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
         $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn inner($($arg: $ty),*) $body
+            fn inner($($arg: $ty),*) -> $ret $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn v4($($arg: $ty),*) { inner($($arg),*) }
+                unsafe fn v4($($arg: $ty),*) -> $ret { inner($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn v3($($arg: $ty),*) { inner($($arg),*) }
+                unsafe fn v3($($arg: $ty),*) -> $ret { inner($($arg),*) }
                 let level = $crate::simd_level();
                 if level >= $crate::SimdLevel::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU supports the features v4 was compiled for.

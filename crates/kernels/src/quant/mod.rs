@@ -251,7 +251,7 @@ impl QuantizedRows {
                         ss[g] = sc[g] * s as f32;
                         zs[g] = z * s;
                     }
-                    interleave_row(&natural, q, &layout);
+                    interleave_bytes(QuantKernel::current(), &natural, q, &layout);
                 });
         }
         QuantizedRows {
@@ -293,17 +293,15 @@ impl QuantizedRows {
                 .zip(scale.par_iter_mut())
                 .zip(row_zero.par_iter_mut())
                 .zip(x.par_chunks(cols))
-                .for_each(|(((q, sc), zs), x)| {
-                    let mut natural = vec![0i8; cols];
-                    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-                    for (o, &v) in natural.iter_mut().zip(x) {
-                        *o = nearest_int(v * id) as i8;
-                    }
-                    *sc = amax / 127.0;
-                    *zs = z * natural.iter().map(|&v| v as i32).sum::<i32>();
-                    interleave_row(&natural, q, &layout);
-                });
+                .for_each_init(
+                    || vec![0i8; cols],
+                    |natural, (((q, sc), zs), x)| {
+                        let (scale, sum) = quantize_row_per_row(x, natural);
+                        *sc = scale;
+                        *zs = z * sum;
+                        interleave_bytes(QuantKernel::current(), natural, q, &layout);
+                    },
+                );
         }
         QuantizedRows {
             rows,
@@ -433,17 +431,36 @@ crate::multiversion! {
     }
 }
 
-/// A decoded weight row interleaved, with the kernel's instruction set (the transposes are a
-/// handful of shuffles per chunk; the scalar loop moves one word at a time).
-fn interleave_weights(kernel: QuantKernel, natural: &[u8], u: &mut [u8], layout: &Layout) {
+/// A row of bytes (decoded weights, quantised activations) interleaved with the kernel's
+/// instruction set: the transposes are a handful of shuffles per chunk, where the scalar
+/// loop moves one word at a time. All three place every byte alike.
+fn interleave_bytes<T: Copy + Default>(
+    kernel: QuantKernel,
+    natural: &[T],
+    u: &mut [T],
+    layout: &Layout,
+) {
     match kernel {
-        // SAFETY: the kernel is available (checked by `quant_matmul_quantized`), so is its
-        // instruction set; `u` is a whole row.
+        // SAFETY: callers pass an available kernel (`quant_matmul_quantized` checks it;
+        // `current` is one), so its instruction set is there; `u` is a whole row.
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx512Vnni => unsafe { x86::interleave_row_avx512(natural, u, layout) },
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx2 => unsafe { x86::interleave_row_avx2(natural, u, layout) },
         _ => interleave_row(natural, u, layout),
+    }
+}
+
+crate::multiversion! {
+    /// One activation row quantised with one scale, `amax/127` (returned with Σq); compiled
+    /// per instruction set so the max, the rounding and the sum vectorise.
+    fn quantize_row_per_row(x: &[f32], natural: &mut [i8]) -> (f32, i32) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        for (o, &v) in natural.iter_mut().zip(x) {
+            *o = nearest_int(v * id) as i8;
+        }
+        (amax / 127.0, natural.iter().map(|&v| v as i32).sum::<i32>())
     }
 }
 
@@ -515,7 +532,7 @@ impl DecodedTile {
                 &mut self.scale[t * pg..t * pg + groups],
                 &mut self.offset[t * pg..t * pg + groups],
             );
-            interleave_weights(kernel, natural, &mut self.u[t * rb..(t + 1) * rb], layout);
+            interleave_bytes(kernel, natural, &mut self.u[t * rb..(t + 1) * rb], layout);
         }
     }
 }
@@ -611,7 +628,14 @@ pub fn quant_matmul_quantized(
                                     tile.rows,
                                 )
                             };
-                            dst.copy_from_slice(&results[..tile.rows]);
+                            // A whole tile as a fixed-size copy (a call to memmove per
+                            // tile and row was a sixth of an encoder's time).
+                            if tile.rows == TILE {
+                                let dst: &mut [f32; TILE] = dst.try_into().expect("a tile");
+                                *dst = *results;
+                            } else {
+                                dst.copy_from_slice(&results[..tile.rows]);
+                            }
                         }
                     }
                     m += count;
@@ -715,19 +739,21 @@ fn per_row_dot_tiles(
     tile: &DecodedTile,
     results: &mut [[f32; TILE]; 4],
 ) {
-    let mut sums = [[0i32; TILE]; 4];
+    let pg = acts.layout.padded_groups;
+    let w_scale: [f32; TILE] = std::array::from_fn(|n| tile.scale[n * pg]);
     match kernel {
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx512Vnni => {
             let mut i = 0;
             while i < count {
-                // SAFETY: `quant_matmul_quantized` checked the CPU has the features.
+                // SAFETY: `quant_matmul_quantized` checked the CPU has the features and that
+                // the activations have per-row scales.
                 unsafe {
                     if i + 2 <= count {
-                        x86::vnni_row_sums::<2>(acts, m + i, tile, &mut sums[i..i + 2]);
+                        x86::vnni_row_products::<2>(acts, m + i, tile, &w_scale, &mut results[i..]);
                         i += 2;
                     } else {
-                        x86::vnni_row_sums::<1>(acts, m + i, tile, &mut sums[i..i + 1]);
+                        x86::vnni_row_products::<1>(acts, m + i, tile, &w_scale, &mut results[i..]);
                         i += 1;
                     }
                 }
@@ -735,36 +761,22 @@ fn per_row_dot_tiles(
         }
         #[cfg(target_arch = "x86_64")]
         QuantKernel::Avx2 => {
-            for (i, sums) in sums.iter_mut().enumerate().take(count) {
+            for (i, results) in results.iter_mut().enumerate().take(count) {
                 // SAFETY: as above.
-                unsafe { x86::avx2_row_sums(acts, m + i, tile, sums) };
+                unsafe { x86::avx2_row_products(acts, m + i, tile, &w_scale, results) };
             }
         }
         _ => {
             let rb = acts.layout.row_bytes;
-            for (i, sums) in sums.iter_mut().enumerate().take(count) {
+            let row_scale = acts.row_scale.as_deref().unwrap_or(&[]);
+            for (i, results) in results.iter_mut().enumerate().take(count) {
                 let q = &acts.q[(m + i) * rb..(m + i + 1) * rb];
-                for (n, s) in sums.iter_mut().enumerate() {
+                for (n, r) in results.iter_mut().enumerate() {
                     let u = &tile.u[n * rb..(n + 1) * rb];
-                    *s = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i32).sum();
+                    let sum: i32 = u.iter().zip(q).map(|(&u, &q)| u as i32 * q as i32).sum();
+                    *r = (sum - acts.row_zero[m + i]) as f32 * (w_scale[n] * row_scale[m + i]);
                 }
             }
-        }
-    }
-    let (row_scale, pg) = (
-        acts.row_scale.as_deref().unwrap_or(&[]),
-        acts.layout.padded_groups,
-    );
-    for i in 0..count {
-        let sa = row_scale[m + i];
-        for n in 0..TILE {
-            // The wide AVX2 path already subtracted z·Σq (it sums (u − 128)·q).
-            let isum = if kernel == QuantKernel::Avx2 {
-                sums[i][n]
-            } else {
-                sums[i][n] - acts.row_zero[m + i]
-            };
-            results[i][n] = isum as f32 * (tile.scale[n * pg] * sa);
         }
     }
 }

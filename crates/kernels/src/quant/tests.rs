@@ -224,7 +224,7 @@ fn rows_are_laid_out_in_full_and_half_chunks() {
         let src: Vec<u8> = (0..cols).map(|e| (e * 7 % 251) as u8 + 1).collect();
         for kernel in kernels() {
             let mut dst = vec![0u8; l.row_bytes];
-            interleave_weights(kernel, &src, &mut dst, &l);
+            interleave_bytes(kernel, &src, &mut dst, &l);
             for (e, &v) in src.iter().enumerate() {
                 assert_eq!(dst[l.position(e)], v, "{cols} {}: value {e}", kernel.name());
             }

@@ -217,18 +217,21 @@ pub(super) unsafe fn avx2_dot_tile(
     }
 }
 
-/// Integer sums `Σ u·q` over whole rows for `MB` activation rows from `m` and the tile's 8
-/// weight rows (per-row scales: no float work per chunk; a half chunk's lanes add in as they
-/// are, since every lane is summed at the end).
+/// Per-row products for `MB` activation rows from `m` and the tile's 8 weight rows: integer
+/// sums `Σ u·q` over whole rows (a half chunk's lanes add in as they are, since every lane is
+/// summed at the end), then `(Σ − z·Σq) · (weight scale · activation scale)` in registers,
+/// the operations of the scalar kernel.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F/BW/VNNI; rows `m..m + MB` must exist in `acts`.
+/// The CPU must have AVX-512 F/BW/VNNI; rows `m..m + MB` must exist in `acts`, which has
+/// per-row scales.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-pub(super) unsafe fn vnni_row_sums<const MB: usize>(
+pub(super) unsafe fn vnni_row_products<const MB: usize>(
     acts: &QuantizedRows,
     m: usize,
     tile: &DecodedTile,
-    sums: &mut [[i32; TILE]],
+    w_scale: &[f32; TILE],
+    results: &mut [[f32; TILE]],
 ) {
     let rb = acts.layout.row_bytes;
     let regs = rb / 64;
@@ -245,23 +248,27 @@ pub(super) unsafe fn vnni_row_sums<const MB: usize>(
             }
         }
     }
+    let ws = _mm256_loadu_ps(w_scale.as_ptr());
+    let row_scale = acts.row_scale.as_deref().unwrap_or(&[]);
     for i in 0..MB {
-        let v = hsum8(&acc[i]);
-        _mm256_storeu_si256(sums[i].as_mut_ptr() as *mut __m256i, v);
+        let mut y = [_mm256_setzero_si256(); TILE];
+        for n in 0..TILE {
+            y[n] = _mm256_add_epi32(
+                _mm512_castsi512_si256(acc[i][n]),
+                _mm512_extracti64x4_epi64(acc[i][n], 1),
+            );
+        }
+        let sums = _mm256_sub_epi32(hsum8(&y), _mm256_set1_epi32(acts.row_zero[m + i]));
+        let s = _mm256_mul_ps(ws, _mm256_set1_ps(row_scale[m + i]));
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), s);
+        _mm256_storeu_ps(results[i].as_mut_ptr(), v);
     }
 }
 
 /// The lane sums of 8 accumulators as one vector (integers: any order gives the same sums).
 #[inline]
-#[target_feature(enable = "avx512f,avx2")]
-unsafe fn hsum8(acc: &[__m512i; TILE]) -> __m256i {
-    let mut y = [_mm256_setzero_si256(); TILE];
-    for n in 0..TILE {
-        y[n] = _mm256_add_epi32(
-            _mm512_castsi512_si256(acc[n]),
-            _mm512_extracti64x4_epi64(acc[n], 1),
-        );
-    }
+#[target_feature(enable = "avx2")]
+unsafe fn hsum8(y: &[__m256i; TILE]) -> __m256i {
     // hadd pairs within each 128-bit half, then the halves onto each other.
     let a = _mm256_hadd_epi32(y[0], y[1]);
     let b = _mm256_hadd_epi32(y[2], y[3]);
@@ -274,17 +281,18 @@ unsafe fn hsum8(acc: &[__m512i; TILE]) -> __m256i {
     _mm256_add_epi32(lo, hi)
 }
 
-/// [`vnni_row_sums`] for one row on AVX2, with Q8_0's sign trick: the sums are `Σ (u − 128)·q`,
-/// the zero point already taken off.
+/// [`vnni_row_products`] for one row on AVX2, with Q8_0's sign trick: the sums are
+/// `Σ (u − 128)·q`, the zero point already taken off.
 ///
 /// # Safety
-/// The CPU must have AVX2.
+/// The CPU must have AVX2; as [`vnni_row_products`] otherwise.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn avx2_row_sums(
+pub(super) unsafe fn avx2_row_products(
     acts: &QuantizedRows,
     m: usize,
     tile: &DecodedTile,
-    sums: &mut [i32; TILE],
+    w_scale: &[f32; TILE],
+    results: &mut [f32; TILE],
 ) {
     let rb = acts.layout.row_bytes;
     let ones = _mm256_set1_epi16(1);
@@ -299,13 +307,13 @@ pub(super) unsafe fn avx2_row_sums(
             acc[n] = _mm256_add_epi32(acc[n], _mm256_madd_epi16(pairs, ones));
         }
     }
-    for n in 0..TILE {
-        let v = acc[n];
-        let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
-        let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
-        sums[n] = _mm_cvtsi128_si32(s1);
-    }
+    let row_scale = acts.row_scale.as_deref().unwrap_or(&[]);
+    let s = _mm256_mul_ps(
+        _mm256_loadu_ps(w_scale.as_ptr()),
+        _mm256_set1_ps(row_scale[m]),
+    );
+    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(hsum8(&acc)), s);
+    _mm256_storeu_ps(results.as_mut_ptr(), v);
 }
 
 /// [`super::interleave_row`] for bytes on AVX-512 F: a full chunk is a 16 × 4 matrix of
@@ -314,9 +322,15 @@ pub(super) unsafe fn avx2_row_sums(
 ///
 /// # Safety
 /// The CPU must have AVX-512 F; `src` holds the row's `layout.groups × 16` values and `dst`
-/// its `layout.row_bytes` (zero past the real values, as the caller keeps it).
+/// its `layout.row_bytes` (zero past the real values, as the caller keeps it). `T` is a byte
+/// type (u8 weights, i8 activations: the moves do not look at the values).
 #[target_feature(enable = "avx512f,avx2")]
-pub(super) unsafe fn interleave_row_avx512(src: &[u8], dst: &mut [u8], layout: &super::Layout) {
+pub(super) unsafe fn interleave_row_avx512<T: Copy + Default>(
+    src: &[T],
+    dst: &mut [T],
+    layout: &super::Layout,
+) {
+    assert_eq!(std::mem::size_of::<T>(), 1, "bytes only");
     // Words 4g + r of groups g = 0..8 in two registers: r = 0 then 1, and r = 2 then 3 (the
     // half chunk's order: r then r + 2, for r = 0 and 1).
     let pick = |r0: i32, r1: i32| {
@@ -329,18 +343,18 @@ pub(super) unsafe fn interleave_row_avx512(src: &[u8], dst: &mut [u8], layout: &
     };
     let (w01, w23, w02, w13) = (pick(0, 1), pick(2, 3), pick(0, 2), pick(1, 3));
     let values = layout.groups * GROUP;
-    let mut padded = [0u8; CHUNK];
+    let mut padded = [T::default(); CHUNK];
     for c in 0..layout.full_chunks + layout.half as usize {
         let at = c * CHUNK;
         let half = layout.half && c == layout.full_chunks;
         let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
-            src.as_ptr().add(at)
+            src.as_ptr().add(at) as *const u8
         } else {
             // A last chunk short of its 8 or 16 groups, completed with zeros.
             padded[..values - at].copy_from_slice(&src[at..values]);
-            padded.as_ptr()
+            padded.as_ptr() as *const u8
         };
-        let d = dst.as_mut_ptr().add(at);
+        let d = (dst.as_mut_ptr() as *mut u8).add(at);
         let z0 = _mm512_loadu_si512(s as *const __m512i);
         let z1 = _mm512_loadu_si512(s.add(64) as *const __m512i);
         if half {
@@ -380,20 +394,25 @@ pub(super) unsafe fn interleave_row_avx512(src: &[u8], dst: &mut [u8], layout: &
 /// # Safety
 /// The CPU must have AVX2; as [`interleave_row_avx512`] otherwise.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn interleave_row_avx2(src: &[u8], dst: &mut [u8], layout: &super::Layout) {
+pub(super) unsafe fn interleave_row_avx2<T: Copy + Default>(
+    src: &[T],
+    dst: &mut [T],
+    layout: &super::Layout,
+) {
+    assert_eq!(std::mem::size_of::<T>(), 1, "bytes only");
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let values = layout.groups * GROUP;
-    let mut padded = [0u8; CHUNK];
+    let mut padded = [T::default(); CHUNK];
     for c in 0..layout.full_chunks + layout.half as usize {
         let at = c * CHUNK;
         let half = layout.half && c == layout.full_chunks;
         let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
-            src.as_ptr().add(at)
+            src.as_ptr().add(at) as *const u8
         } else {
             padded[..values - at].copy_from_slice(&src[at..values]);
-            padded.as_ptr()
+            padded.as_ptr() as *const u8
         };
-        let d = dst.as_mut_ptr().add(at);
+        let d = (dst.as_mut_ptr() as *mut u8).add(at);
         for h in 0..if half { 1 } else { 2 } {
             let s = s.add(128 * h);
             let y: [__m256i; 4] =
