@@ -170,7 +170,8 @@ impl BlockType {
         }
     }
 
-    /// One row into natural-order unsigned values and per-group scales and offsets.
+    /// One row into natural-order unsigned values and per-group scales and offsets (types
+    /// without a min leave `off` as it is: nothing reads it for them).
     #[inline(always)]
     pub(crate) fn decode_row(self, row: &[u8], u: &mut [u8], scale: &mut [f32], off: &mut [f32]) {
         // One loop per type, each with a constant type: the per-block `match` folds away and
@@ -219,7 +220,9 @@ impl BlockType {
                     u[j + 16] = qs[j] >> 4;
                 }
                 sc.fill(d);
-                off.fill(m);
+                if self.has_min() {
+                    off.fill(m);
+                }
             }
             BlockType::Q5_0 | BlockType::Q5_1 => {
                 let d = half_at(b, 0);
@@ -241,7 +244,9 @@ impl BlockType {
                     u[j + 16] = (qs[j] >> 4) | high[j + 16];
                 }
                 sc.fill(d);
-                off.fill(m);
+                if self.has_min() {
+                    off.fill(m);
+                }
             }
             BlockType::Q8_0 => {
                 let d = half_at(b, 0);
@@ -249,7 +254,6 @@ impl BlockType {
                     *o = (q as i8 as i32 + 128) as u8;
                 }
                 sc.fill(d);
-                off.fill(0.0);
             }
             BlockType::Q2_K => {
                 // scales[16], qs[64], d, dmin
@@ -309,7 +313,6 @@ impl BlockType {
                         let shift = 2 * j;
                         for half in 0..2 {
                             sc[is] = d_all * (scales[is] as i32 - 32) as f32;
-                            off[is] = 0.0;
                             for l in 0..16 {
                                 let lo = (q[l + 16 * half] >> shift) & 3;
                                 let high = if hm[l + 16 * half] & mask != 0 { 4 } else { 0 };
@@ -370,7 +373,6 @@ impl BlockType {
                     }
                     for k in 0..8 {
                         sc[n * 8 + k] = d * scales[n * 8 + k] as i8 as f32;
-                        off[n * 8 + k] = 0.0;
                     }
                 }
             }
