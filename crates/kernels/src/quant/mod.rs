@@ -640,7 +640,14 @@ pub fn quant_matmul_quantized(
                 let end = (start + BLOCK_TILES).min(last);
                 let block = &mut block[..end - start];
                 for (k, tile) in block.iter_mut().enumerate() {
-                    tile.fill(kernel, w, (start + k) * TILE, &acts.layout, natural, prefetch);
+                    tile.fill(
+                        kernel,
+                        w,
+                        (start + k) * TILE,
+                        &acts.layout,
+                        natural,
+                        prefetch,
+                    );
                 }
                 let mut m = 0;
                 while m < acts.rows {

@@ -316,6 +316,26 @@ pub(super) unsafe fn avx2_row_products(
     _mm256_storeu_ps(results.as_mut_ptr(), v);
 }
 
+/// Where chunk `c` of a natural row is read from, and whether it is the half chunk: the row
+/// itself, or for a last chunk short of its 8 or 16 groups, `padded` (the row's tail, then
+/// zeros).
+#[inline(always)]
+fn chunk_source<T: Copy>(
+    src: &[T],
+    layout: &super::Layout,
+    c: usize,
+    padded: &mut [T; CHUNK],
+) -> (*const u8, bool) {
+    let (at, values) = (c * CHUNK, layout.groups * GROUP);
+    let half = layout.half && c == layout.full_chunks;
+    if at + if half { CHUNK / 2 } else { CHUNK } <= values {
+        (src[at..].as_ptr() as *const u8, half)
+    } else {
+        padded[..values - at].copy_from_slice(&src[at..values]);
+        (padded.as_ptr() as *const u8, half)
+    }
+}
+
 /// [`super::interleave_row`] for bytes on AVX-512 F: a full chunk is a 16 × 4 matrix of
 /// 4-byte words (group × word) transposed to 4 × 16 with four two-source permutes and four
 /// 128-bit shuffles; a half chunk takes two permutes.
@@ -342,19 +362,10 @@ pub(super) unsafe fn interleave_row_avx512<T: Copy + Default>(
         _mm512_loadu_si512(idx.as_ptr() as *const __m512i)
     };
     let (w01, w23, w02, w13) = (pick(0, 1), pick(2, 3), pick(0, 2), pick(1, 3));
-    let values = layout.groups * GROUP;
     let mut padded = [T::default(); CHUNK];
     for c in 0..layout.full_chunks + layout.half as usize {
-        let at = c * CHUNK;
-        let half = layout.half && c == layout.full_chunks;
-        let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
-            src.as_ptr().add(at) as *const u8
-        } else {
-            // A last chunk short of its 8 or 16 groups, completed with zeros.
-            padded[..values - at].copy_from_slice(&src[at..values]);
-            padded.as_ptr() as *const u8
-        };
-        let d = (dst.as_mut_ptr() as *mut u8).add(at);
+        let (s, half) = chunk_source(src, layout, c, &mut padded);
+        let d = (dst.as_mut_ptr() as *mut u8).add(c * CHUNK);
         let z0 = _mm512_loadu_si512(s as *const __m512i);
         let z1 = _mm512_loadu_si512(s.add(64) as *const __m512i);
         if half {
@@ -401,18 +412,10 @@ pub(super) unsafe fn interleave_row_avx2<T: Copy + Default>(
 ) {
     assert_eq!(std::mem::size_of::<T>(), 1, "bytes only");
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let values = layout.groups * GROUP;
     let mut padded = [T::default(); CHUNK];
     for c in 0..layout.full_chunks + layout.half as usize {
-        let at = c * CHUNK;
-        let half = layout.half && c == layout.full_chunks;
-        let s = if at + if half { CHUNK / 2 } else { CHUNK } <= values {
-            src.as_ptr().add(at) as *const u8
-        } else {
-            padded[..values - at].copy_from_slice(&src[at..values]);
-            padded.as_ptr() as *const u8
-        };
-        let d = (dst.as_mut_ptr() as *mut u8).add(at);
+        let (s, half) = chunk_source(src, layout, c, &mut padded);
+        let d = (dst.as_mut_ptr() as *mut u8).add(c * CHUNK);
         for h in 0..if half { 1 } else { 2 } {
             let s = s.add(128 * h);
             let y: [__m256i; 4] =
