@@ -885,8 +885,8 @@ impl Decoder {
             cols: d,
             row_stride: d,
         };
-        match (head.table, &head.acts) {
-            (Table::F32(table), _) => crate::kernels::matmul_transposed_b_parallel(
+        match &head.table {
+            HeadTable::F32(table) => crate::kernels::matmul_transposed_b_parallel(
                 out,
                 stride,
                 x,
@@ -897,20 +897,16 @@ impl Decoder {
                     row_stride: d,
                 },
             ),
-            (Table::Quant(p), Some(acts)) => {
-                let all = p.matrix();
+            HeadTable::Quant(all, acts) => {
                 let rb = all.ty.row_bytes(d);
                 let part = QuantMatrix {
                     data: &all.data[vocab.start * rb..vocab.end * rb],
                     rows: n,
-                    ..all
+                    ..*all
                 };
                 quant_matmul_quantized(QuantKernel::current(), acts, &part, out, stride, 0);
             }
-            (Table::Quant(p), None) => {
-                unreachable!("HeadInput quantises the rows for {:?} tables", p.ty)
-            }
-            (Table::Half { bits, bf16 }, _) => {
+            HeadTable::Half { bits, bf16 } => {
                 // Vocabulary rows widened a block at a time.
                 const BLOCK: usize = 4096;
                 let mut block = Vec::with_capacity(BLOCK.min(n) * d);
@@ -1257,34 +1253,40 @@ const LM_HEAD_ROWS: usize = 64;
 /// values, so slices on those boundaries sum as a whole row does.)
 const VOCAB_SLICE: usize = 65_536;
 
-/// The LM head's input: the final-normed rows, and for a quantised table, those rows
-/// quantised once for every slice.
+/// The LM head's input: the final-normed rows and the table they meet.
 struct HeadInput<'a> {
-    table: &'a Table,
     x: &'a [f32],
     rows: usize,
-    acts: Option<QuantizedRows>,
+    table: HeadTable<'a>,
+}
+
+enum HeadTable<'a> {
+    F32(&'a [f32]),
+    /// The blocks, and the rows quantised for them once for every slice.
+    Quant(QuantMatrix<'a>, Box<QuantizedRows>),
+    Half {
+        bits: &'a [u16],
+        bf16: bool,
+    },
 }
 
 impl<'a> HeadInput<'a> {
     fn new(decoder: &'a Decoder, x: &'a [f32], rows: usize) -> HeadInput<'a> {
         let w = &decoder.weights;
-        let table = w.lm_head.as_ref().unwrap_or(&w.embed);
-        let acts = match table {
-            Table::Quant(p) => Some(QuantizedRows::quantize(
-                x,
-                rows,
-                decoder.config.hidden,
-                p.ty,
-            )),
-            _ => None,
+        let table = match w.lm_head.as_ref().unwrap_or(&w.embed) {
+            Table::F32(t) => HeadTable::F32(t),
+            Table::Quant(p) => HeadTable::Quant(
+                p.matrix(),
+                Box::new(QuantizedRows::quantize(
+                    x,
+                    rows,
+                    decoder.config.hidden,
+                    p.ty,
+                )),
+            ),
+            Table::Half { bits, bf16 } => HeadTable::Half { bits, bf16: *bf16 },
         };
-        HeadInput {
-            table,
-            x,
-            rows,
-            acts,
-        }
+        HeadInput { x, rows, table }
     }
 }
 
@@ -1330,16 +1332,11 @@ impl HeadRow {
 
     /// A distribution that cannot be normalised is an error naming the input.
     fn check(&self, input: usize) -> Result<()> {
-        match self.bad {
+        match self.bad.or((!self.max.is_finite()).then_some(self.max)) {
             Some(v) => Err(EngineError::NonFinite {
                 input,
                 stage: "the LM head's logits".into(),
                 value: crate::finite::describe(v),
-            }),
-            None if !self.max.is_finite() => Err(EngineError::NonFinite {
-                input,
-                stage: "the LM head's logits".into(),
-                value: crate::finite::describe(self.max),
             }),
             None => Ok(()),
         }

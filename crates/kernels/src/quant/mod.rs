@@ -240,19 +240,20 @@ impl QuantizedRows {
                 .zip(scaled_sum.par_chunks_mut(pg))
                 .zip(zero_sum.par_chunks_mut(pg))
                 .zip(x.par_chunks(cols))
-                .for_each(|((((q, sc), ss), zs), x)| {
-                    let mut natural = vec![0i8; cols];
-                    let mut block_scale = vec![0.0f32; cols / 32];
-                    quantize_row(kind, x, &mut natural, &mut block_scale);
-                    for g in 0..groups {
-                        let vals = &natural[g * GROUP..(g + 1) * GROUP];
-                        let s: i32 = vals.iter().map(|&v| v as i32).sum();
-                        sc[g] = block_scale[g * GROUP / 32];
-                        ss[g] = sc[g] * s as f32;
-                        zs[g] = z * s;
-                    }
-                    interleave_bytes(QuantKernel::current(), &natural, q, &layout);
-                });
+                .for_each_init(
+                    || (vec![0i8; cols], vec![0.0f32; cols / 32]),
+                    |(natural, block_scale), ((((q, sc), ss), zs), x)| {
+                        quantize_row(kind, x, natural, block_scale);
+                        for g in 0..groups {
+                            let vals = &natural[g * GROUP..(g + 1) * GROUP];
+                            let s: i32 = vals.iter().map(|&v| v as i32).sum();
+                            sc[g] = block_scale[g * GROUP / 32];
+                            ss[g] = sc[g] * s as f32;
+                            zs[g] = z * s;
+                        }
+                        interleave_bytes(QuantKernel::current(), natural, q, &layout);
+                    },
+                );
         }
         QuantizedRows {
             rows,
